@@ -1,0 +1,159 @@
+// Package driver is the small interface between the agent and the systems it flashes: iLO over
+// Redfish, Onboard Administrators and Linux hosts over SSH. Each kind of target has its own
+// implementation in a sibling package; Fake serves the controller's unit tests.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Type names a kind of target, as in UpdateTarget's spec.type.
+type Type string
+
+const (
+	TypeILO4  Type = "iLO4"
+	TypeILO5  Type = "iLO5"
+	TypeILO6  Type = "iLO6"
+	TypeOA    Type = "OA"
+	TypeLinux Type = "Linux"
+)
+
+// Component names what is flashed, as in UpdateJob's spec.component.
+type Component string
+
+const (
+	ComponentILO            Component = "iLO"
+	ComponentSystemROM      Component = "SystemROM"
+	ComponentSmartComponent Component = "SmartComponent"
+	ComponentOA             Component = "OA"
+)
+
+// Credentials are read from the target's Secret by the agent; they never leave memory.
+type Credentials struct {
+	Username string
+	Password string
+	// PrivateKey is a PEM-encoded SSH private key (Linux and OA targets), used before Password.
+	PrivateKey []byte
+}
+
+// String hides the secret fields so that a credential printed by mistake leaks nothing.
+func (c Credentials) String() string { return fmt.Sprintf("Credentials{Username:%q}", c.Username) }
+
+// GoString hides the secret fields from %#v as well.
+func (c Credentials) GoString() string { return c.String() }
+
+// TLS is how a Redfish target's certificate is checked. Verification is on unless
+// InsecureSkipVerify is set explicitly.
+type TLS struct {
+	// CABundle is PEM; when empty and no fingerprint is pinned, the system roots are used.
+	CABundle []byte
+	// FingerprintSHA256 pins the leaf certificate: hex, with or without colons.
+	FingerprintSHA256  string
+	InsecureSkipVerify bool
+}
+
+// SSH is how an OA or Linux target's host key is checked.
+type SSH struct {
+	// Port is the target's SSH port (rule P3, 22 by default).
+	Port int
+	// KnownHosts is the content of a known_hosts file.
+	KnownHosts []byte
+	// InsecureIgnoreHostKey waives the host key check; only set when the user asked for it.
+	InsecureIgnoreHostKey bool
+}
+
+// Target is one endpoint the agent drives.
+type Target struct {
+	Name    string
+	Type    Type
+	Address string // host or IP, with an optional port
+	// Bay, when non-zero on an OA target, selects the blade iLO flashed through the OA
+	// (UPDATE ILO <bay>) instead of the OA itself.
+	Bay         int
+	Credentials Credentials
+	TLS         TLS
+	SSH         SSH
+	// LocalPort is the source port of the agent's connections to this target (rule P4);
+	// 0 lets the kernel choose.
+	LocalPort int
+	// LocalAddress is the node address to bind LocalPort on; empty means any.
+	LocalAddress string
+}
+
+// Firmware is the verified image the agent serves and the driver installs.
+type Firmware struct {
+	Component Component
+	// URL is where the target pulls the image from the agent's firmware server (rule P2).
+	URL string
+	// LocalPath is the verified file on the node, for drivers that push the file (Linux).
+	LocalPath string
+	// FileName is the image's original file name (Smart Components keep theirs).
+	FileName string
+	SHA256   string
+	// Version is the version the job wants; empty when the job did not say.
+	Version string
+}
+
+// Phase is a step of one target's update, as reported in its status.
+type Phase string
+
+const (
+	PhaseStaging   Phase = "Staging"
+	PhaseFlashing  Phase = "Flashing"
+	PhaseVerifying Phase = "Verifying"
+)
+
+// Progress is what a driver reports while it works.
+type Progress struct {
+	Phase   Phase
+	Percent int
+	Message string
+}
+
+// Result is the outcome of a successful Update.
+type Result struct {
+	VersionBefore  string
+	VersionAfter   string
+	RebootRequired bool
+	// NotNeeded is true when the target said the update was not needed (Smart Component
+	// exit code 2, or already at the version).
+	NotNeeded bool
+	Message   string
+}
+
+// Driver drives one target. Implementations are not safe for concurrent use.
+type Driver interface {
+	// Version reads the currently installed version of the component.
+	Version(ctx context.Context, component Component) (string, error)
+	// Update installs the firmware, reporting progress, and verifies the result.
+	Update(ctx context.Context, fw Firmware, report func(Progress)) (Result, error)
+	// Close ends the session with the target.
+	Close() error
+}
+
+// Factory opens a Driver for a target.
+type Factory func(ctx context.Context, t Target) (Driver, error)
+
+// ErrUnsupported is returned by a factory for a target type it does not handle.
+var ErrUnsupported = errors.New("unsupported target type")
+
+// Registry picks a Factory by target type.
+type Registry map[Type]Factory
+
+// Open opens a driver for t with the factory registered for its type.
+func (r Registry) Open(ctx context.Context, t Target) (Driver, error) {
+	f, ok := r[t.Type]
+	if !ok {
+		return nil, fmt.Errorf("target %s: %w %q", t.Name, ErrUnsupported, t.Type)
+	}
+	return f(ctx, t)
+}
+
+// Timeouts bound each step of an update; zero values mean the driver's defaults.
+type Timeouts struct {
+	Connect time.Duration
+	Flash   time.Duration
+}
