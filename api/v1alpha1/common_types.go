@@ -1,0 +1,21 @@
+package v1alpha1
+
+// Condition types shared by the kinds of this API. They follow the conventions that kstatus,
+// Argo CD and Flux read: Ready is the summary, Progressing and Failed refine it.
+const (
+	// ConditionReady is True when the object is in its wanted state.
+	ConditionReady = "Ready"
+	// ConditionProgressing is True while work is under way.
+	ConditionProgressing = "Progressing"
+	// ConditionFailed is True when the object cannot reach its wanted state without help.
+	ConditionFailed = "Failed"
+)
+
+// SecretReference names a Secret in the namespace of the object that refers to it.
+type SecretReference struct {
+	// name is the name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}

@@ -1,0 +1,167 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TargetPhase is where one target's update stands.
+// +kubebuilder:validation:Enum=Pending;Downloading;Staging;Flashing;Verifying;Succeeded;Failed;Skipped
+type TargetPhase string
+
+const (
+	TargetPhasePending     TargetPhase = "Pending"
+	TargetPhaseDownloading TargetPhase = "Downloading"
+	TargetPhaseStaging     TargetPhase = "Staging"
+	TargetPhaseFlashing    TargetPhase = "Flashing"
+	TargetPhaseVerifying   TargetPhase = "Verifying"
+	TargetPhaseSucceeded   TargetPhase = "Succeeded"
+	TargetPhaseFailed      TargetPhase = "Failed"
+	TargetPhaseSkipped     TargetPhase = "Skipped"
+)
+
+// Finished reports whether the phase is final.
+func (p TargetPhase) Finished() bool {
+	return p == TargetPhaseSucceeded || p == TargetPhaseFailed || p == TargetPhaseSkipped
+}
+
+// InProgress reports whether an agent is working on the target.
+func (p TargetPhase) InProgress() bool {
+	switch p {
+	case TargetPhaseDownloading, TargetPhaseStaging, TargetPhaseFlashing, TargetPhaseVerifying:
+		return true
+	}
+	return false
+}
+
+// Labels put on TargetUpdates and agent pods so that they can be listed by job.
+const (
+	LabelJob    = "firmware.fwops.io/job"
+	LabelTarget = "firmware.fwops.io/target"
+)
+
+// TargetUpdateSpec names the job and the target; the controller sets it and it never changes.
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable"
+type TargetUpdateSpec struct {
+	// jobName is the UpdateJob this belongs to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	JobName string `json:"jobName"`
+
+	// targetName is the UpdateTarget being updated.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	TargetName string `json:"targetName"`
+
+	// targetType is the target's type when the job planned it.
+	// +required
+	TargetType TargetType `json:"targetType"`
+}
+
+// TargetUpdateStatus is one target's progress within one job. Agents write it.
+type TargetUpdateStatus struct {
+	// phase is where the update stands.
+	// +optional
+	Phase TargetPhase `json:"phase,omitempty"`
+
+	// percent is the flash progress the target reports, 0-100.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percent int32 `json:"percent,omitempty"`
+
+	// message says what is happening, or why it failed, in words a person can act on.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Message string `json:"message,omitempty"`
+
+	// versionBefore is the version read before flashing.
+	// +optional
+	VersionBefore string `json:"versionBefore,omitempty"`
+
+	// versionAfter is the version read after flashing.
+	// +optional
+	VersionAfter string `json:"versionAfter,omitempty"`
+
+	// rebootRequired is true when the installed firmware takes effect after a reboot
+	// (Smart Component exit code 1).
+	// +optional
+	RebootRequired bool `json:"rebootRequired,omitempty"`
+
+	// attempts counts the starts of this target, the first one included.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+
+	// node is the node whose agent works on the target.
+	// +optional
+	Node string `json:"node,omitempty"`
+
+	// agentPod is the agent pod working on the target.
+	// +optional
+	AgentPod string `json:"agentPod,omitempty"`
+
+	// sessionPort is the local port the agent's connection to the target leaves from (P4).
+	// +optional
+	SessionPort int32 `json:"sessionPort,omitempty"`
+
+	// firmwareServerPort is the port the target pulls the image from (P2).
+	// +optional
+	FirmwareServerPort int32 `json:"firmwareServerPort,omitempty"`
+
+	// startTime is when the current attempt started.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the target finished.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// retryAfter is when a failed target may be tried again.
+	// +optional
+	RetryAfter *metav1.Time `json:"retryAfter,omitempty"`
+
+	// conditions: Ready is True once the target succeeded or was skipped.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// TargetUpdate is one target's update within one UpdateJob, owned by the job. One object per
+// target keeps the job itself small at any fleet size.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=tu,categories=firmware
+// +kubebuilder:printcolumn:name="Job",type=string,JSONPath=`.spec.jobName`
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.targetName`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Percent",type=integer,JSONPath=`.status.percent`
+// +kubebuilder:printcolumn:name="Before",type=string,JSONPath=`.status.versionBefore`,priority=1
+// +kubebuilder:printcolumn:name="After",type=string,JSONPath=`.status.versionAfter`,priority=1
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.node`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type TargetUpdate struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec names the job and the target.
+	// +required
+	Spec TargetUpdateSpec `json:"spec"`
+
+	// status is the target's progress.
+	// +optional
+	Status TargetUpdateStatus `json:"status,omitempty"`
+}
+
+// TargetUpdateList is a list of TargetUpdates.
+// +kubebuilder:object:root=true
+type TargetUpdateList struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard list metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// items are the TargetUpdates.
+	Items []TargetUpdate `json:"items"`
+}

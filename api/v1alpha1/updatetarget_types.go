@@ -1,0 +1,179 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TargetType is the kind of endpoint an UpdateTarget is.
+// +kubebuilder:validation:Enum=iLO4;iLO5;iLO6;OA;Linux
+type TargetType string
+
+const (
+	TargetTypeILO4  TargetType = "iLO4"
+	TargetTypeILO5  TargetType = "iLO5"
+	TargetTypeILO6  TargetType = "iLO6"
+	TargetTypeOA    TargetType = "OA"
+	TargetTypeLinux TargetType = "Linux"
+)
+
+// Keys read from the Secret named by credentialsSecretRef.
+const (
+	SecretKeyUsername      = "username"
+	SecretKeyPassword      = "password"
+	SecretKeySSHPrivateKey = "ssh-privatekey"
+	SecretKeyCABundle      = "ca.crt"
+	SecretKeyKnownHosts    = "known_hosts"
+)
+
+// UpdateTargetSpec describes one managed endpoint.
+// +kubebuilder:validation:XValidation:rule="!(self.type in ['OA', 'Linux']) || has(self.ssh) && (has(self.ssh.knownHostsSecretRef) || (has(self.ssh.insecureIgnoreHostKey) && self.ssh.insecureIgnoreHostKey))",message="spec.ssh.knownHostsSecretRef is required for OA and Linux targets unless spec.ssh.insecureIgnoreHostKey is true: host keys are always checked",fieldPath=".ssh"
+// +kubebuilder:validation:XValidation:rule="self.type in ['iLO4', 'iLO5', 'iLO6'] || !has(self.tls)",message="spec.tls applies only to iLO targets (iLO4, iLO5, iLO6)",fieldPath=".tls"
+// +kubebuilder:validation:XValidation:rule="self.type in ['OA', 'Linux'] || !has(self.ssh)",message="spec.ssh applies only to OA and Linux targets",fieldPath=".ssh"
+// +kubebuilder:validation:XValidation:rule="self.type == 'OA' || !has(self.bay)",message="spec.bay applies only to OA targets",fieldPath=".bay"
+type UpdateTargetSpec struct {
+	// type is the kind of endpoint: iLO4, iLO5 or iLO6 (Redfish over HTTPS), OA (an Onboard
+	// Administrator's SSH command line) or Linux (Smart Components over SSH).
+	// +required
+	Type TargetType `json:"type"`
+
+	// address is the endpoint's host name or IP address, with an optional port
+	// ("ilo-r12.example.net", "10.0.0.5:8443", "[fd00::5]:22"). No scheme, no path.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:XValidation:rule="!self.contains('://') && !self.contains('/')",message="spec.address must be a host or host:port, without scheme or path"
+	// +kubebuilder:validation:XValidation:rule="!self.contains(' ')",message="spec.address must not contain spaces"
+	Address string `json:"address"`
+
+	// credentialsSecretRef names the Secret, in this namespace, that holds the credentials:
+	// the keys "username" and "password", and for SSH targets optionally "ssh-privatekey".
+	// +required
+	CredentialsSecretRef SecretReference `json:"credentialsSecretRef"`
+
+	// tls says how the certificate of an iLO is checked. Verification is on unless
+	// insecureSkipVerify is set.
+	// +optional
+	TLS *TLSSpec `json:"tls,omitempty"`
+
+	// ssh says how an OA or Linux target is reached and its host key checked (rule P3).
+	// +optional
+	SSH *SSHSpec `json:"ssh,omitempty"`
+
+	// bay, on an OA target, selects the blade in that enclosure bay whose iLO is flashed
+	// through the OA (UPDATE ILO <bay>) instead of the OA's own firmware.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	Bay *int32 `json:"bay,omitempty"`
+}
+
+// TLSSpec says how an iLO's certificate is verified. At most one of its fields may be set; with
+// none, the certificate must chain to the system's roots.
+// +kubebuilder:validation:XValidation:rule="[has(self.caBundleSecretRef), has(self.certificateSHA256), has(self.insecureSkipVerify) && self.insecureSkipVerify].filter(x, x).size() <= 1",message="spec.tls: set at most one of caBundleSecretRef, certificateSHA256 and insecureSkipVerify"
+type TLSSpec struct {
+	// caBundleSecretRef names a Secret whose key "ca.crt" holds the PEM CA bundle that signs
+	// the iLO's certificate.
+	// +optional
+	CABundleSecretRef *SecretReference `json:"caBundleSecretRef,omitempty"`
+
+	// certificateSHA256 pins the iLO's certificate by the SHA-256 of its DER encoding, as 64
+	// hex characters, with or without colons. Suited to self-signed iLO certificates.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^([0-9a-fA-F]{64}|([0-9a-fA-F]{2}:){31}[0-9a-fA-F]{2})$`
+	CertificateSHA256 string `json:"certificateSHA256,omitempty"`
+
+	// insecureSkipVerify turns certificate verification off. Only for lab use.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// SSHSpec says how an SSH target is reached.
+type SSHSpec struct {
+	// port is the target's SSH port; when unset, the PortPolicy's sshPort (rule P3, 22).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port *int32 `json:"port,omitempty"`
+
+	// knownHostsSecretRef names a Secret whose key "known_hosts" lists the target's host keys.
+	// +optional
+	KnownHostsSecretRef *SecretReference `json:"knownHostsSecretRef,omitempty"`
+
+	// insecureIgnoreHostKey waives the host key check. Only for lab use.
+	// +optional
+	InsecureIgnoreHostKey bool `json:"insecureIgnoreHostKey,omitempty"`
+}
+
+// ComponentVersion is the version of one firmware component as last read from the target.
+type ComponentVersion struct {
+	// component names the component: iLO, SystemROM, SmartComponent or OA.
+	// +required
+	Component Component `json:"component"`
+
+	// version is the version string the target reported.
+	// +required
+	Version string `json:"version"`
+}
+
+// UpdateTargetStatus is the observed state of an UpdateTarget.
+type UpdateTargetStatus struct {
+	// observedGeneration is the generation last reconciled successfully.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready is True when the referenced Secrets exist with the keys this target
+	// needs.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// firmwareVersions are the versions last read from the target, by component.
+	// +optional
+	// +listType=map
+	// +listMapKey=component
+	FirmwareVersions []ComponentVersion `json:"firmwareVersions,omitempty"`
+
+	// lastJob names the last UpdateJob that touched this target.
+	// +optional
+	LastJob string `json:"lastJob,omitempty"`
+
+	// lastUpdateTime is when a job last finished with this target.
+	// +optional
+	LastUpdateTime *metav1.Time `json:"lastUpdateTime,omitempty"`
+}
+
+// UpdateTarget is one managed endpoint: an iLO, an Onboard Administrator or a Linux host.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ut,categories=firmware
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.address`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Last Job",type=string,JSONPath=`.status.lastJob`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type UpdateTarget struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec describes the endpoint.
+	// +required
+	Spec UpdateTargetSpec `json:"spec"`
+
+	// status is what the operator last observed.
+	// +optional
+	Status UpdateTargetStatus `json:"status,omitempty"`
+}
+
+// UpdateTargetList is a list of UpdateTargets.
+// +kubebuilder:object:root=true
+type UpdateTargetList struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard list metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// items are the UpdateTargets.
+	Items []UpdateTarget `json:"items"`
+}

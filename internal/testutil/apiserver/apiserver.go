@@ -1,0 +1,77 @@
+// Package apiserver starts a real kube-apiserver and etcd (controller-runtime's envtest) with
+// this project's CRDs installed, for tests. The binaries come from hack/envtest-assets.sh.
+package apiserver
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+)
+
+// ErrNoAssets means the envtest binaries are not there; tests skip on it outside CI and
+// fail on it in CI, where a missing dependency is a failure.
+var ErrNoAssets = errors.New("envtest assets not found: run 'make envtest-assets' or set KUBEBUILDER_ASSETS")
+
+// RepoRoot is the module root, found from this file's location.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+}
+
+// AssetsDir is KUBEBUILDER_ASSETS when set, else bin/envtest when it holds the binaries.
+func AssetsDir() (string, error) {
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(), "bin", "envtest")
+	}
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return "", fmt.Errorf("%w (looked in %s)", ErrNoAssets, dir)
+		}
+	}
+	return dir, nil
+}
+
+// InCI reports whether the tests run in CI, where nothing may be skipped.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Scheme holds the built-in types and this project's API.
+func Scheme() *k8sruntime.Scheme {
+	s := k8sruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := fwv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Start starts an API server with the CRDs of config/crd/bases installed. Stop it with
+// env.Stop().
+func Start() (*envtest.Environment, *rest.Config, error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, nil, err
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                Scheme(),
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting envtest: %w", err)
+	}
+	return env, cfg, nil
+}
