@@ -530,7 +530,8 @@ func writeFileAtomic(p string, b []byte) error {
 // belong to the open file description, so two goroutines of one process exclude each other as
 // two processes do.
 func lockFile(ctx context.Context, p string) (unlock func(), err error) {
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	// Read-only is enough for flock, and lets agents running as other users share the lock.
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}

@@ -210,6 +210,25 @@ func TestResumeServerIgnoresRange(t *testing.T) {
 	}
 }
 
+func TestPartialAlreadyComplete(t *testing.T) {
+	data, digest := blob(64 << 10)
+	srv := newFileServer(t, func(_ int, w http.ResponseWriter, r *http.Request) { serveRange(w, r, data) })
+	c := newCache(t, "", srv.Client())
+	// An earlier attempt wrote every byte but died before the rename.
+	os.MkdirAll(filepath.Join(c.Dir, "sha256"), 0o755)
+	if err := os.WriteFile(filepath.Join(c.Dir, "sha256", digest+".partial"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := c.Get(t.Context(), Source{URL: srv.URL + "/fw.bin", SHA256: digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkImage(t, img, data, digest, "fw.bin")
+	if rh := srv.rangeHeaders(); fmt.Sprint(rh) != fmt.Sprintf("[bytes=%d-]", len(data)) {
+		t.Errorf("Range headers = %q", rh) // answered 416, and the partial was kept
+	}
+}
+
 func TestConcurrentGetsFetchOnce(t *testing.T) {
 	data, digest := blob(512 << 10)
 	srv := newFileServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
