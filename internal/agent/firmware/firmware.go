@@ -81,6 +81,7 @@ type DigestMismatchError struct {
 	Actual   string
 }
 
+// Error names the source and both digests, so that a log line alone shows what was wrong.
 func (e *DigestMismatchError) Error() string {
 	return fmt.Sprintf("sha256 mismatch for %s: expected %s, got %s", e.Source, e.Expected, e.Actual)
 }
