@@ -1,0 +1,95 @@
+package control
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metric names, exported so that tests and dashboards refer to one spelling.
+const (
+	MetricTargets       = "fwops_agent_targets"
+	MetricBytesServed   = "fwops_agent_firmware_served_bytes_total"
+	MetricFlashDuration = "fwops_agent_flash_duration_seconds"
+)
+
+// Metrics holds the agent's Prometheus metrics in a private registry: the agent may share a
+// process with tests or other components, and the global registry would mix them up.
+type Metrics struct {
+	reg           *prometheus.Registry
+	bytesServed   prometheus.Counter
+	flashDuration *prometheus.HistogramVec
+}
+
+// NewMetrics builds the registry. Targets by phase are read from src at each scrape, so the
+// gauge always agrees with /status and the agent has nothing to keep in step; src may be nil.
+func NewMetrics(src StatusSource) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		bytesServed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricBytesServed,
+			Help: "Firmware image bytes sent to targets by the firmware server (rule P2).",
+		}),
+		flashDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: MetricFlashDuration,
+			Help: "Time from the start of a target's flash to its verified result.",
+			// A flash takes minutes: 15 s to about 2 h.
+			Buckets: prometheus.ExponentialBuckets(15, 2, 10),
+		}, []string{"result"}),
+	}
+	m.reg.MustRegister(
+		m.bytesServed,
+		m.flashDuration,
+		&phaseCollector{src: src, desc: prometheus.NewDesc(MetricTargets,
+			"Targets of this agent by update phase.", []string{"phase"}, nil)},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Registry is the private registry, for callers that add their own collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// AddBytesServed counts image bytes sent; it fits fwserver.Server.OnServed.
+func (m *Metrics) AddBytesServed(n int64) {
+	if n > 0 {
+		m.bytesServed.Add(float64(n))
+	}
+}
+
+// ObserveFlash records one finished flash; result is "succeeded" or "failed".
+func (m *Metrics) ObserveFlash(d time.Duration, result string) {
+	m.flashDuration.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// phaseCollector reports the targets-by-phase gauge from a status snapshot.
+type phaseCollector struct {
+	src  StatusSource
+	desc *prometheus.Desc
+}
+
+func (c *phaseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *phaseCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := make(map[string]int, len(Phases))
+	for _, p := range Phases {
+		counts[p] = 0
+	}
+	if c.src != nil {
+		for _, t := range c.src.Status().Targets {
+			counts[t.Phase]++
+		}
+	}
+	for phase, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), phase)
+	}
+}
