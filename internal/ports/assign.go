@@ -234,6 +234,7 @@ func (a Allocator) Assign(req Request) (Assignment, error) {
 		r = globalRand{}
 	}
 	s := &assigner{probe: a.Probe, rand: r}
+	s.out.Entries = make([]Entry, 0, 3+req.Sessions+req.Receive) // P1, P2, IPC + per target
 	pol := a.Policy
 
 	// rule P1: the control port, else the next free port upward.
