@@ -41,14 +41,6 @@ type Range struct {
 // Contains reports whether port lies in the range.
 func (r Range) Contains(port int) bool { return port >= r.Start && port <= r.End }
 
-// Len is the number of ports in the range (0 if the range is inverted).
-func (r Range) Len() int {
-	if r.End < r.Start {
-		return 0
-	}
-	return r.End - r.Start + 1
-}
-
 // String formats the range as "63000-63007".
 func (r Range) String() string { return fmt.Sprintf("%d-%d", r.Start, r.End) }
 

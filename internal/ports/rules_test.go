@@ -388,3 +388,36 @@ func TestAssignForNode_SecondAgentAvoidsTheFirst(t *testing.T) {
 		t.Errorf("IPC %d receive %v", second.IPC(), second.Receive())
 	}
 }
+
+func TestP5_ExhaustedNamesRule(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		base int
+		req  Request
+		want string
+	}{
+		// 65535 is busy in both cases.
+		{"P5/IPC port past 65535", 65535, Request{}, "rule P5: inter-process port"},
+		{"P5/receive ports past 65535", 65530, Request{Receive: 6}, "rule P5: receive port 5 of 6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := DefaultPolicy()
+			pol.ReverseBasePort = tc.base
+			_, err := Allocator{Policy: pol, Probe: busy(65535)}.Assign(tc.req)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrExhausted) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAssign_NegativeCountsAndNilRand(t *testing.T) {
+	if _, err := (Allocator{Policy: DefaultPolicy(), Probe: busy()}).Assign(Request{Sessions: -1}); err == nil {
+		t.Fatal("negative session count accepted")
+	}
+	// rule P2: without a Rand the process-wide source still draws in range.
+	a, err := Allocator{Policy: DefaultPolicy(), Probe: busy(80)}.Assign(Request{})
+	if err != nil || !DefaultPolicy().FirmwareServer.FallbackRange.Contains(a.FirmwareServer()) {
+		t.Fatalf("nil Rand: %v, port %d", err, a.FirmwareServer())
+	}
+}
