@@ -178,7 +178,8 @@ func ForTargets(n int) Request { return Request{Sessions: n, Receive: n} }
 // are free and Rand for rule P2's random choice.
 type Allocator struct {
 	Policy Policy
-	Probe  Probe
+	// Probe says which ports are free; nil means every port is.
+	Probe Probe
 	// Rand is used only by rule P2 with SelectionRandom; nil means the
 	// process-wide source of math/rand/v2 (not repeatable).
 	Rand Rand
@@ -233,7 +234,11 @@ func (a Allocator) Assign(req Request) (Assignment, error) {
 	if r == nil {
 		r = globalRand{}
 	}
-	s := &assigner{probe: a.Probe, rand: r}
+	probe := a.Probe
+	if probe == nil {
+		probe = Taken(nil)
+	}
+	s := &assigner{probe: probe, rand: r}
 	s.out.Entries = make([]Entry, 0, 3+req.Sessions+req.Receive) // P1, P2, IPC + per target
 	pol := a.Policy
 

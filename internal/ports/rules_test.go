@@ -415,6 +415,10 @@ func TestAssign_NegativeCountsAndNilRand(t *testing.T) {
 	if _, err := (Allocator{Policy: DefaultPolicy(), Probe: busy()}).Assign(Request{Sessions: -1}); err == nil {
 		t.Fatal("negative session count accepted")
 	}
+	// A nil Probe sees every port free.
+	if a, err := (Allocator{Policy: DefaultPolicy()}).Assign(ForTargets(1)); err != nil || a.Control() != 62286 || a.FirmwareServer() != 80 {
+		t.Fatalf("nil Probe: %v %v", err, a.Entries)
+	}
 	// rule P2: without a Rand the process-wide source still draws in range.
 	a, err := Allocator{Policy: DefaultPolicy(), Probe: busy(80)}.Assign(Request{})
 	if err != nil || !DefaultPolicy().FirmwareServer.FallbackRange.Contains(a.FirmwareServer()) {
