@@ -123,6 +123,13 @@ func Dial(ctx context.Context, t driver.Target, opts Options) (*ssh.Client, erro
 	if err != nil {
 		return nil, fmt.Errorf("target %s: dial %s%s: %w", t.Name, addr, fromPort(t), err)
 	}
+	if tc, ok := conn.(*net.TCPConn); ok && t.LocalPort != 0 {
+		// rule P4: the next connection to this target leaves from the same port. A normal
+		// close would leave this 4-tuple in TIME_WAIT for a minute and that connect would
+		// fail (EADDRNOTAVAIL); closing with a reset leaves nothing behind. Nothing is lost:
+		// the SSH session is over when the connection is closed.
+		_ = tc.SetLinger(0)
+	}
 	// The handshake has no context of its own: a deadline and a close on cancel bound it.
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
