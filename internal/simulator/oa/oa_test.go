@@ -325,4 +325,3 @@ func TestCLI(t *testing.T) {
 		t.Fatal("still listening after ctx cancel")
 	}
 }
-
