@@ -252,7 +252,9 @@ func (d *Driver) record(ctx context.Context, c driver.Component, v string) {
 	}
 }
 
-// exec runs cmd in a new session, output to w; the session closes when ctx ends.
+// exec runs cmd in a new session, output to w. When ctx ends first the remote command gets
+// SIGTERM and exec returns at once: sshd would otherwise hold the session open until the
+// command exits by itself.
 func exec(ctx context.Context, c *ssh.Client, cmd string, w io.Writer) error {
 	sess, err := c.NewSession()
 	if err != nil {
@@ -261,12 +263,15 @@ func exec(ctx context.Context, c *ssh.Client, cmd string, w io.Writer) error {
 	defer sess.Close()
 	sess.Stdout = w
 	sess.Stderr = w
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	err = sess.Run(cmd)
-	if !stop() {
+	done := make(chan error, 1)
+	go func() { done <- sess.Run(cmd) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		_ = sess.Signal(ssh.SIGTERM)
 		return ctx.Err()
 	}
-	return err
 }
 
 // quote makes s one word for a POSIX shell.

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -239,4 +240,34 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// A component that hangs past the deadline fails the update, and its copy is removed anyway.
+func TestTimeoutStillCleansUp(t *testing.T) {
+	s := sshd.Start(t)
+	d, err := Open(context.Background(), target(s), Options{StateDir: filepath.Join(t.TempDir(), "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	marker := filepath.Join(t.TempDir(), "ran")
+	p := filepath.Join(t.TempDir(), "slow.scexe")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$0\" > %s\nexec sleep 5\n", strconv.Quote(marker))
+	if err := os.WriteFile(p, []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err = d.Update(ctx, driver.Firmware{LocalPath: p}, nil)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+	b, rerr := os.ReadFile(marker)
+	if rerr != nil {
+		t.Fatalf("component did not start: %v", rerr)
+	}
+	dir := filepath.Dir(strings.TrimSpace(string(b)))
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temp dir %s left behind: %v", dir, err)
+	}
 }

@@ -180,9 +180,15 @@ func (d *Driver) run(ctx context.Context, cmd string, onLine func(string)) (stri
 		}
 		_, _ = io.Copy(io.Discard, pr) // an overlong line must not block the session
 	}()
-	stop := context.AfterFunc(ctx, func() { sess.Close() })
-	err = sess.Run(cmd)
-	stop()
+	done := make(chan error, 1)
+	go func() { done <- sess.Run(cmd) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// Do not wait for the OA to end the command: the connection is dropped instead.
+		d.drop(c)
+		err = <-done
+	}
 	pw.Close()
 	<-read
 	if ctx.Err() != nil {
