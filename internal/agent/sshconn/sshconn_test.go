@@ -240,3 +240,21 @@ func freePort(t *testing.T) int {
 }
 
 func pemEncode(b *pem.Block) []byte { return pem.EncodeToMemory(b) }
+
+// Hashed known_hosts entries (HashKnownHosts yes) and extra unrelated lines work too.
+func TestHashedKnownHosts(t *testing.T) {
+	s := sshd.Start(t)
+	tg := target(s)
+	hashed := knownhosts.HashHostname(knownhosts.Normalize(s.Addr))
+	tg.SSH.KnownHosts = append(otherKnownHosts(t, "192.0.2.7:22"),
+		[]byte("# comment\n"+hashed+" "+string(ssh.MarshalAuthorizedKey(s.HostKey)))...)
+	c, err := Dial(context.Background(), tg, Options{})
+	if err != nil {
+		t.Fatalf("dial with hashed entry: %v", err)
+	}
+	c.Close()
+	tg.SSH.KnownHosts = []byte("this is not known_hosts\n")
+	if _, err := Dial(context.Background(), tg, Options{}); err == nil || !strings.Contains(err.Error(), "known_hosts") {
+		t.Fatalf("garbage known_hosts: %v", err)
+	}
+}
