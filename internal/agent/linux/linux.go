@@ -56,7 +56,7 @@ type Options struct {
 // Driver installs Smart Components on one Linux host.
 //
 // Version: a Smart Component has no standard version query, so Version returns the
-// version this driver installed last (recorded in memory and, best effort, on the host in
+// version this driver installed last (exit code 0 or 1; recorded in memory and, best effort, on the host in
 // StateDir/<component>.version so that a later agent finds it), else what that file says,
 // else "" with no error: an unknown version is not a failure, the job then simply flashes.
 type Driver struct {
@@ -205,7 +205,8 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	}
 	report(driver.Progress{Phase: driver.PhaseVerifying, Percent: 100, Message: res.Message})
 	res.VersionAfter = res.VersionBefore
-	if fw.Component != "" && fw.Version != "" {
+	// Exit code 2 may mean "hardware absent": recording the version then would be a lie.
+	if fw.Component != "" && fw.Version != "" && !res.NotNeeded {
 		res.VersionAfter = fw.Version
 		d.record(ctx, fw.Component, fw.Version)
 	}
