@@ -287,7 +287,9 @@ func oaMessage(out string) string {
 	return strconv.Quote(last)
 }
 
-// Update flashes fw and verifies the version afterwards.
+// Update flashes fw and verifies the version afterwards: it must equal fw.Version when
+// given, else differ from the version before. It flashes even when the OA already runs
+// fw.Version: skipping (or forcing) is the job's decision, not the driver's.
 func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(driver.Progress)) (driver.Result, error) {
 	if report == nil {
 		report = func(driver.Progress) {}
