@@ -91,7 +91,7 @@ func New(opts Options) (*Client, error) {
 	}
 	tr := &http.Transport{
 		Proxy:               nil, // BMCs sit on management networks; a proxy would also move the source port.
-		DialContext:         dialer(opts.LocalAddress, opts.LocalPort).DialContext,
+		DialContext:         dialFunc(opts.LocalAddress, opts.LocalPort),
 		TLSClientConfig:     tlsConf,
 		TLSHandshakeTimeout: 15 * time.Second,
 		ForceAttemptHTTP2:   false,
@@ -312,13 +312,29 @@ func SamePath(a, b string) bool {
 	return strings.EqualFold(strings.TrimRight(a, "/"), strings.TrimRight(b, "/"))
 }
 
-// dialer binds the local address and port when asked (rule P4), with SO_REUSEADDR so that the
-// TIME_WAIT of a closed connection does not block the next one from the same port.
-func dialer(addr string, port int) *net.Dialer {
+// dialFunc binds the local address and port when asked (rule P4), with SO_REUSEADDR so that
+// the bind is not refused while an earlier socket on the port lingers.
+//
+// SO_REUSEADDR alone does not let connect() reuse a 4-tuple that our side holds in TIME_WAIT
+// (Linux answers EADDRNOTAVAIL for up to a minute), and with a fixed source port every
+// connection to a target has the same 4-tuple. So connections from a bound port close with
+// SO_LINGER 0: a reset instead of TIME_WAIT. They are only ever closed idle, after their last
+// response was read, so nothing is lost.
+func dialFunc(addr string, port int) func(ctx context.Context, network, address string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
-	if addr != "" || port != 0 {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(addr), Port: port}
-		d.Control = reuseAddr
+	if addr == "" && port == 0 {
+		return d.DialContext
 	}
-	return d
+	d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(addr), Port: port}
+	d.Control = reuseAddr
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok && port != 0 {
+			_ = tc.SetLinger(0)
+		}
+		return c, nil
+	}
 }

@@ -220,7 +220,7 @@ func (s *Sim) serveDoc(w http.ResponseWriter, r *http.Request, p string) {
 		return
 	}
 	out := deepCopy(doc).(map[string]any)
-	if r.URL.Query().Get("$expand") != "" {
+	if r.URL.Query().Get("$expand") != "" && !s.cfg.IgnoreExpand {
 		if ms, ok := out["Members"].([]any); ok {
 			for i, m := range ms {
 				mm, _ := m.(map[string]any)

@@ -13,10 +13,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -68,6 +70,9 @@ type Config struct {
 	SimpleUpdateTask bool
 	// NoSessions refuses session logins with 405, so that clients must use Basic auth.
 	NoSessions bool
+	// IgnoreExpand serves collections as bare links even when $expand is asked, as some
+	// firmware versions do.
+	IgnoreExpand bool
 	// Counter, when set, is shared by several simulators to count concurrent flashes across them.
 	Counter *Counter
 	// Logf, when set, receives one line per notable event.
@@ -207,8 +212,10 @@ func (s *Sim) Start(addr string) error {
 				s.mu.Unlock()
 			}
 		},
-		ErrorLog: nil,
 	}
+	// TLS handshake failures (a pinned client refusing the wrong certificate) are expected;
+	// they go to Logf rather than to the process's standard logger.
+	s.srv.ErrorLog = log.New(logWriter{s}, "", 0)
 	if !s.cfg.PlainHTTP {
 		if s.cert, s.certPEM, err = selfSigned(host); err != nil {
 			ln.Close()
@@ -358,4 +365,12 @@ func retryAfter(sec int) string {
 // certPEMBlock encodes DER as PEM.
 func certPEMBlock(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// logWriter sends the http.Server's error log to Logf.
+type logWriter struct{ s *Sim }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.s.logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
