@@ -253,6 +253,7 @@ func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccept
 	tick := time.NewTicker(d.opts.PollInterval)
 	defer tick.Stop()
 	seenActive, polls := false, 0
+	var last redfish.UpdateStatus
 	for {
 		var st redfish.UpdateStatus
 		var err error
@@ -262,8 +263,12 @@ func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccept
 			st, err = d.c.UpdateStatus(ctx)
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("target %s: flash did not complete (last state %s): %w", d.t.Name, orNone(last.State), ctx.Err())
+			}
 			return fmt.Errorf("target %s: following the flash: %w", d.t.Name, err)
 		}
+		last = st
 		polls++
 		switch {
 		case st.Active():
@@ -312,7 +317,10 @@ func (d *Driver) verify(ctx context.Context, fw driver.Firmware, before string) 
 	var lastErr error
 	for {
 		raw, err := d.rawVersion(ctx, fw.Component, fw.Version)
-		if err == nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			// The deadline cut this read short: judge on the reads before it.
+		case err == nil:
 			last, lastErr = NormalizeVersion(raw), nil
 			switch {
 			case want != "" && last == want:
@@ -323,7 +331,7 @@ func (d *Driver) verify(ctx context.Context, fw driver.Firmware, before string) 
 			case want == "" && last != "" && last != before:
 				return last, nil
 			}
-		} else {
+		default:
 			// The iLO may be resetting after flashing itself; keep trying until the deadline.
 			lastErr = err
 		}
