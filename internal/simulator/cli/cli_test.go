@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func mockupDir(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Dir(file)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "..", "shared", "testdata", "redfish-mockups", "ilo5-dl325-gen10plus-v2.46")
+		}
+		if filepath.Dir(dir) == dir {
+			t.Fatal("go.mod not found")
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+func TestHelpDocumentsEveryFlag(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"ilo", "--help"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"mockup", "listen", "username", "password", "model", "cert-out", "count", "per-port",
+		"upload-time", "verify-time", "write-time", "update-time", "update-steps", "task", "no-sessions", "http", "/_sim/faults"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+// syncBuf is written by Run's goroutine and read by the test.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestRunServesInstances(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	certOut := filepath.Join(t.TempDir(), "cert.pem")
+	var out syncBuf
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"ilo", "--mockup", mockupDir(t), "--listen", "127.0.0.1:0", "--count", "2", "--per-port",
+			"--model", "ilo6", "--username", "u", "--password", "p", "--cert-out", certOut}, &out, io.Discard)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	var urls []string
+	for len(urls) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no instances announced: %q", out.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Run ended: %v", err)
+		default:
+		}
+		urls = nil
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		for sc.Scan() {
+			urls = append(urls, strings.Fields(sc.Text())[0])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i, u := range urls {
+		pem, err := os.ReadFile(certOut + "." + string(rune('1'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		req, _ := http.NewRequest("GET", u+"/redfish/v1/Managers/1", nil)
+		req.SetBasicAuth("u", "p")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), `"iLO 6 v1.55"`) {
+			t.Fatalf("%s: %s", u, b)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"oa"}, {"ilo"}, {"ilo", "--mockup", "/nonexistent"}, {"ilo", "--mockup", mockupDir(t), "--model", "ilo7", "--listen", "127.0.0.1:0"}} {
+		if err := Run(context.Background(), args, io.Discard, io.Discard); err == nil {
+			t.Errorf("Run(%q) succeeded", args)
+		}
+	}
+}

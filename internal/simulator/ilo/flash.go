@@ -1,0 +1,426 @@
+package ilo
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
+)
+
+// Message ids the simulator reports. UpdateFailed is HPE's; the others follow its naming.
+const (
+	MsgUpdateFailed     = "iLO.2.14.UpdateFailed"
+	MsgDownloadFailed   = "iLO.2.14.ImageDownloadFailed"
+	MsgInvalidImage     = "iLO.2.14.InvalidFirmwareImage"
+	MsgUpdateInProgress = "iLO.2.14.UpdateInProgress"
+)
+
+// maxImage bounds a download, to keep a wrong URL from filling memory.
+const maxImage = 512 << 20
+
+// route says how a flash was requested; it decides what the image may change.
+type route int
+
+const (
+	routeSimpleUpdate route = iota
+	routeAddFromURI
+	routeInstallFromURI
+)
+
+type flashReq struct {
+	route        route
+	imageURI     string
+	signatureURI string
+	taskPath     string
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "Base.1.4.MalformedJSON", "the body is not valid JSON")
+		return false
+	}
+	return true
+}
+
+func (s *Sim) postSimpleUpdate(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Model == ILO4 {
+		writeError(w, http.StatusNotFound, "Base.1.4.ResourceMissingAtURI", "iLO 4 has no SimpleUpdate: use InstallFromURI")
+		return
+	}
+	var body struct {
+		ImageURI         string
+		TransferProtocol string
+	}
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	if body.ImageURI == "" {
+		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyMissing", "ImageURI is required")
+		return
+	}
+	if tp := strings.ToUpper(body.TransferProtocol); tp != "" && tp != "HTTP" && tp != "HTTPS" {
+		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyValueNotInList", "TransferProtocol must be HTTP or HTTPS")
+		return
+	}
+	s.startFlash(w, flashReq{route: routeSimpleUpdate, imageURI: body.ImageURI})
+}
+
+func (s *Sim) postAddFromURI(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Model == ILO4 {
+		writeError(w, http.StatusNotFound, "Base.1.4.ResourceMissingAtURI", "iLO 4 has no component repository")
+		return
+	}
+	var body struct {
+		ImageURI              string
+		ComponentSignatureURI string
+		UpdateRepository      *bool
+		UpdateTarget          *bool
+	}
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	if body.ImageURI == "" {
+		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyMissing", "ImageURI is required")
+		return
+	}
+	if body.UpdateTarget == nil || !*body.UpdateTarget {
+		// Repository only: record it, flash nothing.
+		s.addToRepository(body.ImageURI)
+		writeError(w, http.StatusOK, "Base.1.4.Success", "added to the component repository")
+		return
+	}
+	s.startFlash(w, flashReq{route: routeAddFromURI, imageURI: body.ImageURI, signatureURI: body.ComponentSignatureURI})
+}
+
+func (s *Sim) postInstallFromURI(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Action      string
+		FirmwareURI string
+	}
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	if body.Action != "InstallFromURI" {
+		writeError(w, http.StatusBadRequest, "Base.1.4.ActionNotSupported", "Action must be InstallFromURI")
+		return
+	}
+	if body.FirmwareURI == "" {
+		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyMissing", "FirmwareURI is required")
+		return
+	}
+	s.startFlash(w, flashReq{route: routeInstallFromURI, imageURI: body.FirmwareURI})
+}
+
+func (s *Sim) addToRepository(uri string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextID++
+	id := itoa(s.nextID)
+	p := "/redfish/v1/UpdateService/ComponentRepository/" + id
+	s.tree.addMember("/redfish/v1/UpdateService/ComponentRepository", p, map[string]any{
+		"@odata.id": p, "Id": id, "Filename": path.Base(uri), "Name": path.Base(uri),
+	})
+}
+
+// startFlash accepts a flash request and runs it in the background.
+func (s *Sim) startFlash(w http.ResponseWriter, req flashReq) {
+	s.mu.Lock()
+	if s.flashing {
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, MsgUpdateInProgress, "an update is already in progress")
+		return
+	}
+	s.flashing = true
+	s.stats.FlashesStarted++
+	var task map[string]any
+	if req.route == routeSimpleUpdate && s.cfg.SimpleUpdateTask {
+		s.nextID++
+		id := itoa(s.nextID)
+		req.taskPath = "/redfish/v1/TaskService/Tasks/" + id + "/"
+		task = map[string]any{
+			"@odata.id": req.taskPath, "@odata.type": "#Task.v1_4_3.Task", "Id": id, "Name": "SimpleUpdate",
+			"TaskState": "Running", "TaskStatus": "OK", "PercentComplete": 0,
+			"TaskMonitor": taskMonitorBase + id + "/",
+			"StartTime":   time.Now().UTC().Format(time.RFC3339),
+		}
+		s.tree.addMember("/redfish/v1/TaskService/Tasks", req.taskPath, task)
+		task = deepCopy(task).(map[string]any)
+	}
+	if req.route == routeAddFromURI {
+		s.mu.Unlock()
+		s.addToRepository(req.imageURI)
+		s.mu.Lock()
+	}
+	s.setStateLocked("Uploading", 0, "", req.taskPath)
+	s.mu.Unlock()
+
+	s.local.inc()
+	if s.cfg.Counter != nil {
+		s.cfg.Counter.inc()
+	}
+	s.flashWG.Add(1)
+	go s.flash(req)
+	s.logf("flash started from %s", req.imageURI)
+
+	if task != nil {
+		w.Header().Set("Location", req.taskPath)
+		writeJSON(w, http.StatusAccepted, task)
+		return
+	}
+	// Older iLO 5 answer 200 and no task, in their error-shaped success envelope.
+	writeError(w, http.StatusOK, "Base.1.4.Success", "the update has started")
+}
+
+// flash runs one update: download, verify, write, update, then record the new version.
+func (s *Sim) flash(req flashReq) {
+	defer s.flashWG.Done()
+	start := time.Now()
+	tm := s.cfg.Timings
+	ok := false
+	defer func() {
+		s.local.dec()
+		if s.cfg.Counter != nil {
+			s.cfg.Counter.dec()
+		}
+		s.mu.Lock()
+		s.flashing = false
+		if ok {
+			s.stats.FlashesCompleted++
+		} else {
+			s.stats.FlashesFailed++
+		}
+		s.mu.Unlock()
+	}()
+	fail := func(msgID, why string) {
+		s.logf("flash failed: %s: %s", msgID, why)
+		s.setState("Error", 0, msgID, req.taskPath)
+	}
+	ctx, cancel := context.WithTimeout(s.flashCtx, 10*time.Minute)
+	defer cancel()
+
+	img, err := s.download(ctx, req.imageURI)
+	if err != nil {
+		fail(MsgDownloadFailed, err.Error())
+		return
+	}
+	if req.signatureURI != "" {
+		if _, err := s.download(ctx, req.signatureURI); err != nil {
+			fail(MsgDownloadFailed, "signature: "+err.Error())
+			return
+		}
+	}
+	if !sleepCtx(ctx, tm.Upload-time.Since(start)) {
+		return
+	}
+	s.setState("Verifying", 0, "", req.taskPath)
+	if !sleepCtx(ctx, tm.Verify) {
+		return
+	}
+	hdr, perr := fwimage.Parse(bytes.NewReader(img))
+	generic := errors.Is(perr, fwimage.ErrGeneric)
+	if perr != nil && !generic {
+		fail(MsgInvalidImage, perr.Error())
+		return
+	}
+	s.setState("Writing", 0, "", req.taskPath)
+	if !sleepCtx(ctx, tm.Write) {
+		return
+	}
+	s.mu.Lock()
+	flashErr, unchanged := s.faults.FlashError, s.faults.VersionUnchanged
+	s.mu.Unlock()
+	for i := 0; i <= tm.Steps; i++ {
+		if i > 0 && !sleepCtx(ctx, tm.Update/time.Duration(tm.Steps)) {
+			return
+		}
+		s.setState("Updating", i*100/tm.Steps, "", req.taskPath)
+		if flashErr != "" && i == tm.Steps/2 {
+			fail(flashErr, "injected flash failure")
+			return
+		}
+	}
+	s.mu.Lock()
+	switch {
+	case generic, unchanged:
+	case hdr.Component == "SmartComponent" && req.route != routeAddFromURI:
+		// SimpleUpdate takes iLO and ROM binaries; a Smart Component "succeeds" and changes
+		// nothing, as on a real iLO.
+	case hdr.Component == "OA":
+	default:
+		s.applyVersion(hdr.Component, hdr.Version, hdr.Target)
+	}
+	s.mu.Unlock()
+	ok = true
+	s.setState("Complete", 100, "iLO.2.14.Success", req.taskPath)
+	s.logf("flash complete (%s %s)", hdr.Component, hdr.Version)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// download fetches the image the way an iLO does: a plain GET, following the throttle fault.
+func (s *Sim) download(ctx context.Context, uri string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
+	if err != nil {
+		return nil, err
+	}
+	cl := &http.Client{Transport: &http.Transport{
+		// The agent's firmware server is plain HTTP; for HTTPS ImageURIs the simulator is as
+		// lenient as an iLO without a configured CA.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
+		Proxy:           nil,
+	}}
+	defer cl.CloseIdleConnections()
+	resp, err := cl.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: HTTP %d", uri, resp.StatusCode)
+	}
+	s.mu.Lock()
+	bps := s.faults.DownloadBytesPerSec
+	s.mu.Unlock()
+	var body io.Reader = io.LimitReader(resp.Body, maxImage+1)
+	var buf bytes.Buffer
+	if bps <= 0 {
+		_, err = buf.ReadFrom(body)
+	} else {
+		// Throttle in tenths of a second.
+		chunk := max(bps/10, 1)
+		for {
+			n, rerr := io.CopyN(&buf, body, int64(chunk))
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				err = rerr
+				break
+			}
+			if n > 0 && !sleepCtx(ctx, 100*time.Millisecond) {
+				err = ctx.Err()
+				break
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if buf.Len() > maxImage {
+		return nil, fmt.Errorf("image larger than %d bytes", maxImage)
+	}
+	return buf.Bytes(), nil
+}
+
+func (s *Sim) setState(state string, percent int, msgID, taskPath string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setStateLocked(state, percent, msgID, taskPath)
+}
+
+// ilo4State maps the iLO 5 states onto iLO 4's.
+var ilo4State = map[string]string{
+	"Idle": "IDLE", "Uploading": "UPLOADING", "Verifying": "PROGRESSING", "Writing": "PROGRESSING",
+	"Updating": "PROGRESSING", "Complete": "COMPLETED", "Error": "ERROR",
+}
+
+func (s *Sim) setStateLocked(state string, percent int, msgID, taskPath string) {
+	hpe := obj(s.tree.get("/redfish/v1/UpdateService"), "Oem", "Hpe")
+	hpe["State"] = state
+	hpe["FlashProgressPercent"] = percent
+	if msgID != "" {
+		hpe["Result"] = map[string]any{"MessageId": msgID}
+	} else {
+		delete(hpe, "Result")
+	}
+	if d := s.tree.get(ilo4UpdatePath); d != nil {
+		d["State"] = ilo4State[state]
+		d["ProgressPercent"] = percent
+		if msgID != "" {
+			d["Result"] = map[string]any{"MessageId": msgID}
+		}
+	}
+	if taskPath == "" {
+		return
+	}
+	if t := s.tree.get(taskPath); t != nil {
+		t["PercentComplete"] = percent
+		switch state {
+		case "Complete":
+			t["TaskState"] = "Completed"
+			t["EndTime"] = time.Now().UTC().Format(time.RFC3339)
+		case "Error":
+			t["TaskState"] = "Exception"
+			t["TaskStatus"] = "Critical"
+			t["Messages"] = []any{map[string]any{"MessageId": msgID}}
+		}
+	}
+}
+
+// taskMonitor answers 202 while the task runs and the task itself once it has ended.
+func (s *Sim) taskMonitor(w http.ResponseWriter, p string) {
+	id := strings.TrimPrefix(p, key(taskMonitorBase)+"/")
+	s.mu.Lock()
+	t := s.tree.get("/redfish/v1/TaskService/Tasks/" + id)
+	var out map[string]any
+	if t != nil {
+		out = deepCopy(t).(map[string]any)
+	}
+	s.mu.Unlock()
+	if out == nil {
+		writeError(w, http.StatusNotFound, "Base.1.4.ResourceMissingAtURI", "no such task")
+		return
+	}
+	status := http.StatusOK
+	if out["TaskState"] == "Running" {
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, out)
+}
+
+// admin serves /_sim/: faults (GET, POST), stats (GET) and cert (GET). It is not subject to the
+// faults and needs no login: it is a test hook, not part of the iLO.
+func (s *Sim) admin(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/_sim/faults" && r.Method == http.MethodPost:
+		var f Faults
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&f); err != nil {
+			http.Error(w, "faults: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.SetFaults(f)
+		writeJSON(w, http.StatusOK, f)
+	case r.URL.Path == "/_sim/faults" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, s.Faults())
+	case r.URL.Path == "/_sim/stats" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, s.Stats())
+	case r.URL.Path == "/_sim/cert" && r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(s.certPEM)
+	default:
+		http.NotFound(w, r)
+	}
+}

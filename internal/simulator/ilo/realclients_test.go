@@ -1,0 +1,135 @@
+package ilo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
+)
+
+// lookPath finds a real client. A missing client fails the test in CI (a missing dependency
+// is a failure there) and skips it elsewhere.
+func lookPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found (Debian package %s): %v", name, name, err)
+		}
+		t.Skipf("%s not installed (apt-get install -y %s)", name, name)
+	}
+	return p
+}
+
+func run(t *testing.T, env []string, bin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = t.TempDir()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", bin, strings.Join(redact(args), " "), err, out.String())
+	}
+	return out.String()
+}
+
+// redact keeps the password out of test logs.
+func redact(args []string) []string {
+	out := append([]string(nil), args...)
+	for i := range out {
+		if i > 0 && (out[i-1] == "-p" || out[i-1] == "--password") {
+			out[i] = "***"
+		}
+	}
+	return out
+}
+
+func imageHost(t *testing.T, images map[string][]byte) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := images[strings.TrimPrefix(r.URL.Path, "/")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestILOrest drives HPE's own ilorest against the simulator over HTTPS: login, firmware
+// inventory, a firmware update to completion, and the new version read back.
+func TestILOrest(t *testing.T) {
+	bin := lookPath(t, "ilorest")
+	s := startTest(t, Config{Timings: Timings{Upload: 100 * time.Millisecond, Verify: 100 * time.Millisecond,
+		Write: 100 * time.Millisecond, Update: 400 * time.Millisecond, Steps: 4}})
+	base := imageHost(t, map[string][]byte{"ilo5_278.bin": fwimage.Build("iLO", "2.78", []byte("payload"))})
+	home := t.TempDir()
+	env := []string{"HOME=" + home}
+	common := []string{"--nologo", "--cache-dir", home + "/cache"}
+	run(t, env, bin, append(common, "login", s.URL(), "-u", testUser, "-p", testPass)...)
+	inv := run(t, env, bin, append(common, "serverinfo", "--firmware")...)
+	if !strings.Contains(inv, "iLO 5 : 2.46") || !strings.Contains(inv, "System ROM : A43 v2.52") {
+		t.Fatalf("serverinfo --firmware:\n%s", inv)
+	}
+	out := run(t, env, bin, append(common, "firmwareupdate", base+"/ilo5_278.bin")...)
+	if !strings.Contains(out, "Firmware update has completed") {
+		t.Fatalf("firmwareupdate:\n%s", out)
+	}
+	if st := s.Stats(); st.FlashesCompleted != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// ilorest's firmwareupdate logs out; log in again and read the new version as ilorest sees it.
+	run(t, env, bin, append(common, "login", s.URL(), "-u", testUser, "-p", testPass)...)
+	raw := run(t, env, bin, append(common, "rawget", "/redfish/v1/Managers/1")...)
+	if !strings.Contains(raw, `"FirmwareVersion": "iLO 5 v2.78"`) {
+		t.Fatalf("rawget Managers/1 after the update:\n%s", raw)
+	}
+	run(t, env, bin, append(common, "logout")...)
+}
+
+// TestRedfishtool drives DMTF's redfishtool: raw GET of the inventory (Basic and Session
+// auth) and a raw POST of SimpleUpdate.
+func TestRedfishtool(t *testing.T) {
+	bin := lookPath(t, "redfishtool")
+	s := startTest(t, Config{})
+	base := imageHost(t, map[string][]byte{"rom.bin": fwimage.Build("SystemROM", "2.70", nil)})
+	for _, auth := range []string{"Basic", "Session"} {
+		out := run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-A", auth, "-u", testUser, "-p", testPass,
+			"raw", "GET", "/redfish/v1/UpdateService/FirmwareInventory")
+		var coll struct{ Members []map[string]string }
+		if err := json.Unmarshal([]byte(out), &coll); err != nil || len(coll.Members) != 12 {
+			t.Fatalf("%s: inventory (%v):\n%s", auth, err, out)
+		}
+	}
+	body := `{"ImageURI":"` + base + `/rom.bin","TransferProtocol":"HTTP"}`
+	out := run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-u", testUser, "-p", testPass,
+		"raw", "POST", "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate", "-d", body)
+	if !strings.Contains(out, "Base.1.4.Success") {
+		t.Fatalf("SimpleUpdate:\n%s", out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.State() != "Complete" {
+		if time.Now().After(deadline) {
+			t.Fatalf("flash stuck in %s", s.State())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	out = run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-u", testUser, "-p", testPass,
+		"raw", "GET", "/redfish/v1/UpdateService/FirmwareInventory/2")
+	if !strings.Contains(out, "v2.70") {
+		t.Fatalf("System ROM after the update:\n%s", out)
+	}
+}
