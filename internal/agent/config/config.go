@@ -1,0 +1,312 @@
+// Package config is the contract between the controller, which builds an agent pod, and the
+// agent, which runs in it: the agent's command-line flags and the layout of the files mounted
+// into the pod. The controller renders a Config into arguments with Args; the agent reads them
+// back with Parse. Nothing here is secret: credentials are only ever mounted files.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Mount points inside the agent pod.
+const (
+	// TargetsDir holds one folder per target with its Secrets: TargetsDir/<target>/credentials,
+	// TargetsDir/<target>/ca and TargetsDir/<target>/known-hosts.
+	TargetsDir = "/var/run/fwops/targets"
+	// CacheDir is the node's content-addressed firmware cache (a hostPath shared by agents).
+	CacheDir = "/var/cache/fwops"
+	// PVCDir is where a job's PersistentVolumeClaim is mounted, read-only.
+	PVCDir = "/var/run/fwops/pvc"
+	// StagedDir is where a node path source is mounted, read-only.
+	StagedDir = "/var/run/fwops/staged"
+)
+
+// Sub-folders of TargetsDir/<target>.
+const (
+	CredentialsDir = "credentials"
+	CADir          = "ca"
+	KnownHostsDir  = "known-hosts"
+)
+
+// Target is one target the agent serves, as the controller resolved it.
+type Target struct {
+	// Name is the UpdateTarget's name.
+	Name string `json:"name"`
+	// TargetUpdate is the name of the job's TargetUpdate for this target, where the agent
+	// writes progress.
+	TargetUpdate string `json:"targetUpdate"`
+	// Type is the UpdateTarget's spec.type.
+	Type string `json:"type"`
+	// Address is the UpdateTarget's spec.address.
+	Address string `json:"address"`
+	// Bay selects a blade iLO behind an OA.
+	Bay int `json:"bay,omitempty"`
+	// SessionPort is this target's outbound source port (rule P4).
+	SessionPort int `json:"sessionPort,omitempty"`
+	// SSHPort is the target's SSH port (rule P3); 0 for Redfish targets.
+	SSHPort int `json:"sshPort,omitempty"`
+	// CertificateSHA256 pins the iLO's certificate.
+	CertificateSHA256 string `json:"certificateSHA256,omitempty"`
+	// HasCABundle says a CA bundle is mounted under CADir.
+	HasCABundle bool `json:"hasCABundle,omitempty"`
+	// InsecureSkipVerify waives TLS verification, only when the user set it.
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+	// HasKnownHosts says a known_hosts file is mounted under KnownHostsDir.
+	HasKnownHosts bool `json:"hasKnownHosts,omitempty"`
+	// InsecureIgnoreHostKey waives the SSH host key check, only when the user set it.
+	InsecureIgnoreHostKey bool `json:"insecureIgnoreHostKey,omitempty"`
+}
+
+// Ports are the ports the controller assigned to the agent. The agent binds them, moving to
+// the next free port as the rules say when something outside Kubernetes holds one, and
+// reports what it really bound.
+type Ports struct {
+	Control            int    // rule P1
+	FirmwareServer     int    // rule P2, the port assigned first
+	FirmwareFallback   [2]int // rule P2, the fallback range
+	FirmwareSelection  string // rule P2: Random or Lowest
+	IPC                int    // rule P5, 0 when the single-NIC rule is off
+	Reverse            []int  // rule P5
+	ControlSearchLimit int    // how far above Control the agent may look (0: to 65535)
+}
+
+// Firmware is the image the job installs.
+type Firmware struct {
+	URL       string // an HTTP(S) source
+	Path      string // a file inside the pod (PVC or staged node path)
+	SHA256    string
+	Version   string
+	Component string
+}
+
+// Config is everything an agent needs besides its mounted files.
+type Config struct {
+	Namespace string
+	Job       string
+	// JobUID identifies the job instance, so that an agent of a deleted and re-created job
+	// writes nothing to the new one.
+	JobUID   string
+	Node     string
+	Pod      string
+	Firmware Firmware
+	Ports    Ports
+	Targets  []Target
+	// Timeout bounds each target's update.
+	Timeout time.Duration
+	// Force flashes targets already at the wanted version.
+	Force bool
+	// Address is the node address the agent binds and advertises to targets in image URLs.
+	// Empty: the agent picks the address it uses to reach each target.
+	Address string
+
+	// Fields below are not set by the controller: they serve tests and the demo.
+
+	// Kubeconfig is a kubeconfig path; empty means in-cluster configuration.
+	Kubeconfig string
+	// MountRoot prefixes every mount point, so that a process outside a pod can play one.
+	MountRoot string
+	// CacheDirOverride replaces CacheDir (still under MountRoot).
+	CacheDirOverride string
+}
+
+// TargetDir is where a target's Secrets are mounted.
+func (c Config) TargetDir(target string) string {
+	return path.Join(c.MountRoot, TargetsDir, target)
+}
+
+// CachePath is the firmware cache directory.
+func (c Config) CachePath() string {
+	if c.CacheDirOverride != "" {
+		return path.Join(c.MountRoot, c.CacheDirOverride)
+	}
+	return path.Join(c.MountRoot, CacheDir)
+}
+
+// FirmwarePath is the local firmware file, for PVC and staged sources.
+func (c Config) FirmwarePath() string {
+	if c.Firmware.Path == "" {
+		return ""
+	}
+	return path.Join(c.MountRoot, c.Firmware.Path)
+}
+
+// Args renders the configuration as the agent's arguments (after the "agent" verb). The
+// order is fixed, so that the same Config always gives the same pod.
+func (c Config) Args() []string {
+	a := []string{
+		"--namespace=" + c.Namespace,
+		"--job=" + c.Job,
+		"--job-uid=" + c.JobUID,
+		"--node=" + c.Node,
+		"--pod=" + c.Pod,
+		"--component=" + c.Firmware.Component,
+		"--sha256=" + c.Firmware.SHA256,
+	}
+	if c.Firmware.URL != "" {
+		a = append(a, "--firmware-url="+c.Firmware.URL)
+	}
+	if c.Firmware.Path != "" {
+		a = append(a, "--firmware-path="+c.Firmware.Path)
+	}
+	if c.Firmware.Version != "" {
+		a = append(a, "--version="+c.Firmware.Version)
+	}
+	a = append(a,
+		"--control-port="+strconv.Itoa(c.Ports.Control),
+		"--firmware-port="+strconv.Itoa(c.Ports.FirmwareServer),
+		fmt.Sprintf("--firmware-fallback=%d-%d", c.Ports.FirmwareFallback[0], c.Ports.FirmwareFallback[1]),
+		"--firmware-selection="+c.Ports.FirmwareSelection,
+	)
+	if c.Ports.IPC != 0 {
+		a = append(a, "--ipc-port="+strconv.Itoa(c.Ports.IPC))
+	}
+	if len(c.Ports.Reverse) > 0 {
+		a = append(a, "--reverse-ports="+joinInts(c.Ports.Reverse))
+	}
+	if c.Timeout > 0 {
+		a = append(a, "--timeout="+c.Timeout.String())
+	}
+	if c.Force {
+		a = append(a, "--force")
+	}
+	if c.Address != "" {
+		a = append(a, "--address="+c.Address)
+	}
+	for _, t := range c.Targets {
+		b, _ := json.Marshal(t) // plain struct: cannot fail
+		a = append(a, "--target="+string(b))
+	}
+	return a
+}
+
+// Parse reads the agent's arguments back into a Config and checks it.
+func Parse(args []string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.StringVar(&c.Namespace, "namespace", "", "namespace of the UpdateJob")
+	fs.StringVar(&c.Job, "job", "", "name of the UpdateJob")
+	fs.StringVar(&c.JobUID, "job-uid", "", "UID of the UpdateJob")
+	fs.StringVar(&c.Node, "node", "", "node the agent runs on")
+	fs.StringVar(&c.Pod, "pod", "", "the agent's pod name")
+	fs.StringVar(&c.Firmware.Component, "component", "iLO", "component to install: iLO, SystemROM, SmartComponent or OA")
+	fs.StringVar(&c.Firmware.SHA256, "sha256", "", "SHA-256 of the image (required)")
+	fs.StringVar(&c.Firmware.URL, "firmware-url", "", "HTTP(S) URL of the image")
+	fs.StringVar(&c.Firmware.Path, "firmware-path", "", "path of the image inside the pod (PVC or staged)")
+	fs.StringVar(&c.Firmware.Version, "version", "", "version the image installs")
+	fs.IntVar(&c.Ports.Control, "control-port", 0, "control listener port (rule P1)")
+	fs.IntVar(&c.Ports.FirmwareServer, "firmware-port", 0, "firmware server port (rule P2)")
+	fallback := fs.String("firmware-fallback", "", "firmware server fallback range START-END (rule P2)")
+	fs.StringVar(&c.Ports.FirmwareSelection, "firmware-selection", "Random", "Random or Lowest (rule P2)")
+	fs.IntVar(&c.Ports.IPC, "ipc-port", 0, "local inter-process channel port (rule P5)")
+	reverse := fs.String("reverse-ports", "", "comma-separated ports that receive from targets (rule P5)")
+	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on each target's update")
+	fs.BoolVar(&c.Force, "force", false, "flash targets already at the wanted version")
+	fs.StringVar(&c.Address, "address", "", "node address to bind and advertise")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig path (default: in-cluster)")
+	fs.StringVar(&c.MountRoot, "mount-root", "", "prefix for every mount point (tests and demo)")
+	fs.StringVar(&c.CacheDirOverride, "cache-dir", "", "firmware cache directory (default "+CacheDir+")")
+	fs.Func("target", "a target as JSON (repeatable)", func(s string) error {
+		var t Target
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&t); err != nil {
+			return fmt.Errorf("bad target %q: %w", s, err)
+		}
+		c.Targets = append(c.Targets, t)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	var err error
+	if *fallback != "" {
+		if c.Ports.FirmwareFallback, err = parseRange(*fallback); err != nil {
+			return Config{}, fmt.Errorf("--firmware-fallback: %w", err)
+		}
+	}
+	if *reverse != "" {
+		if c.Ports.Reverse, err = parseInts(*reverse); err != nil {
+			return Config{}, fmt.Errorf("--reverse-ports: %w", err)
+		}
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the configuration and names the first bad flag.
+func (c Config) Validate() error {
+	var errs []error
+	req := func(flag, v string) {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("--%s is required", flag))
+		}
+	}
+	req("namespace", c.Namespace)
+	req("job", c.Job)
+	req("sha256", c.Firmware.SHA256)
+	if (c.Firmware.URL == "") == (c.Firmware.Path == "") {
+		errs = append(errs, errors.New("exactly one of --firmware-url and --firmware-path is required"))
+	}
+	if len(c.Targets) == 0 {
+		errs = append(errs, errors.New("at least one --target is required"))
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Targets {
+		switch {
+		case t.Name == "" || t.TargetUpdate == "":
+			errs = append(errs, fmt.Errorf("--target #%d: name and targetUpdate are required", i+1))
+		case seen[t.Name]:
+			errs = append(errs, fmt.Errorf("--target %s: given twice", t.Name))
+		case t.Address == "":
+			errs = append(errs, fmt.Errorf("--target %s: address is required", t.Name))
+		}
+		seen[t.Name] = true
+	}
+	for flag, p := range map[string]int{"control-port": c.Ports.Control, "firmware-port": c.Ports.FirmwareServer, "ipc-port": c.Ports.IPC} {
+		if p < 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("--%s: %d is not a TCP port", flag, p))
+		}
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+func parseRange(s string) ([2]int, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	if !ok {
+		return [2]int{}, fmt.Errorf("%q is not START-END", s)
+	}
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || a < 1 || b > 65535 || a > b {
+		return [2]int{}, fmt.Errorf("%q is not a port range START-END within 1-65535", s)
+	}
+	return [2]int{a, b}, nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q is not a TCP port", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,93 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sample() Config {
+	return Config{
+		Namespace: "fleet", Job: "ilo5-278", JobUID: "uid-1", Node: "node-a", Pod: "ilo5-278-agent-0",
+		Firmware: Firmware{URL: "https://fw.example.net/ilo5.bin", SHA256: strings.Repeat("a", 64), Version: "2.78", Component: "iLO"},
+		Ports: Ports{Control: 62286, FirmwareServer: 80, FirmwareFallback: [2]int{63000, 63007}, FirmwareSelection: "Random",
+			IPC: 61000, Reverse: []int{61001, 61002}},
+		Targets: []Target{
+			{Name: "ilo-1", TargetUpdate: "ilo5-278-ilo-1", Type: "iLO5", Address: "127.0.1.1", SessionPort: 60000, CertificateSHA256: strings.Repeat("b", 64)},
+			{Name: "db-1", TargetUpdate: "ilo5-278-db-1", Type: "Linux", Address: "127.0.3.1", SessionPort: 60001, SSHPort: 22, HasKnownHosts: true},
+		},
+		Timeout: 30 * time.Minute,
+		Force:   true,
+	}
+}
+
+func TestArgsRoundTrip(t *testing.T) {
+	want := sample()
+	got, err := Parse(want.Args())
+	if err != nil {
+		t.Fatalf("Parse(Args()): %v", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("round trip changed the config:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestArgsDeterministic(t *testing.T) {
+	if a, b := sample().Args(), sample().Args(); !reflect.DeepEqual(a, b) {
+		t.Fatalf("Args is not deterministic:\n%v\n%v", a, b)
+	}
+}
+
+func TestParseNamesTheBadFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"no job", func(c *Config) { c.Job = "" }, "--job is required"},
+		{"no digest", func(c *Config) { c.Firmware.SHA256 = "" }, "--sha256 is required"},
+		{"two sources", func(c *Config) { c.Firmware.Path = "/var/run/fwops/staged/x.bin" }, "exactly one of --firmware-url"},
+		{"no targets", func(c *Config) { c.Targets = nil }, "at least one --target"},
+		{"duplicate target", func(c *Config) { c.Targets[1].Name = "ilo-1" }, "--target ilo-1: given twice"},
+		{"target without address", func(c *Config) { c.Targets[0].Address = "" }, "--target ilo-1: address is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := sample()
+			tc.mutate(&c)
+			_, err := Parse(c.Args())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseRejectsUnknownTargetFields(t *testing.T) {
+	args := append(sample().Args(), `--target={"name":"x","targetUpdate":"y","address":"z","password":"hunter2"}`)
+	if _, err := Parse(args); err == nil || !strings.Contains(err.Error(), "unknown field") {
+		t.Fatalf("Parse accepted an unknown target field: %v", err)
+	}
+}
+
+func TestParseBadPorts(t *testing.T) {
+	args := append(sample().Args(), "--firmware-fallback=63007-63000")
+	if _, err := Parse(args); err == nil || !strings.Contains(err.Error(), "--firmware-fallback") {
+		t.Fatalf("got %v, want an error naming --firmware-fallback", err)
+	}
+	args = append(sample().Args(), "--reverse-ports=61001,70000")
+	if _, err := Parse(args); err == nil || !strings.Contains(err.Error(), "--reverse-ports") {
+		t.Fatalf("got %v, want an error naming --reverse-ports", err)
+	}
+}
+
+func TestMountPaths(t *testing.T) {
+	c := sample()
+	c.MountRoot = "/tmp/kubelet/pod1"
+	if got, want := c.TargetDir("ilo-1"), "/tmp/kubelet/pod1/var/run/fwops/targets/ilo-1"; got != want {
+		t.Errorf("TargetDir = %q, want %q", got, want)
+	}
+	if got, want := c.CachePath(), "/tmp/kubelet/pod1/var/cache/fwops"; got != want {
+		t.Errorf("CachePath = %q, want %q", got, want)
+	}
+}
