@@ -55,6 +55,11 @@ type TargetUpdateSpec struct {
 	// targetType is the target's type when the job planned it.
 	// +required
 	TargetType TargetType `json:"targetType"`
+
+	// component is the job's component, so that the installed version can be recorded on
+	// the UpdateTarget.
+	// +optional
+	Component Component `json:"component,omitempty"`
 }
 
 // TargetUpdateStatus is one target's progress within one job. Agents write it.
