@@ -1,0 +1,362 @@
+// Package agentpod builds the pod that runs an agent on a node for a batch of an UpdateJob's
+// targets. Build is a pure function of its input, so the pod can be checked field by field and
+// the same batch always gives the same pod.
+package agentpod
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/ports"
+)
+
+// Labels and annotations of agent pods.
+const (
+	LabelApp          = "app.kubernetes.io/name"
+	AppName           = "firmware-operator-agent"
+	LabelNode         = "firmware.fwops.io/node"
+	AnnotationTargets = "firmware.fwops.io/target-updates"
+	ContainerName     = "agent"
+)
+
+// StartupGrace is added to the job's per-target timeout to make the pod's active deadline:
+// the time to pull the image, bind ports and fetch the firmware.
+const StartupGrace = 5 * time.Minute
+
+// Target is one target of the batch, resolved by the controller.
+type Target struct {
+	Target       *fwv1.UpdateTarget
+	TargetUpdate string
+}
+
+// Input is everything the pod depends on.
+type Input struct {
+	Job            *fwv1.UpdateJob
+	Policy         *fwv1.PortPolicy
+	Node           string
+	Image          string
+	ServiceAccount string
+	Targets        []Target
+	Ports          ports.Assignment
+}
+
+// Name is the pod's deterministic name: the job's name and a digest of the job's UID and the
+// batch's TargetUpdates, so that a controller that restarts mid-way recreates nothing twice.
+func Name(job *fwv1.UpdateJob, targetUpdates []string) string {
+	sorted := append([]string(nil), targetUpdates...)
+	sort.Strings(sorted)
+	h := sha256.New()
+	h.Write([]byte(job.UID))
+	for _, t := range sorted {
+		h.Write([]byte{0})
+		h.Write([]byte(t))
+	}
+	sum := hex.EncodeToString(h.Sum(nil))[:10]
+	prefix := job.Name
+	if len(prefix) > 63-len("-agent-")-len(sum) {
+		prefix = prefix[:63-len("-agent-")-len(sum)]
+	}
+	return strings.TrimRight(prefix, "-.") + "-agent-" + sum
+}
+
+// TargetUpdateNames lists the batch's TargetUpdates as the pod's annotation records them.
+func TargetUpdateNames(pod *corev1.Pod) []string {
+	v := pod.Annotations[AnnotationTargets]
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
+// Config is the agent configuration the pod passes as arguments.
+func Config(in Input, podName string) config.Config {
+	fw := in.Job.Spec.Firmware
+	policy := ports.FromSpec(in.Policy.Spec)
+	cfg := config.Config{
+		Namespace: in.Job.Namespace,
+		Job:       in.Job.Name,
+		JobUID:    string(in.Job.UID),
+		Node:      in.Node,
+		Pod:       podName,
+		Firmware: config.Firmware{
+			URL:       fw.URL,
+			SHA256:    strings.ToLower(fw.SHA256),
+			Version:   fw.Version,
+			Component: string(in.Job.Spec.Component),
+		},
+		Ports: config.Ports{
+			Control:           in.Ports.Control(),
+			FirmwareServer:    in.Ports.FirmwareServer(),
+			FirmwareFallback:  [2]int{policy.FirmwareServer.FallbackRange.Start, policy.FirmwareServer.FallbackRange.End},
+			FirmwareSelection: string(policy.FirmwareServer.Selection),
+			IPC:               in.Ports.IPC(),
+			Reverse:           in.Ports.Receive(),
+		},
+		Timeout: timeout(in.Job),
+		Force:   in.Job.Spec.Rollout.Force,
+	}
+	switch {
+	case fw.PersistentVolumeClaim != nil:
+		cfg.Firmware.Path = path.Join(config.PVCDir, fw.PersistentVolumeClaim.Path)
+	case fw.NodePath != "":
+		cfg.Firmware.Path = path.Join(config.StagedDir, path.Base(fw.NodePath))
+	}
+	sessions := in.Ports.Sessions()
+	for i, t := range in.Targets {
+		spec := t.Target.Spec
+		ct := config.Target{
+			Name:         t.Target.Name,
+			TargetUpdate: t.TargetUpdate,
+			Type:         string(spec.Type),
+			Address:      spec.Address,
+		}
+		if i < len(sessions) {
+			ct.SessionPort = sessions[i] // rule P4
+		}
+		if spec.Bay != nil {
+			ct.Bay = int(*spec.Bay)
+		}
+		if tls := spec.TLS; tls != nil {
+			ct.CertificateSHA256 = tls.CertificateSHA256
+			ct.HasCABundle = tls.CABundleSecretRef != nil
+			ct.InsecureSkipVerify = tls.InsecureSkipVerify
+		}
+		if spec.Type == fwv1.TargetTypeOA || spec.Type == fwv1.TargetTypeLinux {
+			ct.SSHPort = policy.SSHPort // rule P3
+			if s := spec.SSH; s != nil {
+				if s.Port != nil {
+					ct.SSHPort = int(*s.Port)
+				}
+				ct.HasKnownHosts = s.KnownHostsSecretRef != nil
+				ct.InsecureIgnoreHostKey = s.InsecureIgnoreHostKey
+			}
+		}
+		cfg.Targets = append(cfg.Targets, ct)
+	}
+	return cfg
+}
+
+func timeout(job *fwv1.UpdateJob) time.Duration {
+	if t := job.Spec.Rollout.Timeout; t != nil && t.Duration > 0 {
+		return t.Duration
+	}
+	return 30 * time.Minute
+}
+
+// Build returns the agent pod. The caller sets the owner reference
+// (controllerutil.SetControllerReference), which needs the scheme.
+func Build(in Input) *corev1.Pod {
+	tuNames := make([]string, len(in.Targets))
+	for i, t := range in.Targets {
+		tuNames[i] = t.TargetUpdate
+	}
+	name := Name(in.Job, tuNames)
+	cfg := Config(in, name)
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: in.Job.Namespace,
+			Labels: map[string]string{
+				LabelApp:      AppName,
+				fwv1.LabelJob: in.Job.Name,
+				LabelNode:     nodeLabel(in.Node),
+			},
+			Annotations: map[string]string{AnnotationTargets: strings.Join(tuNames, ",")},
+		},
+		Spec: corev1.PodSpec{
+			HostNetwork:                  true,
+			DNSPolicy:                    corev1.DNSClusterFirstWithHostNet,
+			RestartPolicy:                corev1.RestartPolicyNever,
+			ServiceAccountName:           in.ServiceAccount,
+			AutomountServiceAccountToken: ptr.To(true),
+			ActiveDeadlineSeconds:        ptr.To(int64((timeout(in.Job) + StartupGrace) / time.Second)),
+			Affinity:                     nodeAffinity(in.Node),
+			Tolerations:                  in.Policy.Spec.Agents.Tolerations,
+			SecurityContext: &corev1.PodSecurityContext{
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				// Mounted Secrets are group-readable by the agent's group, root or not.
+				FSGroup: ptr.To[int64](AgentUID),
+			},
+			Containers: []corev1.Container{{
+				Name:            ContainerName,
+				Image:           in.Image,
+				Args:            append([]string{"agent"}, cfg.Args()...),
+				Ports:           containerPorts(in.Ports),
+				SecurityContext: containerSecurity(cfg.Ports.FirmwareServer),
+				LivenessProbe:   probe("/healthz", cfg.Ports.Control),
+				ReadinessProbe:  probe("/readyz", cfg.Ports.Control),
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{
+						corev1.ResourceCPU:    resource.MustParse("50m"),
+						corev1.ResourceMemory: resource.MustParse("64Mi"),
+					},
+					Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+				},
+			}},
+		},
+	}
+	addVolumes(pod, in)
+	if cfg.Ports.FirmwareServer >= 1024 {
+		pod.Spec.InitContainers = []corev1.Container{cacheInit(in.Image)}
+	}
+	return pod
+}
+
+// AgentUID is the user a non-root agent runs as (distroless's nonroot).
+const AgentUID = 65532
+
+// CacheInitCommand is the verb of the init container that hands the node's firmware cache to
+// AgentUID: the hostPath is created by the kubelet as root, and a non-root agent must write it.
+const CacheInitCommand = "cache-init"
+
+func cacheInit(image string) corev1.Container {
+	return corev1.Container{
+		Name:  "cache-init",
+		Image: image,
+		Args:  []string{CacheInitCommand, "--dir=" + config.CacheDir, "--uid=" + strconv.Itoa(AgentUID)},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr.To[int64](0),
+			RunAsNonRoot:             ptr.To(false),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities: &corev1.Capabilities{
+				Drop: []corev1.Capability{"ALL"},
+				Add:  []corev1.Capability{"CHOWN"},
+			},
+		},
+		VolumeMounts: []corev1.VolumeMount{{Name: "firmware-cache", MountPath: config.CacheDir}},
+	}
+}
+
+// nodeLabel keeps a node name usable as a label value (63 characters at most).
+func nodeLabel(node string) string {
+	if len(node) <= 63 {
+		return node
+	}
+	sum := sha256.Sum256([]byte(node))
+	return node[:52] + "-" + hex.EncodeToString(sum[:])[:10]
+}
+
+func nodeAffinity(node string) *corev1.Affinity {
+	return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchFields: []corev1.NodeSelectorRequirement{{
+					Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{node},
+				}},
+			}},
+		},
+	}}
+}
+
+// containerPorts declares every assigned port. With hostNetwork they are host ports, so the
+// scheduler keeps a second pod that needs one of them off the node.
+func containerPorts(a ports.Assignment) []corev1.ContainerPort {
+	var out []corev1.ContainerPort
+	for _, e := range a.Entries {
+		var name string
+		switch e.Purpose {
+		case ports.PurposeControl:
+			name = "control"
+		case ports.PurposeFirmwareServer:
+			name = "firmware"
+		case ports.PurposeIPC:
+			name = "ipc"
+		case ports.PurposeSession:
+			name = "s" + strconv.Itoa(e.Index)
+		case ports.PurposeReceive:
+			name = "r" + strconv.Itoa(e.Index)
+		default:
+			name = fmt.Sprintf("p%d", e.Port)
+		}
+		out = append(out, corev1.ContainerPort{
+			Name: name, ContainerPort: int32(e.Port), HostPort: int32(e.Port), Protocol: corev1.ProtocolTCP,
+		})
+	}
+	return out
+}
+
+// containerSecurity grants NET_BIND_SERVICE, and runs as root, only when the firmware server
+// must bind a port below 1024 (rule P2's 80): a non-root process cannot use that capability
+// without file capabilities on the binary. Otherwise the agent runs as non-root with nothing.
+func containerSecurity(firmwarePort int) *corev1.SecurityContext {
+	sc := &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	if firmwarePort > 0 && firmwarePort < 1024 {
+		sc.Capabilities.Add = []corev1.Capability{"NET_BIND_SERVICE"}
+		sc.RunAsUser = ptr.To[int64](0)
+		sc.RunAsNonRoot = ptr.To(false)
+	} else {
+		sc.RunAsUser = ptr.To[int64](AgentUID)
+		sc.RunAsNonRoot = ptr.To(true)
+	}
+	return sc
+}
+
+func probe(path string, port int) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intOrPort(port), Host: "127.0.0.1",
+		}},
+		PeriodSeconds:    10,
+		FailureThreshold: 3,
+	}
+}
+
+// addVolumes mounts, for each target, only the Secrets that target refers to, plus the node's
+// firmware cache and the job's firmware source when it is a volume.
+func addVolumes(pod *corev1.Pod, in Input) {
+	c := &pod.Spec.Containers[0]
+	mount := func(name, at string, readOnly bool, src corev1.VolumeSource) {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: src})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: at, ReadOnly: readOnly})
+	}
+	secret := func(name string) corev1.VolumeSource {
+		return corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr.To[int32](0o440)}}
+	}
+	mount("firmware-cache", config.CacheDir, false, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+		Path: config.CacheDir, Type: ptr.To(corev1.HostPathDirectoryOrCreate),
+	}})
+	fw := in.Job.Spec.Firmware
+	switch {
+	case fw.PersistentVolumeClaim != nil:
+		mount("firmware-source", config.PVCDir, true, corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+			ClaimName: fw.PersistentVolumeClaim.ClaimName, ReadOnly: true,
+		}})
+	case fw.NodePath != "":
+		mount("firmware-source", config.StagedDir, true, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+			Path: path.Dir(fw.NodePath), Type: ptr.To(corev1.HostPathDirectory),
+		}})
+	}
+	for i, t := range in.Targets {
+		dir := path.Join(config.TargetsDir, t.Target.Name)
+		spec := t.Target.Spec
+		mount(fmt.Sprintf("t%d-credentials", i), path.Join(dir, config.CredentialsDir), true, secret(spec.CredentialsSecretRef.Name))
+		if spec.TLS != nil && spec.TLS.CABundleSecretRef != nil {
+			mount(fmt.Sprintf("t%d-ca", i), path.Join(dir, config.CADir), true, secret(spec.TLS.CABundleSecretRef.Name))
+		}
+		if spec.SSH != nil && spec.SSH.KnownHostsSecretRef != nil {
+			mount(fmt.Sprintf("t%d-known-hosts", i), path.Join(dir, config.KnownHostsDir), true, secret(spec.SSH.KnownHostsSecretRef.Name))
+		}
+	}
+}
+
+func intOrPort(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }

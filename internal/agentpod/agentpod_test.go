@@ -1,0 +1,247 @@
+package agentpod
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/ports"
+)
+
+const sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+func job() *fwv1.UpdateJob {
+	return &fwv1.UpdateJob{
+		ObjectMeta: metav1.ObjectMeta{Name: "ilo5-278", Namespace: "fleet", UID: types.UID("job-uid")},
+		Spec: fwv1.UpdateJobSpec{
+			Component: fwv1.ComponentILO,
+			Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5.bin", SHA256: strings.ToUpper(sha), Version: "2.78"},
+			Rollout:   fwv1.Rollout{Timeout: &metav1.Duration{Duration: 20 * time.Minute}},
+		},
+	}
+}
+
+func policy() *fwv1.PortPolicy {
+	return &fwv1.PortPolicy{Spec: fwv1.PortPolicySpec{Agents: fwv1.AgentPlacement{
+		Tolerations: []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "infra", Effect: corev1.TaintEffectNoSchedule}},
+	}}}
+}
+
+func targets() []Target {
+	return []Target{
+		{TargetUpdate: "ilo5-278-ilo-a", Target: &fwv1.UpdateTarget{ObjectMeta: metav1.ObjectMeta{Name: "ilo-a"}, Spec: fwv1.UpdateTargetSpec{
+			Type: fwv1.TargetTypeILO5, Address: "127.0.1.1", CredentialsSecretRef: fwv1.SecretReference{Name: "ilo-creds"},
+			TLS: &fwv1.TLSSpec{CABundleSecretRef: &fwv1.SecretReference{Name: "ilo-ca"}},
+		}}},
+		{TargetUpdate: "ilo5-278-db-1", Target: &fwv1.UpdateTarget{ObjectMeta: metav1.ObjectMeta{Name: "db-1"}, Spec: fwv1.UpdateTargetSpec{
+			Type: fwv1.TargetTypeLinux, Address: "127.0.3.1", CredentialsSecretRef: fwv1.SecretReference{Name: "db-creds"},
+			SSH: &fwv1.SSHSpec{KnownHostsSecretRef: &fwv1.SecretReference{Name: "db-kh"}},
+		}}},
+	}
+}
+
+func assignment(t *testing.T, firmwareBusy bool) ports.Assignment {
+	t.Helper()
+	taken := map[int]bool{}
+	if firmwareBusy {
+		taken[80] = true
+	}
+	a, err := ports.AssignForNode(ports.DefaultPolicy(), taken, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func build(t *testing.T, firmwareBusy bool) *corev1.Pod {
+	return Build(Input{Job: job(), Policy: policy(), Node: "node-a", Image: "fwops:test", ServiceAccount: "ilo5-278-agent",
+		Targets: targets(), Ports: assignment(t, firmwareBusy)})
+}
+
+func TestBuild(t *testing.T) {
+	pod := build(t, false)
+	c := pod.Spec.Containers[0]
+	for _, tc := range []struct {
+		field     string
+		got, want any
+	}{
+		{"name is deterministic", pod.Name, Name(job(), []string{"ilo5-278-db-1", "ilo5-278-ilo-a"})},
+		{"namespace", pod.Namespace, "fleet"},
+		{"labels", pod.Labels, map[string]string{LabelApp: AppName, fwv1.LabelJob: "ilo5-278", LabelNode: "node-a"}},
+		{"target annotation", TargetUpdateNames(pod), []string{"ilo5-278-ilo-a", "ilo5-278-db-1"}},
+		{"hostNetwork", pod.Spec.HostNetwork, true},
+		{"dnsPolicy", pod.Spec.DNSPolicy, corev1.DNSClusterFirstWithHostNet},
+		{"restartPolicy", pod.Spec.RestartPolicy, corev1.RestartPolicyNever},
+		{"service account", pod.Spec.ServiceAccountName, "ilo5-278-agent"},
+		{"active deadline is the job timeout plus startup grace", *pod.Spec.ActiveDeadlineSeconds, int64((20*time.Minute + StartupGrace).Seconds())},
+		{"node affinity pins the node", pod.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchFields[0].Values, []string{"node-a"}},
+		{"tolerations from the policy", pod.Spec.Tolerations, policy().Spec.Agents.Tolerations},
+		{"one container", len(pod.Spec.Containers), 1},
+		{"image", c.Image, "fwops:test"},
+		{"first arg is the agent verb", c.Args[0], "agent"},
+		{"no environment", len(c.Env), 0},
+		{"P2 port 80 needs NET_BIND_SERVICE only", c.SecurityContext.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE"}},
+		{"every other capability dropped", c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}},
+		{"no privilege escalation", *c.SecurityContext.AllowPrivilegeEscalation, false},
+		{"read-only root", *c.SecurityContext.ReadOnlyRootFilesystem, true},
+		{"no cache init needed as root", len(pod.Spec.InitContainers), 0},
+		{"liveness on the P1 control port", c.LivenessProbe.HTTPGet.Port.IntValue(), 62286},
+		{"readiness on /readyz", c.ReadinessProbe.HTTPGet.Path, "/readyz"},
+	} {
+		if !reflect.DeepEqual(tc.got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.field, tc.got, tc.want)
+		}
+	}
+}
+
+func TestBuildDeclaresEveryAssignedPortAsAHostPort(t *testing.T) {
+	pod := build(t, false)
+	got := map[string]int32{}
+	for _, p := range pod.Spec.Containers[0].Ports {
+		if p.HostPort != p.ContainerPort || p.Protocol != corev1.ProtocolTCP {
+			t.Errorf("port %s: hostPort %d containerPort %d protocol %s", p.Name, p.HostPort, p.ContainerPort, p.Protocol)
+		}
+		got[p.Name] = p.HostPort
+	}
+	want := map[string]int32{
+		"control": 62286, // P1
+		"firmware": 80,   // P2
+		"s0": 60000, "s1": 60001, // P4
+		"ipc": 61000, // P5
+		"r0":  61001, "r1": 61002,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("container ports = %v, want %v", got, want)
+	}
+}
+
+func TestBuildRunsAsNonRootWithoutPort80(t *testing.T) {
+	pod := build(t, true) // 80 held by another agent: rule P2 falls back to 63000-63007
+	c := pod.Spec.Containers[0]
+	if c.SecurityContext.Capabilities.Add != nil {
+		t.Errorf("capabilities added without port 80: %v", c.SecurityContext.Capabilities.Add)
+	}
+	if !*c.SecurityContext.RunAsNonRoot || *c.SecurityContext.RunAsUser != AgentUID {
+		t.Errorf("agent must run as non-root %d, got %v/%v", AgentUID, *c.SecurityContext.RunAsNonRoot, *c.SecurityContext.RunAsUser)
+	}
+	if len(pod.Spec.InitContainers) != 1 || pod.Spec.InitContainers[0].Args[0] != CacheInitCommand {
+		t.Fatalf("a non-root agent needs the cache handed over: %+v", pod.Spec.InitContainers)
+	}
+	if add := pod.Spec.InitContainers[0].SecurityContext.Capabilities.Add; !reflect.DeepEqual(add, []corev1.Capability{"CHOWN"}) {
+		t.Errorf("cache-init capabilities = %v, want CHOWN only", add)
+	}
+	cfg, err := config.Parse(c.Args[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := cfg.Ports.FirmwareServer; p < 63000 || p > 63007 {
+		t.Errorf("P2 fallback port %d outside 63000-63007", p)
+	}
+}
+
+func TestBuildMountsOnlyTheTargetsSecrets(t *testing.T) {
+	pod := build(t, false)
+	mounts := map[string]string{}
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	secrets := map[string]string{}
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil {
+			secrets[mounts[v.Name]] = v.Secret.SecretName
+		}
+	}
+	want := map[string]string{
+		config.TargetsDir + "/ilo-a/credentials": "ilo-creds",
+		config.TargetsDir + "/ilo-a/ca":          "ilo-ca",
+		config.TargetsDir + "/db-1/credentials":  "db-creds",
+		config.TargetsDir + "/db-1/known-hosts":  "db-kh",
+	}
+	if !reflect.DeepEqual(secrets, want) {
+		t.Fatalf("secret mounts = %v, want %v", secrets, want)
+	}
+	if mounts["firmware-cache"] != config.CacheDir {
+		t.Errorf("firmware cache mounted at %q", mounts["firmware-cache"])
+	}
+}
+
+func TestBuildArgsCarryTheJob(t *testing.T) {
+	pod := build(t, false)
+	cfg, err := config.Parse(pod.Spec.Containers[0].Args[1:])
+	if err != nil {
+		t.Fatalf("the pod's arguments do not parse: %v", err)
+	}
+	if cfg.Namespace != "fleet" || cfg.Job != "ilo5-278" || cfg.JobUID != "job-uid" || cfg.Node != "node-a" || cfg.Pod != pod.Name {
+		t.Errorf("identity: %+v", cfg)
+	}
+	if cfg.Firmware.SHA256 != sha || cfg.Firmware.URL != "https://fw.example.net/ilo5.bin" || cfg.Firmware.Version != "2.78" {
+		t.Errorf("firmware: %+v (the digest must be lower case)", cfg.Firmware)
+	}
+	if cfg.Timeout != 20*time.Minute {
+		t.Errorf("timeout %v", cfg.Timeout)
+	}
+	if len(cfg.Targets) != 2 {
+		t.Fatalf("targets: %+v", cfg.Targets)
+	}
+	ilo, db := cfg.Targets[0], cfg.Targets[1]
+	if ilo.SessionPort != 60000 || db.SessionPort != 60001 {
+		t.Errorf("P4 session ports %d, %d", ilo.SessionPort, db.SessionPort)
+	}
+	if !ilo.HasCABundle || ilo.InsecureSkipVerify || ilo.SSHPort != 0 {
+		t.Errorf("iLO target: %+v", ilo)
+	}
+	if db.SSHPort != 22 || !db.HasKnownHosts || db.InsecureIgnoreHostKey {
+		t.Errorf("Linux target (P3 default 22): %+v", db)
+	}
+}
+
+func TestBuildFirmwareFromAPVC(t *testing.T) {
+	j := job()
+	j.Spec.Firmware.URL = ""
+	j.Spec.Firmware.PersistentVolumeClaim = &fwv1.PVCSource{ClaimName: "fw-images", Path: "ilo5/ilo5_278.bin"}
+	pod := Build(Input{Job: j, Policy: policy(), Node: "n", Image: "i", Targets: targets()[:1], Ports: assignment(t, false)})
+	var pvc *corev1.PersistentVolumeClaimVolumeSource
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			pvc = v.PersistentVolumeClaim
+		}
+	}
+	if pvc == nil || pvc.ClaimName != "fw-images" || !pvc.ReadOnly {
+		t.Fatalf("PVC volume: %+v", pvc)
+	}
+	cfg, _ := config.Parse(pod.Spec.Containers[0].Args[1:])
+	if cfg.Firmware.Path != config.PVCDir+"/ilo5/ilo5_278.bin" || cfg.Firmware.URL != "" {
+		t.Errorf("firmware path %q url %q", cfg.Firmware.Path, cfg.Firmware.URL)
+	}
+}
+
+func TestNameIsStableAndBounded(t *testing.T) {
+	a := Name(job(), []string{"x", "y"})
+	if b := Name(job(), []string{"y", "x"}); a != b {
+		t.Errorf("order changed the name: %s vs %s", a, b)
+	}
+	if c := Name(job(), []string{"x", "z"}); a == c {
+		t.Errorf("another batch got the same name %s", a)
+	}
+	long := job()
+	long.Name = strings.Repeat("a", 250)
+	if n := Name(long, []string{"x"}); len(n) > 63 {
+		t.Errorf("name %q is %d characters, over 63", n, len(n))
+	}
+	if !strings.HasPrefix(a, "ilo5-278-agent-") {
+		t.Errorf("name %q does not start with the job's", a)
+	}
+}
+
+func TestNodeLabelBounded(t *testing.T) {
+	if got := nodeLabel(strings.Repeat("n", 100)); len(got) > 63 {
+		t.Fatalf("label %d characters", len(got))
+	}
+}
