@@ -111,9 +111,9 @@ func TestBuildDeclaresEveryAssignedPortAsAHostPort(t *testing.T) {
 		got[p.Name] = p.HostPort
 	}
 	want := map[string]int32{
-		"control": 62286, // P1
-		"firmware": 80,   // P2
-		"s0": 60000, "s1": 60001, // P4
+		"control":  62286,              // P1
+		"firmware": 80,                 // P2
+		"s0":       60000, "s1": 60001, // P4
 		"ipc": 61000, // P5
 		"r0":  61001, "r1": 61002,
 	}
