@@ -26,10 +26,11 @@ import (
 
 // Labels and annotations of agent pods.
 const (
-	LabelApp          = "app.kubernetes.io/name"
-	AppName           = "firmware-operator-agent"
-	LabelNode         = "firmware.fwops.io/node"
-	AnnotationTargets = "firmware.fwops.io/target-updates"
+	LabelApp  = "app.kubernetes.io/name"
+	AppName   = "firmware-operator-agent"
+	LabelNode = "firmware.fwops.io/node"
+	// AnnotationTargets records the pod's claims: "targetupdate:attempt,...".
+	AnnotationTargets = "firmware.fwops.io/claims"
 	ContainerName     = "agent"
 )
 
@@ -41,6 +42,8 @@ const StartupGrace = 5 * time.Minute
 type Target struct {
 	Target       *fwv1.UpdateTarget
 	TargetUpdate string
+	// Attempt numbers this start of the target, from 1; a retry gets a new pod.
+	Attempt int32
 }
 
 // Input is everything the pod depends on.
@@ -55,9 +58,10 @@ type Input struct {
 }
 
 // Name is the pod's deterministic name: the job's name and a digest of the job's UID and the
-// batch's TargetUpdates, so that a controller that restarts mid-way recreates nothing twice.
-func Name(job *fwv1.UpdateJob, targetUpdates []string) string {
-	sorted := append([]string(nil), targetUpdates...)
+// batch's claims ("targetupdate:attempt"), so that a controller that restarts mid-way
+// recreates nothing twice, and a retry gets a pod of its own.
+func Name(job *fwv1.UpdateJob, claims []string) string {
+	sorted := append([]string(nil), claims...)
 	sort.Strings(sorted)
 	h := sha256.New()
 	h.Write([]byte(job.UID))
@@ -73,13 +77,27 @@ func Name(job *fwv1.UpdateJob, targetUpdates []string) string {
 	return strings.TrimRight(prefix, "-.") + "-agent-" + sum
 }
 
-// TargetUpdateNames lists the batch's TargetUpdates as the pod's annotation records them.
-func TargetUpdateNames(pod *corev1.Pod) []string {
+// Claims lists the pod's claims, "targetupdate:attempt", as its annotation records them.
+func Claims(pod *corev1.Pod) []string {
 	v := pod.Annotations[AnnotationTargets]
 	if v == "" {
 		return nil
 	}
 	return strings.Split(v, ",")
+}
+
+// Node is the node the pod was built for.
+func Node(pod *corev1.Pod) string {
+	if a := pod.Spec.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+		for _, term := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+			for _, f := range term.MatchFields {
+				if f.Key == "metadata.name" && len(f.Values) == 1 {
+					return f.Values[0]
+				}
+			}
+		}
+	}
+	return pod.Spec.NodeName
 }
 
 // Config is the agent configuration the pod passes as arguments.
@@ -160,11 +178,11 @@ func timeout(job *fwv1.UpdateJob) time.Duration {
 // Build returns the agent pod. The caller sets the owner reference
 // (controllerutil.SetControllerReference), which needs the scheme.
 func Build(in Input) *corev1.Pod {
-	tuNames := make([]string, len(in.Targets))
+	claims := make([]string, len(in.Targets))
 	for i, t := range in.Targets {
-		tuNames[i] = t.TargetUpdate
+		claims[i] = t.TargetUpdate + ":" + strconv.Itoa(int(max(t.Attempt, 1)))
 	}
-	name := Name(in.Job, tuNames)
+	name := Name(in.Job, claims)
 	cfg := Config(in, name)
 
 	pod := &corev1.Pod{
@@ -176,7 +194,7 @@ func Build(in Input) *corev1.Pod {
 				fwv1.LabelJob: in.Job.Name,
 				LabelNode:     nodeLabel(in.Node),
 			},
-			Annotations: map[string]string{AnnotationTargets: strings.Join(tuNames, ",")},
+			Annotations: map[string]string{AnnotationTargets: strings.Join(claims, ",")},
 		},
 		Spec: corev1.PodSpec{
 			HostNetwork:                  true,

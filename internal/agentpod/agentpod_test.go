@@ -72,10 +72,11 @@ func TestBuild(t *testing.T) {
 		field     string
 		got, want any
 	}{
-		{"name is deterministic", pod.Name, Name(job(), []string{"ilo5-278-db-1", "ilo5-278-ilo-a"})},
+		{"name is deterministic", pod.Name, Name(job(), []string{"ilo5-278-db-1:1", "ilo5-278-ilo-a:1"})},
 		{"namespace", pod.Namespace, "fleet"},
 		{"labels", pod.Labels, map[string]string{LabelApp: AppName, fwv1.LabelJob: "ilo5-278", LabelNode: "node-a"}},
-		{"target annotation", TargetUpdateNames(pod), []string{"ilo5-278-ilo-a", "ilo5-278-db-1"}},
+		{"claims annotation", Claims(pod), []string{"ilo5-278-ilo-a:1", "ilo5-278-db-1:1"}},
+		{"node", Node(pod), "node-a"},
 		{"hostNetwork", pod.Spec.HostNetwork, true},
 		{"dnsPolicy", pod.Spec.DNSPolicy, corev1.DNSClusterFirstWithHostNet},
 		{"restartPolicy", pod.Spec.RestartPolicy, corev1.RestartPolicyNever},

@@ -10,11 +10,10 @@ import (
 	"runtime"
 
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/scheme"
 )
 
 // ErrNoAssets means the envtest binaries are not there; tests skip on it outside CI and
@@ -45,16 +44,7 @@ func AssetsDir() (string, error) {
 func InCI() bool { return os.Getenv("CI") == "true" }
 
 // Scheme holds the built-in types and this project's API.
-func Scheme() *k8sruntime.Scheme {
-	s := k8sruntime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := fwv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
+func Scheme() *k8sruntime.Scheme { return scheme.New() }
 
 // Start starts an API server with the CRDs of config/crd/bases installed. Stop it with
 // env.Stop().

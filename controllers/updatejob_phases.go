@@ -1,0 +1,380 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/ports"
+)
+
+// portPolicy reads the job's PortPolicy; a missing or invalid one is a condition, not an error.
+func (r *UpdateJobReconciler) portPolicy(ctx context.Context, job *fwv1.UpdateJob) (*fwv1.PortPolicy, bool, error) {
+	policy := &fwv1.PortPolicy{}
+	if err := r.Get(ctx, client.ObjectKey{Name: job.Spec.PortPolicyName}, policy); err != nil {
+		if apierrors.IsNotFound(err) {
+			blocked(job, ReasonPortPolicyNotFound, fmt.Sprintf("PortPolicy %q (spec.portPolicyName) not found", job.Spec.PortPolicyName))
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	if err := ports.FromSpec(policy.Spec).Validate(); err != nil {
+		blocked(job, ReasonInvalidSpec, fmt.Sprintf("PortPolicy %q is invalid: %v", policy.Name, err))
+		return nil, false, nil
+	}
+	return policy, true, nil
+}
+
+// resolveTargets returns the job's targets sorted by name. Named targets that do not exist
+// hold the job: starting on a partial fleet would hide the mistake.
+func (r *UpdateJobReconciler) resolveTargets(ctx context.Context, job *fwv1.UpdateJob) ([]*fwv1.UpdateTarget, bool, error) {
+	var list fwv1.UpdateTargetList
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace)); err != nil {
+		return nil, false, err
+	}
+	byName := make(map[string]*fwv1.UpdateTarget, len(list.Items))
+	for i := range list.Items {
+		byName[list.Items[i].Name] = &list.Items[i]
+	}
+	chosen := map[string]*fwv1.UpdateTarget{}
+	if sel := job.Spec.Targets.Selector; sel != nil {
+		selector, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			blocked(job, ReasonInvalidSpec, fmt.Sprintf("spec.targets.selector: %v", err))
+			return nil, false, nil
+		}
+		for name, t := range byName {
+			if selector.Matches(labels.Set(t.Labels)) {
+				chosen[name] = t
+			}
+		}
+	}
+	var missing []string
+	for _, name := range job.Spec.Targets.Names {
+		if t, ok := byName[name]; ok {
+			chosen[name] = t
+		} else {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		blocked(job, ReasonTargetsNotFound, fmt.Sprintf("UpdateTargets not found in namespace %s (spec.targets.names): %s",
+			job.Namespace, abbreviate(missing, 10)))
+		return nil, false, nil
+	}
+	if len(chosen) == 0 {
+		blocked(job, ReasonNoTargets, "spec.targets selects no UpdateTarget in namespace "+job.Namespace)
+		return nil, false, nil
+	}
+	out := make([]*fwv1.UpdateTarget, 0, len(chosen))
+	for _, t := range chosen {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, true, nil
+}
+
+func abbreviate(names []string, n int) string {
+	sort.Strings(names)
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:n], ", ") + fmt.Sprintf(" and %d more", len(names)-n)
+}
+
+// ensureTargetUpdates keeps one TargetUpdate per target, owned by the job. It lists the
+// job's children once and creates at most MaxCreatesPerPass; more reports that a pass must
+// follow.
+func (r *UpdateJobReconciler) ensureTargetUpdates(ctx context.Context, job *fwv1.UpdateJob, targets []*fwv1.UpdateTarget) (map[string]*fwv1.TargetUpdate, bool, error) {
+	var list fwv1.TargetUpdateList
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexTargetUpdateJob: job.Name}); err != nil {
+		return nil, false, err
+	}
+	tus := make(map[string]*fwv1.TargetUpdate, len(targets))
+	for i := range list.Items {
+		tu := &list.Items[i]
+		if metav1.IsControlledBy(tu, job) {
+			tus[tu.Spec.TargetName] = tu
+		}
+	}
+	limit := r.MaxCreatesPerPass
+	if limit <= 0 {
+		limit = 500
+	}
+	created := 0
+	for _, t := range targets {
+		if _, ok := tus[t.Name]; ok {
+			continue
+		}
+		if created == limit {
+			return tus, true, nil
+		}
+		tu := &fwv1.TargetUpdate{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:      targetUpdateName(job.Name, t.Name),
+				Namespace: job.Namespace,
+				Labels:    map[string]string{fwv1.LabelJob: labelValue(job.Name), fwv1.LabelTarget: labelValue(t.Name)},
+			},
+			Spec: fwv1.TargetUpdateSpec{JobName: job.Name, TargetName: t.Name, TargetType: t.Spec.Type, Component: job.Spec.Component},
+		}
+		if err := controllerutil.SetControllerReference(job, tu, r.Scheme); err != nil {
+			return nil, false, err
+		}
+		if err := r.Create(ctx, tu); err != nil {
+			if !apierrors.IsAlreadyExists(err) {
+				return nil, false, fmt.Errorf("creating TargetUpdate %s: %w", tu.Name, err)
+			}
+			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tu), tu); err != nil {
+				return nil, false, err
+			}
+			if !metav1.IsControlledBy(tu, job) {
+				return nil, false, fmt.Errorf("TargetUpdate %s exists and belongs to another job", tu.Name)
+			}
+		} else {
+			before := tu.DeepCopy()
+			tu.Status.Phase = fwv1.TargetPhasePending
+			tu.Status.Message = "waiting for a free slot (spec.rollout.maxConcurrent)"
+			if err := r.Status().Patch(ctx, tu, client.MergeFrom(before)); err != nil {
+				return nil, false, fmt.Errorf("initialising TargetUpdate %s: %w", tu.Name, err)
+			}
+		}
+		tus[t.Name] = tu
+		created++
+	}
+	return tus, false, nil
+}
+
+// agentPods lists the pods this job owns.
+func (r *UpdateJobReconciler) agentPods(ctx context.Context, job *fwv1.UpdateJob) ([]corev1.Pod, error) {
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexPodOwner: job.Name}); err != nil {
+		return nil, err
+	}
+	out := list.Items[:0]
+	for _, p := range list.Items {
+		if metav1.IsControlledBy(&p, job) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func podFinished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// syncInFlight reconciles the TargetUpdates with the pods that carry them: a target an agent
+// pod claims but whose claim was never recorded (the controller stopped in between) is
+// recorded now, and a target whose agent ended before it finished fails with the reason.
+func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod) error {
+	byTU := make(map[string]*fwv1.TargetUpdate, len(tus))
+	for _, tu := range tus {
+		byTU[tu.Name] = tu
+	}
+	podByName := make(map[string]*corev1.Pod, len(pods))
+	for i := range pods {
+		p := &pods[i]
+		podByName[p.Name] = p
+		if podFinished(p) {
+			continue
+		}
+		for _, claim := range podClaims(p) {
+			tu := byTU[claim.name]
+			if tu == nil || tu.Status.Phase.Finished() || tu.Status.AgentPod != "" || tu.Status.Attempts != claim.attempt-1 {
+				continue
+			}
+			if err := r.claim(ctx, tu, p, claim.attempt); err != nil {
+				return err
+			}
+		}
+	}
+	for _, tu := range tus {
+		if tu.Status.AgentPod == "" || tu.Status.Phase.Finished() || tu.Status.Phase == fwv1.TargetPhasePending || tu.Status.Phase == "" {
+			continue
+		}
+		pod, err := r.podOf(ctx, job, tu.Status.AgentPod, podByName)
+		if err != nil {
+			return err
+		}
+		var why string
+		switch {
+		case pod == nil:
+			why = fmt.Sprintf("agent pod %s is gone", tu.Status.AgentPod)
+		case podFinished(pod):
+			why = fmt.Sprintf("agent pod %s ended (%s)%s before the target finished", pod.Name, pod.Status.Phase, podReason(pod))
+		default:
+			continue
+		}
+		// The agent may have written its result after the cache last saw the target.
+		fresh := &fwv1.TargetUpdate{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tu), fresh); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if fresh.Status.Phase.Finished() || fresh.Status.AgentPod != tu.Status.AgentPod {
+			*tu = *fresh
+			continue
+		}
+		if err := r.finish(ctx, fresh, fwv1.TargetPhaseFailed, ReasonAgentFailed, why); err != nil {
+			return err
+		}
+		*tu = *fresh
+	}
+	return nil
+}
+
+func (r *UpdateJobReconciler) podOf(ctx context.Context, job *fwv1.UpdateJob, name string, cached map[string]*corev1.Pod) (*corev1.Pod, error) {
+	if p := cached[name]; p != nil {
+		return p, nil
+	}
+	p := &corev1.Pod{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: job.Namespace, Name: name}, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+func podReason(p *corev1.Pod) string {
+	var parts []string
+	if p.Status.Reason != "" {
+		parts = append(parts, p.Status.Reason)
+	}
+	if p.Status.Message != "" {
+		parts = append(parts, p.Status.Message)
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil {
+			parts = append(parts, fmt.Sprintf("exit code %d", t.ExitCode))
+			if t.Message != "" {
+				parts = append(parts, t.Message)
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(parts, ", ")
+}
+
+// claim records that pod runs attempt number attempt of tu.
+func (r *UpdateJobReconciler) claim(ctx context.Context, tu *fwv1.TargetUpdate, pod *corev1.Pod, attempt int32) error {
+	before := tu.DeepCopy()
+	now := metav1.NewTime(r.Clock.Now())
+	tu.Status.Phase = fwv1.TargetPhaseDownloading
+	tu.Status.AgentPod = pod.Name
+	tu.Status.Node = nodeOf(pod)
+	tu.Status.Attempts = attempt
+	tu.Status.Percent = 0
+	tu.Status.StartTime = &now
+	tu.Status.CompletionTime = nil
+	tu.Status.RetryAfter = nil
+	tu.Status.Message = fmt.Sprintf("agent pod %s on node %s is fetching the firmware", pod.Name, tu.Status.Node)
+	meta.RemoveStatusCondition(&tu.Status.Conditions, fwv1.ConditionReady)
+	return r.patchTU(ctx, tu, before)
+}
+
+// finish ends a target from the controller's side (the agents end the others).
+func (r *UpdateJobReconciler) finish(ctx context.Context, tu *fwv1.TargetUpdate, phase fwv1.TargetPhase, reason, msg string) error {
+	before := tu.DeepCopy()
+	now := metav1.NewTime(r.Clock.Now())
+	tu.Status.Phase = phase
+	tu.Status.Message = msg
+	tu.Status.CompletionTime = &now
+	status := metav1.ConditionTrue
+	if phase == fwv1.TargetPhaseFailed {
+		status = metav1.ConditionFalse
+	}
+	meta.SetStatusCondition(&tu.Status.Conditions, metav1.Condition{
+		Type: fwv1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: tu.Generation,
+	})
+	return r.patchTU(ctx, tu, before)
+}
+
+func (r *UpdateJobReconciler) patchTU(ctx context.Context, tu, before *fwv1.TargetUpdate) error {
+	if err := r.Status().Patch(ctx, tu, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("updating TargetUpdate %s: %w", tu.Name, err)
+	}
+	return nil
+}
+
+type podClaim struct {
+	name    string
+	attempt int32
+}
+
+// podClaims reads the pod's annotation "tu:attempt,...".
+func podClaims(p *corev1.Pod) []podClaim {
+	var out []podClaim
+	for _, f := range strings.Split(p.Annotations[annotationClaims], ",") {
+		name, n, ok := strings.Cut(f, ":")
+		if !ok {
+			continue
+		}
+		a, err := strconv.Atoi(n)
+		if err != nil {
+			continue
+		}
+		out = append(out, podClaim{name: name, attempt: int32(a)})
+	}
+	return out
+}
+
+// scheduleRetries puts failed targets that have retries left back in line after their
+// backoff, and returns when the next one becomes startable.
+func (r *UpdateJobReconciler) scheduleRetries(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate) (time.Time, error) {
+	retries := job.Spec.Rollout.Retries
+	now := r.Clock.Now()
+	var next time.Time
+	for _, tu := range tus {
+		switch {
+		case tu.Status.Phase == fwv1.TargetPhaseFailed && tu.Status.Attempts <= retries.Limit:
+			base := 30 * time.Second
+			if retries.Backoff != nil {
+				base = retries.Backoff.Duration
+			}
+			ended := now
+			if tu.Status.CompletionTime != nil {
+				ended = tu.Status.CompletionTime.Time
+			}
+			at := metav1.NewTime(ended.Add(backoff(base, int(tu.Status.Attempts))))
+			before := tu.DeepCopy()
+			tu.Status.Phase = fwv1.TargetPhasePending
+			tu.Status.AgentPod = ""
+			tu.Status.Percent = 0
+			tu.Status.RetryAfter = &at
+			tu.Status.Message = fmt.Sprintf("retry %d of %d at %s after: %s", tu.Status.Attempts, retries.Limit,
+				at.UTC().Format(time.RFC3339), tu.Status.Message)
+			meta.RemoveStatusCondition(&tu.Status.Conditions, fwv1.ConditionReady)
+			if err := r.patchTU(ctx, tu, before); err != nil {
+				return time.Time{}, err
+			}
+			log.FromContext(ctx).Info("target scheduled for retry", "target", tu.Spec.TargetName, "at", at.Time)
+		case isPending(tu) && tu.Status.RetryAfter != nil && tu.Status.RetryAfter.After(now):
+		default:
+			continue
+		}
+		if at := tu.Status.RetryAfter.Time; next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next, nil
+}
+
+func isPending(tu *fwv1.TargetUpdate) bool {
+	return tu.Status.Phase == "" || tu.Status.Phase == fwv1.TargetPhasePending
+}

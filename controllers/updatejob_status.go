@@ -1,0 +1,184 @@
+package controllers
+
+import (
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/agentpod"
+)
+
+func setCondition(job *fwv1.UpdateJob, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&job.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: job.Generation,
+	})
+}
+
+// blocked records that the job cannot proceed until a person acts.
+func blocked(job *fwv1.UpdateJob, reason, msg string) {
+	setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	setCondition(job, fwv1.ConditionProgressing, metav1.ConditionFalse, reason, msg)
+	if job.Status.Phase == "" {
+		job.Status.Phase = fwv1.JobPhasePending
+	}
+}
+
+// updateStatus derives the job's phase and conditions from the counts. The counts are the
+// whole truth: nothing else is remembered between passes.
+func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate string, pods []corev1.Pod) {
+	c := s.counts
+	job.Status.Counts = c
+	done := c.Succeeded + c.Failed + c.Skipped
+	job.Status.Progress = fmt.Sprintf("%d/%d", done, c.Total)
+	now := metav1.NewTime(r.Clock.Now())
+	if s.started && job.Status.StartTime == nil {
+		job.Status.StartTime = &now
+	}
+	job.Status.Agents = liveAgents(pods)
+
+	budget := c.Failed > int32(s.allowed)
+	progress := fmt.Sprintf("%d of %d targets done (%d succeeded, %d skipped, %d failed), %d in progress, %d pending",
+		done, c.Total, c.Succeeded, c.Skipped, c.Failed, c.InProgress, c.Pending)
+	finished := c.InProgress == 0 && (done == c.Total || budget)
+	switch {
+	case finished && budget:
+		msg := fmt.Sprintf("%d targets failed, more than spec.rollout.maxFailures allows (%d); %s", c.Failed, s.allowed, progress)
+		job.Status.Phase = fwv1.JobPhaseFailed
+		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonFailureBudgetExceeded, msg)
+		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionFalse, ReasonFailureBudgetExceeded, msg)
+		setCondition(job, fwv1.ConditionFailed, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
+	case finished:
+		reason := ReasonSucceeded
+		if c.Failed > 0 {
+			reason = ReasonCompletedWithFailures
+		}
+		job.Status.Phase = fwv1.JobPhaseSucceeded
+		setCondition(job, fwv1.ConditionReady, metav1.ConditionTrue, reason, progress)
+		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionFalse, reason, progress)
+		setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, reason, progress)
+	case budget:
+		msg := fmt.Sprintf("%d targets failed, more than spec.rollout.maxFailures allows (%d): no new target starts; %s", c.Failed, s.allowed, progress)
+		job.Status.Phase = fwv1.JobPhaseRunning
+		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonFailureBudgetExceeded, msg)
+		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
+		setCondition(job, fwv1.ConditionFailed, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
+	case gate == ReasonPaused:
+		msg := "spec.rollout.paused: no new target starts; " + progress
+		job.Status.Phase = fwv1.JobPhasePaused
+		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonPaused, msg)
+		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionFalse, ReasonPaused, msg)
+		setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, ReasonPaused, msg)
+	case gate == ReasonWaitingForWindow:
+		msg := "outside spec.rollout.window: no new target starts until it opens; " + progress
+		job.Status.Phase = fwv1.JobPhaseWaiting
+		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonWaitingForWindow, msg)
+		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionTrue, ReasonWaitingForWindow, msg)
+		setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, ReasonWaitingForWindow, msg)
+	default:
+		if cur := meta.FindStatusCondition(job.Status.Conditions, fwv1.ConditionReady); cur != nil && cur.Reason == ReasonNoEligibleNodes && c.InProgress == 0 {
+			return // startTargets found no node; keep its condition
+		}
+		job.Status.Phase = fwv1.JobPhaseRunning
+		if !s.started {
+			job.Status.Phase = fwv1.JobPhasePending
+		}
+		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonProgressing, progress)
+		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionTrue, ReasonProgressing, progress)
+		setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, ReasonProgressing, progress)
+	}
+	if finished && job.Status.CompletionTime == nil {
+		job.Status.CompletionTime = &now
+	}
+	if !finished {
+		job.Status.CompletionTime = nil
+	}
+	for phase, n := range map[string]int32{"Pending": c.Pending, "InProgress": c.InProgress, "Succeeded": c.Succeeded, "Failed": c.Failed, "Skipped": c.Skipped} {
+		metricTargets.WithLabelValues(job.Namespace, job.Name, phase).Set(float64(n))
+	}
+	if c.Total > 0 {
+		metricProgress.WithLabelValues(job.Namespace, job.Name).Set(float64(done) / float64(c.Total))
+	}
+}
+
+// liveAgents lists the running agent pods with the ports they declare.
+func liveAgents(pods []corev1.Pod) []fwv1.AgentStatus {
+	var out []fwv1.AgentStatus
+	for i := range pods {
+		p := &pods[i]
+		if podFinished(p) {
+			continue
+		}
+		st := fwv1.AgentStatus{Node: agentpod.Node(p), Pod: p.Name}
+		if len(p.Spec.Containers) > 0 {
+			if cfg, err := config.Parse(p.Spec.Containers[0].Args[1:]); err == nil {
+				for _, t := range cfg.Targets {
+					st.Targets = append(st.Targets, t.Name)
+					if t.SessionPort != 0 {
+						st.Ports.Sessions = append(st.Ports.Sessions, int32(t.SessionPort))
+					}
+				}
+				st.Ports.Control = int32(cfg.Ports.Control)
+				st.Ports.FirmwareServer = int32(cfg.Ports.FirmwareServer)
+				st.Ports.IPC = int32(cfg.Ports.IPC)
+				for _, r := range cfg.Ports.Reverse {
+					st.Ports.Reverse = append(st.Ports.Reverse, int32(r))
+				}
+			}
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pod < out[j].Pod })
+	return out
+}
+
+// emitTransitionEvents records the job's milestones as events, once each: they are derived
+// from the change between the status before and after the pass.
+func (r *UpdateJobReconciler) emitTransitionEvents(before, after *fwv1.UpdateJob) {
+	if r.Recorder == nil {
+		return
+	}
+	if before.Status.StartTime == nil && after.Status.StartTime != nil {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, ReasonStarted, "Rollout",
+			"rollout started: %d targets, at most %d at a time", after.Status.Counts.Total, after.Spec.Rollout.MaxConcurrent)
+	}
+	oldReady := meta.FindStatusCondition(before.Status.Conditions, fwv1.ConditionReady)
+	newReady := meta.FindStatusCondition(after.Status.Conditions, fwv1.ConditionReady)
+	if newReady != nil && (oldReady == nil || oldReady.Reason != newReady.Reason) {
+		switch newReady.Reason {
+		case ReasonSucceeded, ReasonDryRun:
+			r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, newReady.Reason, "Rollout", "%s", newReady.Message)
+		case ReasonProgressing, ReasonPaused, ReasonWaitingForWindow:
+			// Visible in conditions; not worth an event each time.
+		default:
+			metricErrors.WithLabelValues(newReady.Reason).Inc()
+			r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, newReady.Reason, "Rollout", "%s", newReady.Message)
+		}
+	}
+}
+
+// observeTargetTransition records metrics and an event when a target finishes.
+func (r *UpdateJobReconciler) observeTargetTransition(old, cur *fwv1.TargetUpdate) {
+	if old.Status.Phase.Finished() || !cur.Status.Phase.Finished() {
+		return
+	}
+	if cur.Status.StartTime != nil && cur.Status.CompletionTime != nil {
+		d := cur.Status.CompletionTime.Sub(cur.Status.StartTime.Time)
+		metricFlashDuration.WithLabelValues(string(cur.Spec.TargetType), string(cur.Status.Phase)).Observe(max(d, 0).Seconds())
+	}
+	if r.Recorder == nil {
+		return
+	}
+	switch cur.Status.Phase {
+	case fwv1.TargetPhaseFailed:
+		metricErrors.WithLabelValues(ReasonTargetFailed).Inc()
+		r.Recorder.Eventf(cur, nil, corev1.EventTypeWarning, ReasonTargetFailed, "Update", "%s", cur.Status.Message)
+	case fwv1.TargetPhaseSucceeded:
+		r.Recorder.Eventf(cur, nil, corev1.EventTypeNormal, ReasonTargetSucceeded, "Update", "%s → %s", cur.Status.VersionBefore, cur.Status.VersionAfter)
+	}
+}
+

@@ -1,0 +1,153 @@
+// Package manager is the "manager" subcommand: the controller manager that runs the
+// UpdateJob, UpdateTarget and PortPolicy reconcilers with leader election and metrics.
+package manager
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/go-logr/logr"
+
+	"github.com/fwops/firmware-operator/controllers"
+	"github.com/fwops/firmware-operator/internal/agentpod"
+	"github.com/fwops/firmware-operator/internal/scheme"
+)
+
+// Options configure the manager. Flags set them; tests and the demo set them directly.
+type Options struct {
+	Kubeconfig         string
+	LeaderElect        bool
+	LeaderElectionNS   string
+	MetricsAddr        string
+	ProbeAddr          string
+	AgentImage         string
+	MaxTargetsPerAgent int
+	// Clock replaces the real clock (tests).
+	Clock clock.PassiveClock
+	// Config replaces Kubeconfig (tests).
+	Config *rest.Config
+	// Logger defaults to JSON on stderr.
+	Logger *slog.Logger
+}
+
+// Run parses the flags and runs the manager until ctx ends.
+func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
+	var o Options
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig path (default: in-cluster configuration)")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect a leader so that only one manager acts at a time")
+	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8443", "address of the Prometheus metrics endpoint; 0 turns it off")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&o.AgentImage, "agent-image", "ghcr.io/fwops/firmware-operator:latest", "image of the agent pods")
+	fs.IntVar(&o.MaxTargetsPerAgent, "max-targets-per-agent", 100, "most targets one agent pod serves")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return Start(ctx, o)
+}
+
+// Start runs the manager until ctx ends.
+func Start(ctx context.Context, o Options) error {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
+	lr := logr.FromSlogHandler(logger.Handler())
+	ctrl.SetLogger(lr)
+	ctx = log.IntoContext(ctx, lr)
+
+	cfg := o.Config
+	if cfg == nil {
+		var err error
+		if o.Kubeconfig != "" {
+			cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+		} else {
+			cfg, err = rest.InClusterConfig()
+		}
+		if err != nil {
+			return fmt.Errorf("kubernetes client configuration: %w", err)
+		}
+	}
+	if o.AgentImage == "" {
+		return errors.New("--agent-image is required")
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme.New(),
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        "firmware-operator.fwops.io",
+		LeaderElectionNamespace: o.LeaderElectionNS,
+		// Releasing on cancel lets a new leader take over at once on a rolling upgrade.
+		LeaderElectionReleaseOnCancel: true,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.ProbeAddr,
+		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only the operator's own pods and RBAC objects are cached, never the cluster's.
+			&corev1.Pod{}:            {Label: labels.SelectorFromSet(labels.Set{agentpod.LabelApp: agentpod.AppName})},
+			&corev1.ServiceAccount{}: {Label: labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedBy})},
+			&rbacv1.Role{}:           {Label: labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedBy})},
+			&rbacv1.RoleBinding{}:    {Label: labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedBy})},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := Setup(ctx, mgr, o); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	logger.Info("starting manager", "agentImage", o.AgentImage, "leaderElection", o.LeaderElect)
+	return mgr.Start(ctx)
+}
+
+// Setup registers the three reconcilers with a manager.
+func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
+	clk := o.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	rec := mgr.GetEventRecorder("firmware-operator")
+	jobs := &controllers.UpdateJobReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Recorder: rec, Clock: clk,
+		AgentImage: o.AgentImage, MaxTargetsPerAgent: o.MaxTargetsPerAgent,
+	}
+	if err := jobs.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("UpdateJob controller: %w", err)
+	}
+	targets := &controllers.UpdateTargetReconciler{Client: mgr.GetClient(), SecretReader: mgr.GetAPIReader()}
+	if err := targets.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("UpdateTarget controller: %w", err)
+	}
+	policies := &controllers.PortPolicyReconciler{Client: mgr.GetClient(), Recorder: rec}
+	if err := policies.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("PortPolicy controller: %w", err)
+	}
+	return nil
+}
+
+func ptrDuration(d time.Duration) *time.Duration { return &d }
