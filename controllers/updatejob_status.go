@@ -181,4 +181,3 @@ func (r *UpdateJobReconciler) observeTargetTransition(old, cur *fwv1.TargetUpdat
 		r.Recorder.Eventf(cur, nil, corev1.EventTypeNormal, ReasonTargetSucceeded, "Update", "%s → %s", cur.Status.VersionBefore, cur.Status.VersionAfter)
 	}
 }
-

@@ -1,0 +1,219 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+)
+
+const testSHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+var nsSeq int
+
+func newNamespace() string {
+	nsSeq++
+	ns := fmt.Sprintf("t%d-%d", nsSeq, time.Now().UnixNano()%100000)
+	gomega.Expect(k8sClient.Create(suiteCtx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(gomega.Succeed())
+	return ns
+}
+
+func createPolicy(name string, mutate func(*fwv1.PortPolicy)) *fwv1.PortPolicy {
+	p := &fwv1.PortPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if mutate != nil {
+		mutate(p)
+	}
+	gomega.Expect(k8sClient.Create(suiteCtx, p)).To(gomega.Succeed())
+	return p
+}
+
+func createSecret(ns, name string, data map[string]string) {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, StringData: data}
+	gomega.Expect(k8sClient.Create(suiteCtx, s)).To(gomega.Succeed())
+}
+
+// createILOTargets makes n iLO 5 targets labelled fleet=<fleet>, sharing one Secret.
+func createILOTargets(ns, fleet string, n int) []string {
+	createSecret(ns, "creds-"+fleet, map[string]string{"username": "admin", "password": "s3cret-" + fleet})
+	var names []string
+	for i := 0; i < n; i++ {
+		t := &fwv1.UpdateTarget{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-ilo-%02d", fleet, i), Namespace: ns, Labels: map[string]string{"fleet": fleet}},
+			Spec: fwv1.UpdateTargetSpec{Type: fwv1.TargetTypeILO5, Address: fmt.Sprintf("127.0.1.%d", i+1),
+				CredentialsSecretRef: fwv1.SecretReference{Name: "creds-" + fleet}, TLS: &fwv1.TLSSpec{InsecureSkipVerify: true}},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, t)).To(gomega.Succeed())
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+func newJob(ns, name, fleet, policy string, mutate func(*fwv1.UpdateJob)) *fwv1.UpdateJob {
+	j := &fwv1.UpdateJob{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: fwv1.UpdateJobSpec{
+			Targets:        fwv1.TargetSelection{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": fleet}}},
+			Firmware:       fwv1.FirmwareSource{URL: "http://127.0.0.1:1/ilo5.bin", SHA256: testSHA, Version: "2.78"},
+			PortPolicyName: policy,
+			Rollout:        fwv1.Rollout{MaxConcurrent: 2},
+		},
+	}
+	if mutate != nil {
+		mutate(j)
+	}
+	gomega.Expect(k8sClient.Create(suiteCtx, j)).To(gomega.Succeed())
+	return j
+}
+
+func getJob(j *fwv1.UpdateJob) *fwv1.UpdateJob {
+	cur := &fwv1.UpdateJob{}
+	gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(j), cur)).To(gomega.Succeed())
+	return cur
+}
+
+func jobPhase(j *fwv1.UpdateJob) func() fwv1.JobPhase {
+	return func() fwv1.JobPhase { return getJob(j).Status.Phase }
+}
+
+func condition(j *fwv1.UpdateJob, typ string) func() *metav1.Condition {
+	return func() *metav1.Condition {
+		return meta.FindStatusCondition(getJob(j).Status.Conditions, typ)
+	}
+}
+
+func targetUpdates(ns, job string) []fwv1.TargetUpdate {
+	var list fwv1.TargetUpdateList
+	gomega.Expect(k8sClient.List(suiteCtx, &list, client.InNamespace(ns))).To(gomega.Succeed())
+	var out []fwv1.TargetUpdate
+	for _, tu := range list.Items {
+		if tu.Spec.JobName == job {
+			out = append(out, tu)
+		}
+	}
+	return out
+}
+
+func agentPodsOf(ns, job string) []corev1.Pod {
+	var list corev1.PodList
+	gomega.Expect(k8sClient.List(suiteCtx, &list, client.InNamespace(ns), client.MatchingLabels{fwv1.LabelJob: job})).To(gomega.Succeed())
+	return list.Items
+}
+
+func eventReasons(ns string) []string {
+	var out []string
+	var list corev1.EventList // core events mirror events.k8s.io events
+	_ = k8sClient.List(suiteCtx, &list, client.InNamespace(ns))
+	for _, e := range list.Items {
+		out = append(out, e.Reason)
+	}
+	return out
+}
+
+// scriptedAgent stands in for the agent process in rollout tests that are about pacing: it
+// reports each target through its TargetUpdate as the agent does, and counts what it did.
+type scriptedAgent struct {
+	flashTime time.Duration
+	fail      map[string]bool // target names whose flash fails
+	failOnce  map[string]bool // target names whose first flash fails
+
+	mu          sync.Mutex
+	inFlight    int
+	maxInFlight int
+	flashes     map[string]int
+}
+
+func newScriptedAgent(flashTime time.Duration) *scriptedAgent {
+	return &scriptedAgent{flashTime: flashTime, fail: map[string]bool{}, failOnce: map[string]bool{}, flashes: map[string]int{}}
+}
+
+func (a *scriptedAgent) flashCount(target string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.flashes[target]
+}
+
+func (a *scriptedAgent) peak() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.maxInFlight
+}
+
+func (a *scriptedAgent) run(ctx context.Context, _ *corev1.Pod, args []string) error {
+	cfg := parseAgentArgs(args)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(cfg.Targets))
+	for _, t := range cfg.Targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.one(ctx, cfg.Namespace, t.Name, t.TargetUpdate, cfg.Firmware.Version); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var failed []string
+	for err := range errs {
+		failed = append(failed, err.Error())
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+func (a *scriptedAgent) one(ctx context.Context, ns, target, tuName, version string) error {
+	tu := &fwv1.TargetUpdate{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: tuName}, tu); err != nil {
+		return err
+	}
+	if tu.Status.Phase.Finished() {
+		return nil // resume safety: never flash a finished target again
+	}
+	a.mu.Lock()
+	a.flashes[target]++
+	n := a.flashes[target]
+	a.inFlight++
+	a.maxInFlight = max(a.maxInFlight, a.inFlight)
+	a.mu.Unlock()
+	defer func() { a.mu.Lock(); a.inFlight--; a.mu.Unlock() }()
+
+	patch := func(mutate func(*fwv1.TargetUpdate)) error {
+		before := tu.DeepCopy()
+		mutate(tu)
+		return k8sClient.Status().Patch(context.Background(), tu, client.MergeFrom(before))
+	}
+	if err := patch(func(tu *fwv1.TargetUpdate) {
+		tu.Status.Phase = fwv1.TargetPhaseFlashing
+		tu.Status.VersionBefore = "2.46"
+	}); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(a.flashTime):
+	}
+	now := metav1.Now()
+	if a.fail[target] || (a.failOnce[target] && n == 1) {
+		msg := "iLO reported Error: iLO.2.14.UpdateFailed"
+		_ = patch(func(tu *fwv1.TargetUpdate) {
+			tu.Status.Phase, tu.Status.Message, tu.Status.CompletionTime = fwv1.TargetPhaseFailed, msg, &now
+		})
+		return fmt.Errorf("%s: %s", target, msg)
+	}
+	return patch(func(tu *fwv1.TargetUpdate) {
+		tu.Status.Phase, tu.Status.VersionAfter, tu.Status.Percent, tu.Status.CompletionTime = fwv1.TargetPhaseSucceeded, version, 100, &now
+		tu.Status.Message = "flashed and verified"
+	})
+}

@@ -1,0 +1,385 @@
+package controllers_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agentpod"
+)
+
+var _ = ginkgo.Describe("UpdateJob rollout", func() {
+	var (
+		ns     string
+		policy string
+		agent  *scriptedAgent
+	)
+	ginkgo.BeforeEach(func() {
+		ns = newNamespace()
+		policy = "policy-" + ns
+		createPolicy(policy, nil)
+		agent = newScriptedAgent(300 * time.Millisecond)
+		kubelet.use(agent.run)
+	})
+
+	ginkgo.It("rolls out at most maxConcurrent at a time, flashes each target once and reports Ready", func() {
+		targets := createILOTargets(ns, "rack1", 9)
+		job := newJob(ns, "ilo5-278", "rack1", policy, func(j *fwv1.UpdateJob) { j.Spec.Rollout.MaxConcurrent = 3 })
+
+		var sawProgress bool
+		gomega.Eventually(func() fwv1.JobPhase {
+			if t := getTable(ns, "updatejobs"); strings.Contains(t, "Running") {
+				sawProgress = true
+			}
+			return getJob(job).Status.Phase
+		}).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		gomega.Expect(sawProgress).To(gomega.BeTrue(), "the print columns showed the job Running")
+
+		cur := getJob(job)
+		gomega.Expect(cur.Status.Counts).To(gomega.Equal(fwv1.TargetCounts{Total: 9, Succeeded: 9}))
+		gomega.Expect(cur.Status.ObservedGeneration).To(gomega.Equal(cur.Generation))
+		gomega.Expect(condition(job, fwv1.ConditionReady)()).To(gomega.HaveField("Status", metav1.ConditionTrue))
+		gomega.Expect(condition(job, fwv1.ConditionProgressing)()).To(gomega.HaveField("Status", metav1.ConditionFalse))
+		gomega.Expect(cur.Status.StartTime).NotTo(gomega.BeNil())
+		gomega.Expect(cur.Status.CompletionTime).NotTo(gomega.BeNil())
+		gomega.Expect(agent.peak()).To(gomega.BeNumerically("<=", 3), "maxConcurrent was exceeded")
+		gomega.Expect(agent.peak()).To(gomega.BeNumerically(">=", 2), "the rollout never ran targets side by side")
+		for _, t := range targets {
+			gomega.Expect(agent.flashCount(t)).To(gomega.Equal(1), "target %s", t)
+		}
+		for _, tu := range targetUpdates(ns, job.Name) {
+			gomega.Expect(tu.Status.Phase).To(gomega.Equal(fwv1.TargetPhaseSucceeded))
+			gomega.Expect(metav1.IsControlledBy(&tu, cur)).To(gomega.BeTrue(), "TargetUpdate %s is owned by the job", tu.Name)
+			gomega.Expect(tu.Status.Attempts).To(gomega.Equal(int32(1)))
+		}
+		gomega.Eventually(func() []string { return eventReasons(ns) }).Should(gomega.ContainElements("Started", "Succeeded"))
+
+		// The targets remember what they run now.
+		gomega.Eventually(func() []fwv1.ComponentVersion {
+			t := &fwv1.UpdateTarget{}
+			gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: targets[0]}, t)).To(gomega.Succeed())
+			return t.Status.FirmwareVersions
+		}).Should(gomega.ContainElement(fwv1.ComponentVersion{Component: fwv1.ComponentILO, Version: "2.78"}))
+	})
+
+	ginkgo.It("declares the assigned ports on each agent pod and keeps two agents of a node apart", func() {
+		createILOTargets(ns, "rack2", 4)
+		agent.flashTime = 3 * time.Second
+		job := newJob(ns, "ports", "rack2", policy, func(j *fwv1.UpdateJob) { j.Spec.Rollout.MaxConcurrent = 4 })
+		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.BeNumerically(">=", 2))
+		pods := agentPodsOf(ns, job.Name)
+		byNode := map[string]map[int32]string{}
+		for _, p := range pods {
+			node := agentpod.Node(&p)
+			if byNode[node] == nil {
+				byNode[node] = map[int32]string{}
+			}
+			for _, cp := range p.Spec.Containers[0].Ports {
+				gomega.Expect(byNode[node]).NotTo(gomega.HaveKey(cp.HostPort), "port %d given twice on node %s", cp.HostPort, node)
+				byNode[node][cp.HostPort] = p.Name
+			}
+			gomega.Expect(p.Spec.HostNetwork).To(gomega.BeTrue())
+		}
+		gomega.Expect(byNode).To(gomega.HaveLen(2), "the batch was spread over both nodes")
+		for node, ports := range byNode {
+			gomega.Expect(ports).To(gomega.HaveKey(int32(62286)), "P1 on %s", node)
+			gomega.Expect(ports).To(gomega.HaveKey(int32(80)), "P2 on %s", node)
+			gomega.Expect(ports).To(gomega.HaveKey(int32(60000)), "P4 on %s", node)
+			gomega.Expect(ports).To(gomega.HaveKey(int32(61000)), "P5 on %s", node)
+		}
+		cur := getJob(job)
+		gomega.Expect(cur.Status.Agents).NotTo(gomega.BeEmpty(), "status lists the agents and their ports")
+		gomega.Expect(cur.Status.Agents[0].Ports.Control).To(gomega.Equal(int32(62286)))
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+	})
+
+	ginkgo.It("stops starting targets once maxFailures is exceeded", func() {
+		targets := createILOTargets(ns, "rack3", 6)
+		agent.fail[targets[1]] = true
+		agent.fail[targets[2]] = true
+		job := newJob(ns, "budget", "rack3", policy, func(j *fwv1.UpdateJob) {
+			j.Spec.Rollout.MaxConcurrent = 1
+			j.Spec.Rollout.MaxFailures = ptr.To(intstr.FromInt32(1))
+		})
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseFailed))
+		cond := condition(job, fwv1.ConditionFailed)()
+		gomega.Expect(cond.Status).To(gomega.Equal(metav1.ConditionTrue))
+		gomega.Expect(cond.Reason).To(gomega.Equal("FailureBudgetExceeded"))
+		cur := getJob(job)
+		gomega.Expect(cur.Status.Counts.Failed).To(gomega.Equal(int32(2)))
+		gomega.Expect(cur.Status.Counts.Succeeded).To(gomega.Equal(int32(1)))
+		gomega.Expect(cur.Status.Counts.Pending).To(gomega.Equal(int32(3)), "the rest never started")
+		for _, t := range targets[3:] {
+			gomega.Consistently(func() int { return agent.flashCount(t) }, "1s").Should(gomega.BeZero())
+		}
+		gomega.Eventually(func() []string { return eventReasons(ns) }).Should(gomega.ContainElements("FailureBudgetExceeded", "TargetFailed"))
+	})
+
+	ginkgo.It("retries a failed target with backoff up to the limit", func() {
+		targets := createILOTargets(ns, "rack4", 2)
+		agent.failOnce[targets[0]] = true
+		job := newJob(ns, "retry", "rack4", policy, func(j *fwv1.UpdateJob) {
+			j.Spec.Rollout.Retries = fwv1.RetryPolicy{Limit: 1, Backoff: &metav1.Duration{Duration: time.Minute}}
+		})
+		gomega.Eventually(func() string {
+			for _, tu := range targetUpdates(ns, job.Name) {
+				if tu.Spec.TargetName == targets[0] && tu.Status.RetryAfter != nil {
+					return string(tu.Status.Phase)
+				}
+			}
+			return ""
+		}).Should(gomega.Equal("Pending"))
+		gomega.Consistently(func() int { return agent.flashCount(targets[0]) }, "1s").Should(gomega.Equal(1), "the backoff holds the retry")
+		fakeClock.Step(2 * time.Minute)
+		// Any change wakes the controller; the clock alone does not.
+		touch(job)
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		gomega.Expect(agent.flashCount(targets[0])).To(gomega.Equal(2))
+		for _, tu := range targetUpdates(ns, job.Name) {
+			if tu.Spec.TargetName == targets[0] {
+				gomega.Expect(tu.Status.Attempts).To(gomega.Equal(int32(2)))
+			}
+		}
+	})
+
+	ginkgo.It("holds new starts outside the maintenance window, then releases them", func() {
+		createILOTargets(ns, "rack5", 2)
+		now := fakeClock.Now()
+		open := now.Add(2 * time.Hour)
+		job := newJob(ns, "window", "rack5", policy, func(j *fwv1.UpdateJob) {
+			j.Spec.Rollout.Window = &fwv1.MaintenanceWindow{Start: open.Format("15:04"), End: open.Add(time.Hour).Format("15:04"), TimeZone: "UTC"}
+		})
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseWaiting))
+		gomega.Expect(condition(job, fwv1.ConditionProgressing)().Reason).To(gomega.Equal("WaitingForWindow"))
+		gomega.Consistently(func() int { return len(agentPodsOf(ns, job.Name)) }, "1s").Should(gomega.BeZero())
+		fakeClock.SetTime(open.Add(time.Minute))
+		touch(job)
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		fakeClock.SetTime(now)
+	})
+
+	ginkgo.It("pauses and resumes", func() {
+		createILOTargets(ns, "rack6", 3)
+		job := newJob(ns, "pause", "rack6", policy, func(j *fwv1.UpdateJob) { j.Spec.Rollout.Paused = true })
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhasePaused))
+		gomega.Consistently(func() int { return len(agentPodsOf(ns, job.Name)) }, "1s").Should(gomega.BeZero())
+		cur := getJob(job)
+		cur.Spec.Rollout.Paused = false
+		gomega.Expect(k8sClient.Update(suiteCtx, cur)).To(gomega.Succeed())
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+	})
+
+	ginkgo.It("cleans up its agents and children when deleted mid-rollout", func() {
+		createILOTargets(ns, "rack7", 3)
+		agent.flashTime = time.Hour
+		job := newJob(ns, "delete", "rack7", policy, nil)
+		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.BeNumerically(">", 0))
+		gomega.Expect(k8sClient.Delete(suiteCtx, job)).To(gomega.Succeed())
+		gomega.Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(job), &fwv1.UpdateJob{}))
+		}).Should(gomega.BeTrue())
+		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.BeZero())
+		gomega.Expect(targetUpdates(ns, job.Name)).To(gomega.BeEmpty())
+		gomega.Expect(apierrors.IsNotFound(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "delete-agent"}, &rbacv1.Role{}))).To(gomega.BeTrue())
+	})
+
+	ginkgo.It("plans a dry run with nodes and ports, and starts nothing", func() {
+		createILOTargets(ns, "rack8", 5)
+		job := newJob(ns, "plan", "rack8", policy, func(j *fwv1.UpdateJob) { j.Spec.DryRun = true; j.Spec.Rollout.MaxConcurrent = 4 })
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhasePlanned))
+		cur := getJob(job)
+		gomega.Expect(cur.Status.Agents).To(gomega.HaveLen(2))
+		seen := 0
+		for _, a := range cur.Status.Agents {
+			gomega.Expect([]string{"node-a", "node-b"}).To(gomega.ContainElement(a.Node))
+			gomega.Expect(a.Ports.Control).To(gomega.Equal(int32(62286)))      // P1
+			gomega.Expect(a.Ports.FirmwareServer).To(gomega.Equal(int32(80)))  // P2
+			gomega.Expect(a.Ports.Sessions[0]).To(gomega.Equal(int32(60000)))  // P4
+			gomega.Expect(a.Ports.IPC).To(gomega.Equal(int32(61000)))          // P5
+			gomega.Expect(a.Ports.Sessions).To(gomega.HaveLen(len(a.Targets))) // P4: one per target
+			seen += len(a.Targets)
+		}
+		gomega.Expect(seen).To(gomega.Equal(4), "the first wave is maxConcurrent targets")
+		gomega.Expect(cur.Status.Counts.Total).To(gomega.Equal(int32(5)))
+		gomega.Consistently(func() int { return len(agentPodsOf(ns, job.Name)) }, "1s").Should(gomega.BeZero())
+		gomega.Expect(condition(job, fwv1.ConditionReady)()).To(gomega.HaveField("Reason", "DryRun"))
+	})
+
+	ginkgo.It("reports a missing target as a condition and an event, and starts nothing", func() {
+		createILOTargets(ns, "rack9", 1)
+		job := newJob(ns, "missing", "rack9", policy, func(j *fwv1.UpdateJob) {
+			j.Spec.Targets = fwv1.TargetSelection{Names: []string{"rack9-ilo-00", "ilo-that-does-not-exist"}}
+		})
+		gomega.Eventually(condition(job, fwv1.ConditionReady)).Should(gomega.And(
+			gomega.HaveField("Reason", "TargetsNotFound"),
+			gomega.HaveField("Message", gomega.ContainSubstring("ilo-that-does-not-exist"))))
+		gomega.Eventually(func() []string { return eventReasons(ns) }).Should(gomega.ContainElement("TargetsNotFound"))
+		gomega.Expect(agentPodsOf(ns, job.Name)).To(gomega.BeEmpty())
+	})
+
+	ginkgo.It("reports a missing PortPolicy by the field that names it", func() {
+		createILOTargets(ns, "rack10", 1)
+		job := newJob(ns, "nopolicy", "rack10", "no-such-policy", nil)
+		gomega.Eventually(condition(job, fwv1.ConditionReady)).Should(gomega.And(
+			gomega.HaveField("Reason", "PortPolicyNotFound"),
+			gomega.HaveField("Message", gomega.ContainSubstring("spec.portPolicyName"))))
+	})
+
+	ginkgo.It("fails a target whose credentials Secret is missing, naming the Secret, without an agent", func() {
+		t := &fwv1.UpdateTarget{
+			ObjectMeta: metav1.ObjectMeta{Name: "nocreds", Namespace: ns, Labels: map[string]string{"fleet": "rack11"}},
+			Spec: fwv1.UpdateTargetSpec{Type: fwv1.TargetTypeILO6, Address: "127.0.1.9",
+				CredentialsSecretRef: fwv1.SecretReference{Name: "absent"}},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, t)).To(gomega.Succeed())
+		job := newJob(ns, "nocreds", "rack11", policy, nil)
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseFailed))
+		tus := targetUpdates(ns, job.Name)
+		gomega.Expect(tus).To(gomega.HaveLen(1))
+		gomega.Expect(tus[0].Status.Message).To(gomega.ContainSubstring("Secret " + ns + "/absent not found"))
+		gomega.Expect(agentPodsOf(ns, job.Name)).To(gomega.BeEmpty())
+	})
+
+	ginkgo.It("skips targets already at the wanted version unless forced", func() {
+		targets := createILOTargets(ns, "rack12", 2)
+		first := newJob(ns, "first", "rack12", policy, nil)
+		gomega.Eventually(jobPhase(first)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		gomega.Eventually(func() int {
+			t := &fwv1.UpdateTarget{}
+			_ = k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: targets[1]}, t)
+			return len(t.Status.FirmwareVersions)
+		}).Should(gomega.Equal(1))
+		again := newJob(ns, "again", "rack12", policy, nil)
+		gomega.Eventually(jobPhase(again)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		gomega.Expect(getJob(again).Status.Counts.Skipped).To(gomega.Equal(int32(2)))
+		forced := newJob(ns, "forced", "rack12", policy, func(j *fwv1.UpdateJob) { j.Spec.Rollout.Force = true })
+		gomega.Eventually(jobPhase(forced)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		gomega.Expect(getJob(forced).Status.Counts.Succeeded).To(gomega.Equal(int32(2)))
+		gomega.Expect(agent.flashCount(targets[0])).To(gomega.Equal(2))
+	})
+
+	ginkgo.It("gives agents access to their own job's TargetUpdates only, never to Secrets", func() {
+		createILOTargets(ns, "rack13", 2)
+		job := newJob(ns, "rbac", "rack13", policy, nil)
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		role := &rbacv1.Role{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "rbac-agent"}, role)).To(gomega.Succeed())
+		var names []string
+		for _, tu := range targetUpdates(ns, job.Name) {
+			names = append(names, tu.Name)
+		}
+		for _, rule := range role.Rules {
+			gomega.Expect(rule.Resources).NotTo(gomega.ContainElement("secrets"))
+			gomega.Expect(rule.ResourceNames).To(gomega.ConsistOf(names))
+			gomega.Expect(rule.Verbs).NotTo(gomega.ContainElements("list", "delete", "create"))
+		}
+		pods := agentPodsOf(ns, job.Name)
+		gomega.Expect(pods).NotTo(gomega.BeEmpty())
+		gomega.Expect(pods[0].Spec.ServiceAccountName).To(gomega.Equal("rbac-agent"))
+	})
+})
+
+var _ = ginkgo.Describe("PortPolicy", func() {
+	ginkgo.It("cannot be deleted while a running job uses it", func() {
+		ns := newNamespace()
+		agent := newScriptedAgent(time.Hour)
+		kubelet.use(agent.run)
+		p := createPolicy("in-use-"+ns, nil)
+		createILOTargets(ns, "r", 1)
+		job := newJob(ns, "holder", "r", p.Name, nil)
+		gomega.Eventually(func() []string {
+			cur := &fwv1.PortPolicy{}
+			_ = k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(p), cur)
+			return cur.Status.UsedBy
+		}).Should(gomega.ConsistOf(ns + "/holder"))
+		gomega.Expect(k8sClient.Delete(suiteCtx, p)).To(gomega.Succeed())
+		gomega.Consistently(func() error { return k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(p), &fwv1.PortPolicy{}) }, "1s").Should(gomega.Succeed())
+		cur := &fwv1.PortPolicy{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(p), cur)).To(gomega.Succeed())
+		gomega.Eventually(func() string {
+			_ = k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(p), cur)
+			for _, c := range cur.Status.Conditions {
+				if c.Type == fwv1.ConditionReady {
+					return c.Reason
+				}
+			}
+			return ""
+		}).Should(gomega.Equal("InUse"))
+		gomega.Expect(k8sClient.Delete(suiteCtx, job)).To(gomega.Succeed())
+		gomega.Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(p), &fwv1.PortPolicy{}))
+		}).Should(gomega.BeTrue(), "the policy goes once no job uses it")
+	})
+})
+
+var _ = ginkgo.Describe("UpdateTarget", func() {
+	ginkgo.It("says which Secret key is missing", func() {
+		ns := newNamespace()
+		createSecret(ns, "partial", map[string]string{"username": "admin"})
+		t := &fwv1.UpdateTarget{
+			ObjectMeta: metav1.ObjectMeta{Name: "half", Namespace: ns},
+			Spec: fwv1.UpdateTargetSpec{Type: fwv1.TargetTypeILO4, Address: "127.0.1.4",
+				CredentialsSecretRef: fwv1.SecretReference{Name: "partial"}},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, t)).To(gomega.Succeed())
+		gomega.Eventually(func() string {
+			cur := &fwv1.UpdateTarget{}
+			_ = k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(t), cur)
+			for _, c := range cur.Status.Conditions {
+				if c.Type == fwv1.ConditionReady && c.Status == metav1.ConditionFalse {
+					return c.Reason + ": " + c.Message
+				}
+			}
+			return ""
+		}).Should(gomega.Equal(`SecretKeyMissing: spec.credentialsSecretRef: Secret ` + ns + `/partial has no key "password"`))
+	})
+})
+
+// touch changes an annotation to wake the controller, as any edit would.
+func touch(job *fwv1.UpdateJob) {
+	cur := getJob(job)
+	if cur.Annotations == nil {
+		cur.Annotations = map[string]string{}
+	}
+	cur.Annotations["test/touch"] = fmt.Sprint(time.Now().UnixNano())
+	gomega.Expect(k8sClient.Update(suiteCtx, cur)).To(gomega.Succeed())
+}
+
+// getTable asks the API server for the table kubectl get prints, from the CRD's print columns.
+func getTable(ns, resource string) string {
+	rc, err := rest.HTTPClientFor(cfg)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	req, err := http.NewRequestWithContext(suiteCtx, http.MethodGet,
+		strings.TrimRight(cfg.Host, "/")+"/apis/firmware.fwops.io/v1alpha1/namespaces/"+ns+"/"+resource, nil)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := rc.Do(req)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	defer resp.Body.Close()
+	var table metav1.Table
+	gomega.Expect(json.NewDecoder(resp.Body).Decode(&table)).To(gomega.Succeed())
+	var b strings.Builder
+	for _, c := range table.ColumnDefinitions {
+		b.WriteString(c.Name + "\t")
+	}
+	for _, r := range table.Rows {
+		b.WriteString("\n")
+		for _, cell := range r.Cells {
+			fmt.Fprintf(&b, "%v\t", cell)
+		}
+	}
+	return b.String()
+}
