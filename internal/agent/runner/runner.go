@@ -184,7 +184,7 @@ func (a *agent) serveControl() (stop func()) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				a.log.Error(name+" listener stopped", "err", err)
 			}
 		}()
@@ -192,8 +192,9 @@ func (a *agent) serveControl() (stop func()) {
 	cl := a.held.take(a.bound.Control)
 	serve("control", func() error { return ctl.Serve(cl) })
 	var ipc *http.Server
+	var il net.Listener
 	if a.bound.IPC != 0 {
-		il := a.held.take(a.bound.IPC)
+		il = a.held.take(a.bound.IPC)
 		mux := http.NewServeMux()
 		mux.Handle("GET /status", control.StatusHandler(a))
 		ipc = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -205,6 +206,11 @@ func (a *agent) serveControl() (stop func()) {
 		_ = ctl.Shutdown(sctx)
 		if ipc != nil {
 			_ = ipc.Shutdown(sctx)
+		}
+		// Shutdown before Serve got going is a no-op: closing the listeners ends Serve then.
+		_ = cl.Close()
+		if il != nil {
+			_ = il.Close()
 		}
 		wg.Wait()
 	}
@@ -273,7 +279,7 @@ func (a *agent) run(ctx context.Context) {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		if err := a.fw.Serve(fl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := a.fw.Serve(fl); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			a.log.Error("firmware server stopped", "err", err)
 		}
 	}()
@@ -281,6 +287,7 @@ func (a *agent) run(ctx context.Context) {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = a.fw.Shutdown(sctx)
+		_ = fl.Close() // in case Shutdown came before Serve started
 		<-served
 	}()
 	a.imgOK.Store(true)
