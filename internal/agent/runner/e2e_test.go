@@ -194,6 +194,9 @@ func TestEndToEnd(t *testing.T) {
 		if err := e.run(iloCfg); err != nil {
 			t.Fatalf("agent: %v\n%s", err, e.out.String())
 		}
+		if n := strings.Count(e.out.String(), `"msg":"firmware request"`); n < 3 {
+			t.Errorf("%d firmware requests logged, want one per iLO at least", n)
+		}
 		for _, tg := range iloCfg.Targets {
 			s := e.status("ilo", tg.Name)
 			if s.Phase != fwv1.TargetPhaseSucceeded || s.VersionBefore != before[tg.Name] || s.VersionAfter != "2.78" {
@@ -247,6 +250,7 @@ func TestEndToEnd(t *testing.T) {
 		for n, s := range sims {
 			reqs[n] = s.Stats().Requests
 		}
+		mark := len(e.out.String())
 		err := e.run(cfg)
 		if err == nil {
 			t.Fatal("agent succeeded with a wrong digest")
@@ -260,7 +264,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("%s: the simulator got %d requests during a run with a bad image", tg.Name, got-reqs[tg.Name])
 			}
 		}
-		if strings.Contains(e.out.String(), `"msg":"firmware served"`) {
+		if strings.Contains(e.out.String()[mark:], `"msg":"firmware request"`) {
 			t.Error("the firmware server served something")
 		}
 	})

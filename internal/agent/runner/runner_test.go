@@ -454,3 +454,43 @@ func TestTargetHostAndImageURL(t *testing.T) {
 		t.Errorf("imageURL = %q, %v", u, err)
 	}
 }
+
+// TestMainAndStatusCommand runs the agent through Main with the pod's arguments and reads its
+// progress with `agent status` over the inter-process channel (rule P5).
+func TestMainAndStatusCommand(t *testing.T) {
+	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0", Delay: 400 * time.Millisecond})
+	args := append(f.cfg.Args(), "--mount-root="+f.cfg.MountRoot)
+	boundCh := make(chan Bound, 1)
+	errCh := make(chan error, 1)
+	go func() {
+		errCh <- Main(context.Background(), args, f.logs, f.logs, WithClient(f.c), WithDrivers(f.fake.Registry()),
+			WithOnBound(func(b Bound) { boundCh <- b }))
+	}()
+	b := <-boundCh
+	var out bytes.Buffer
+	var err error
+	for range 50 {
+		out.Reset()
+		if err = Main(context.Background(), []string{"status", "--addr", fmt.Sprintf("127.0.0.1:%d", b.IPC)}, &out, &out); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("agent status: %v", err)
+	}
+	for _, want := range []string{"job job1 on node node-a", "TARGET", "t0", "t1", fmt.Sprintf("P1 control=%d", b.Control)} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("agent status output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := <-errCh; err != nil {
+		t.Fatalf("agent: %v", err)
+	}
+	if err := Main(context.Background(), []string{"status"}, &out, &out); err == nil {
+		t.Error("agent status without --addr succeeded")
+	}
+	if err := Main(context.Background(), []string{"--job=x"}, &out, &out); err == nil {
+		t.Error("agent with bad flags succeeded")
+	}
+}
