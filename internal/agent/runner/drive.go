@@ -127,7 +127,8 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	}
 	a.metrics.ObserveFlash(a.deps.Now().Sub(started), "succeeded")
 	set := func(s *fwv1.TargetUpdateStatus) {
-		if res.VersionBefore != "" {
+		// A resumed flash keeps the version read before the first attempt.
+		if res.VersionBefore != "" && (s.VersionBefore == "" || !resumedPhase.InProgress()) {
 			s.VersionBefore = res.VersionBefore
 		}
 		s.VersionAfter, s.RebootRequired = res.VersionAfter, res.RebootRequired

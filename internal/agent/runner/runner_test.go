@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -484,6 +485,22 @@ func TestMainAndStatusCommand(t *testing.T) {
 			t.Errorf("agent status output lacks %q:\n%s", want, out.String())
 		}
 	}
+	// /readyz: ready once the image is verified and the firmware server listens.
+	ready := false
+	for range 30 {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", b.Control))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				ready = true
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !ready {
+		t.Error("/readyz never answered 200 while the agent was flashing")
+	}
 	if err := <-errCh; err != nil {
 		t.Fatalf("agent: %v", err)
 	}
@@ -492,5 +509,20 @@ func TestMainAndStatusCommand(t *testing.T) {
 	}
 	if err := Main(context.Background(), []string{"--job=x"}, &out, &out); err == nil {
 		t.Error("agent with bad flags succeeded")
+	}
+}
+
+func TestPerTargetTimeout(t *testing.T) {
+	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0"})
+	f.fake.Set("t1", driver.FakeBehavior{Version: "1.0", Delay: 5 * time.Second})
+	f.cfg.Timeout = 300 * time.Millisecond
+	if err := f.run(t, nil); err == nil || !strings.Contains(err.Error(), "t1") {
+		t.Fatalf("Run = %v, want an error naming t1", err)
+	}
+	if s := f.tu(t, "t1").Status; s.Phase != fwv1.TargetPhaseFailed || !strings.Contains(s.Message, "timed out after 300ms") {
+		t.Errorf("t1: %s %q", s.Phase, s.Message)
+	}
+	if s := f.tu(t, "t0").Status; s.Phase != fwv1.TargetPhaseSucceeded {
+		t.Errorf("t0: %+v", s)
 	}
 }
