@@ -1,0 +1,181 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/agent/firmware"
+)
+
+// drive takes one target from its current state to a final one.
+func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath string) {
+	r, t := a.reps[i], a.targets[i]
+	log := a.log.With("target", t.Name, "type", t.Type, "address", t.Address)
+	started := a.deps.Now()
+	fail := func(msg string) {
+		log.Error("target failed", "reason", msg)
+		a.metrics.ObserveFlash(a.deps.Now().Sub(started), "failed")
+		r.finish(ctx, fwv1.TargetPhaseFailed, msg, nil)
+	}
+	if err := a.terrs[i]; err != nil {
+		fail(err.Error())
+		return
+	}
+	resumedPhase := r.phase() // Flashing or Verifying when an earlier agent was interrupted
+
+	tctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	// explain turns an error into a status message, naming the timeout when it struck.
+	explain := func(what string, err error) string {
+		msg := what + ": " + err.Error()
+		if errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			msg = fmt.Sprintf("timed out after %s (the job's per-target timeout) while %s: %v", a.cfg.Timeout, what, err)
+		}
+		return msg
+	}
+	interrupted := func() bool {
+		if ctx.Err() == nil {
+			return false
+		}
+		// The agent is stopping (pod deleted, node drained): keep the phase so that the next
+		// agent resumes from it, and say so.
+		log.Warn("agent stopping; target left for the next agent to resume", "phase", r.phase())
+		r.update(context.WithoutCancel(ctx), true, func(s *fwv1.TargetUpdateStatus) {
+			s.Message = "agent stopped while " + strings.ToLower(string(s.Phase)) + "; the next agent resumes this target"
+		})
+		return true
+	}
+
+	url, err := imageURL(a.cfg.Address, t.Address, a.bound.Firmware, urlPath)
+	if err != nil {
+		fail("cannot build the firmware URL for the target: " + err.Error())
+		return
+	}
+	fw := driver.Firmware{
+		Component: driver.Component(a.cfg.Firmware.Component), URL: url, LocalPath: img.Path,
+		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
+	}
+
+	// rule P4: free the held session port just before the driver dials from it.
+	t.LocalPort = a.bound.Sessions[t.Name]
+	if t.LocalPort != 0 {
+		a.held.release(t.LocalPort)
+	}
+	d, err := a.deps.Drivers.Open(tctx, t)
+	if err != nil {
+		if interrupted() {
+			return
+		}
+		fail(explain("connecting to "+t.Address, err))
+		return
+	}
+	defer d.Close()
+
+	current, err := d.Version(tctx, fw.Component)
+	if err != nil {
+		if interrupted() {
+			return
+		}
+		fail(explain("reading the current "+string(fw.Component)+" version", err))
+		return
+	}
+	log.Info("current version read", "version", current, "wanted", fw.Version)
+
+	// Resume safety: a target already at the wanted version is not flashed again.
+	if fw.Version != "" && !a.cfg.Force && sameVersion(current, fw.Version) {
+		if resumedPhase == fwv1.TargetPhaseFlashing || resumedPhase == fwv1.TargetPhaseVerifying {
+			log.Info("flash finished while no agent was watching", "version", current)
+			r.finish(ctx, fwv1.TargetPhaseSucceeded, fmt.Sprintf("at version %s: the flash finished while no agent was watching", current),
+				func(s *fwv1.TargetUpdateStatus) { s.VersionAfter = current })
+			return
+		}
+		log.Info("already at the wanted version, skipping", "version", current)
+		r.finish(ctx, fwv1.TargetPhaseSkipped, "already at version "+current,
+			func(s *fwv1.TargetUpdateStatus) { s.VersionBefore, s.VersionAfter = current, current })
+		return
+	}
+
+	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
+		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
+		if s.VersionBefore == "" || !resumedPhase.InProgress() {
+			s.VersionBefore = current
+		}
+		s.Message = fmt.Sprintf("at version %s; installing %s %s", orUnknown(current), fw.Component, orUnknown(fw.Version))
+	})
+	log.Info("updating", "from", current, "to", fw.Version, "imageURL", redactPath(url))
+	res, err := d.Update(tctx, fw, func(p driver.Progress) {
+		r.update(tctx, false, func(s *fwv1.TargetUpdateStatus) {
+			if p.Phase != "" {
+				s.Phase = fwv1.TargetPhase(p.Phase)
+			}
+			s.Percent = int32(min(max(p.Percent, 0), 100))
+			if p.Message != "" {
+				s.Message = p.Message
+			}
+		})
+	})
+	if err != nil {
+		if interrupted() {
+			return
+		}
+		fail(explain("updating", err))
+		return
+	}
+	a.metrics.ObserveFlash(a.deps.Now().Sub(started), "succeeded")
+	set := func(s *fwv1.TargetUpdateStatus) {
+		// A resumed flash keeps the version read before the first attempt.
+		if res.VersionBefore != "" && (s.VersionBefore == "" || !resumedPhase.InProgress()) {
+			s.VersionBefore = res.VersionBefore
+		}
+		s.VersionAfter, s.RebootRequired = res.VersionAfter, res.RebootRequired
+	}
+	if res.NotNeeded {
+		msg := res.Message
+		if msg == "" {
+			msg = "the target said the update was not needed"
+		}
+		log.Info("update not needed", "message", msg)
+		r.finish(ctx, fwv1.TargetPhaseSkipped, msg, set)
+		return
+	}
+	msg := res.Message
+	if msg == "" {
+		msg = fmt.Sprintf("updated from %s to %s", orUnknown(res.VersionBefore), orUnknown(res.VersionAfter))
+	}
+	if res.RebootRequired && !strings.Contains(strings.ToLower(msg), "reboot") {
+		msg += "; a reboot is needed for it to take effect"
+	}
+	log.Info("target updated", "versionBefore", res.VersionBefore, "versionAfter", res.VersionAfter, "rebootRequired", res.RebootRequired)
+	r.finish(ctx, fwv1.TargetPhaseSucceeded, msg, set)
+}
+
+// sameVersion compares versions as targets write them ("v2.78" and "2.78" are the same).
+func sameVersion(a, b string) bool {
+	norm := func(s string) string { return strings.TrimPrefix(strings.TrimSpace(s), "v") }
+	return a != "" && norm(a) == norm(b)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
+}
+
+// redactPath hides the unguessable token of a firmware URL in logs.
+func redactPath(u string) string {
+	const p = "/fw/"
+	i := strings.Index(u, p)
+	if i < 0 {
+		return u
+	}
+	rest := u[i+len(p):]
+	if j := strings.IndexByte(rest, '/'); j >= 0 {
+		return u[:i+len(p)] + "…" + rest[j:]
+	}
+	return u
+}

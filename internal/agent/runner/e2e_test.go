@@ -1,0 +1,357 @@
+package runner
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/agent/ilo"
+	"github.com/fwops/firmware-operator/internal/agent/linux"
+	"github.com/fwops/firmware-operator/internal/agent/oa"
+	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
+	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
+	simoa "github.com/fwops/firmware-operator/internal/simulator/oa"
+	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
+	"github.com/fwops/firmware-operator/internal/testutil/sshd"
+)
+
+const e2ePassword = "Fl4sh-Th3-Fl33t!"
+
+// e2e holds what the end-to-end runs share: the API server, the image server, all output.
+type e2e struct {
+	t      *testing.T
+	c      client.Client
+	images map[string][]byte
+	out    *syncBuf // stdout and stderr of every agent run
+	mu     sync.Mutex
+}
+
+// serveImages serves the test's firmware files on 127.0.0.1, as a job's --firmware-url.
+func (e *e2e) serveImages() *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		b, ok := e.images[strings.TrimPrefix(r.URL.Path, "/")]
+		e.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(b)
+	}))
+	e.t.Cleanup(srv.Close)
+	return srv
+}
+
+func digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// job creates the TargetUpdates of a job and returns the agent's config for it.
+func (e *e2e) job(name string, fw config.Firmware, targets []config.Target) config.Config {
+	t := e.t
+	ps := freePorts(t, 3+len(targets))
+	cfg := config.Config{
+		Namespace: testNS, Job: name, JobUID: "uid-" + name, Node: "node-1", Pod: name + "-agent",
+		Firmware: fw,
+		Ports: config.Ports{Control: ps[0], FirmwareServer: ps[1], FirmwareFallback: [2]int{ps[1] + 1, ps[1] + 3},
+			FirmwareSelection: "Random", IPC: ps[2]},
+		Timeout: 30 * time.Second, Address: "127.0.0.1", MountRoot: t.TempDir(),
+	}
+	for i, tg := range targets {
+		tg.TargetUpdate = name + "-" + tg.Name
+		tg.SessionPort = ps[3+i] // rule P4
+		cfg.Targets = append(cfg.Targets, tg)
+		tu := newTU(name, tg.Name)
+		tu.Spec.TargetType = fwv1.TargetType(tg.Type)
+		if err := e.c.Create(context.Background(), tu); err != nil {
+			t.Fatalf("create TargetUpdate: %v", err)
+		}
+	}
+	return cfg
+}
+
+// run runs one agent in-process through Main with the pod's arguments.
+func (e *e2e) run(cfg config.Config, opts ...Option) error {
+	args := append(cfg.Args(), "--mount-root="+cfg.MountRoot)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts = append([]Option{WithClient(e.c), WithMinWriteInterval(200 * time.Millisecond),
+		WithILOOptions(ilo.Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 2 * time.Second}),
+		WithOAOptions(oa.Options{ReconnectBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, DownWait: 5 * time.Second,
+			Timeouts: driver.Timeouts{Connect: 5 * time.Second, Flash: 20 * time.Second}}),
+	}, opts...)
+	return Main(ctx, args, e.out, e.out, opts...)
+}
+
+func (e *e2e) status(job, target string) fwv1.TargetUpdateStatus {
+	tu := &fwv1.TargetUpdate{}
+	if err := e.c.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: job + "-" + target}, tu); err != nil {
+		e.t.Fatal(err)
+	}
+	return tu.Status
+}
+
+func mountSecret(t *testing.T, cfg config.Config, target, sub, key string, b []byte) {
+	writeFile(t, filepath.Join(cfg.TargetDir(target), sub, key), b)
+}
+
+func onlyPort(ports []int, want int) bool {
+	if len(ports) == 0 {
+		return false
+	}
+	for _, p := range ports {
+		if p != want {
+			return false
+		}
+	}
+	return true
+}
+
+// TestEndToEnd runs agents in-process against a real API server and a mixed fleet: iLO 4, 5
+// and 6 simulators, an Onboard Administrator simulator and a Linux host (a real sshd).
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	env, rc, err := apiserver.Start()
+	if errors.Is(err, apiserver.ErrNoAssets) && !apiserver.InCI() {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(rc, client.Options{Scheme: apiserver.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNS}}); err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{t: t, c: c, images: map[string][]byte{}, out: &syncBuf{}}
+	imgSrv := e.serveImages()
+
+	iloImage := fwimage.Build("iLO", "2.78", []byte(strings.Repeat("iLO firmware payload ", 500)))
+	oaImage := fwimage.Build("OA", "5.00", []byte("OA firmware payload"))
+	script := []byte("#!/bin/sh\necho 'smart component: installed, reboot to activate'\nexit 1\n")
+	e.images["ilo5_278.bin"], e.images["oa_500.bin"], e.images["cp012345.scexe"] = iloImage, oaImage, script
+
+	mockup := filepath.Join(apiserver.RepoRoot(), "..", "shared", "testdata", "redfish-mockups", "ilo5-dl325-gen10plus-v2.46")
+	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4}
+	sims := map[string]*similo.Sim{}
+	before := map[string]string{"ilo4": "2.80", "ilo5": "2.46", "ilo6": "1.55"}
+	for _, m := range []similo.Model{similo.ILO4, similo.ILO5, similo.ILO6} {
+		s, err := similo.New(similo.Config{MockupDir: mockup, Model: m, Username: "Administrator", Password: e2ePassword,
+			Timings: fast, SimpleUpdateTask: m == similo.ILO6})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		sims[string(m)] = s
+	}
+
+	// --- iLO 4, 5 and 6 in one agent run.
+	iloTargets := []config.Target{
+		{Name: "ilo4", Type: "iLO4", Address: sims["ilo4"].Addr(), HasCABundle: true},
+		{Name: "ilo5", Type: "iLO5", Address: sims["ilo5"].Addr(), CertificateSHA256: sims["ilo5"].CertFingerprint()},
+		{Name: "ilo6", Type: "iLO6", Address: sims["ilo6"].Addr(), HasCABundle: true},
+	}
+	iloFW := config.Firmware{URL: imgSrv.URL + "/ilo5_278.bin", SHA256: digest(iloImage), Version: "2.78", Component: "iLO"}
+	iloCfg := e.job("ilo", iloFW, iloTargets)
+	for _, tg := range iloCfg.Targets {
+		mountCredentials(t, iloCfg, tg.Name, "Administrator", e2ePassword)
+		if tg.HasCABundle {
+			mountSecret(t, iloCfg, tg.Name, config.CADir, fwv1.SecretKeyCABundle, sims[tg.Name].CertPEM())
+		}
+	}
+	t.Run("iLO4-5-6", func(t *testing.T) {
+		if err := e.run(iloCfg); err != nil {
+			t.Fatalf("agent: %v\n%s", err, e.out.String())
+		}
+		if n := strings.Count(e.out.String(), `"msg":"firmware request"`); n < 3 {
+			t.Errorf("%d firmware requests logged, want one per iLO at least", n)
+		}
+		for _, tg := range iloCfg.Targets {
+			s := e.status("ilo", tg.Name)
+			if s.Phase != fwv1.TargetPhaseSucceeded || s.VersionBefore != before[tg.Name] || s.VersionAfter != "2.78" {
+				t.Errorf("%s: phase %s, %q -> %q (%s); want Succeeded %s -> 2.78", tg.Name, s.Phase, s.VersionBefore, s.VersionAfter, s.Message, before[tg.Name])
+			}
+			st := sims[tg.Name].Stats()
+			if st.FlashesStarted != 1 || st.FlashesCompleted != 1 {
+				t.Errorf("%s: simulator saw %d flashes started, %d completed; want 1", tg.Name, st.FlashesStarted, st.FlashesCompleted)
+			}
+			if !onlyPort(st.SourcePorts, tg.SessionPort) || int(s.SessionPort) != tg.SessionPort { // rule P4
+				t.Errorf("%s: source ports %v, status sessionPort %d; want only %d", tg.Name, st.SourcePorts, s.SessionPort, tg.SessionPort)
+			}
+			if int(s.FirmwareServerPort) != iloCfg.Ports.FirmwareServer {
+				t.Errorf("%s: firmwareServerPort %d, want %d", tg.Name, s.FirmwareServerPort, iloCfg.Ports.FirmwareServer)
+			}
+		}
+	})
+	t.Run("rerun flashes nothing", func(t *testing.T) {
+		if err := e.run(iloCfg); err != nil {
+			t.Fatalf("agent: %v", err)
+		}
+		for name, s := range sims {
+			if n := s.Stats().FlashesStarted; n != 1 {
+				t.Errorf("%s: %d flashes after a second run, want 1", name, n)
+			}
+		}
+	})
+	t.Run("already at version is skipped", func(t *testing.T) {
+		cfg := e.job("ilo-again", iloFW, iloTargets[1:2])
+		mountCredentials(t, cfg, "ilo5", "Administrator", e2ePassword)
+		if err := e.run(cfg); err != nil {
+			t.Fatalf("agent: %v", err)
+		}
+		if s := e.status("ilo-again", "ilo5"); s.Phase != fwv1.TargetPhaseSkipped || s.Message != "already at version 2.78" {
+			t.Errorf("status %+v", s)
+		}
+		if n := sims["ilo5"].Stats().FlashesStarted; n != 1 {
+			t.Errorf("%d flashes, want 1", n)
+		}
+	})
+
+	// --- A wrong SHA-256 fails every target and contacts none.
+	t.Run("wrong sha256", func(t *testing.T) {
+		bad := iloFW
+		bad.SHA256 = strings.Repeat("0", 64)
+		cfg := e.job("ilo-badsha", bad, iloTargets)
+		for _, tg := range cfg.Targets {
+			mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
+		}
+		reqs := map[string]int{}
+		for n, s := range sims {
+			reqs[n] = s.Stats().Requests
+		}
+		mark := len(e.out.String())
+		err := e.run(cfg)
+		if err == nil {
+			t.Fatal("agent succeeded with a wrong digest")
+		}
+		for _, tg := range cfg.Targets {
+			s := e.status("ilo-badsha", tg.Name)
+			if s.Phase != fwv1.TargetPhaseFailed || !strings.Contains(s.Message, bad.SHA256) || !strings.Contains(s.Message, iloFW.SHA256) {
+				t.Errorf("%s: %s %q; want Failed naming both digests", tg.Name, s.Phase, s.Message)
+			}
+			if got := sims[tg.Name].Stats().Requests; got != reqs[tg.Name] {
+				t.Errorf("%s: the simulator got %d requests during a run with a bad image", tg.Name, got-reqs[tg.Name])
+			}
+		}
+		if strings.Contains(e.out.String()[mark:], `"msg":"firmware request"`) {
+			t.Error("the firmware server served something")
+		}
+	})
+
+	// --- An Onboard Administrator.
+	t.Run("OA", func(t *testing.T) {
+		sim, err := simoa.Start(simoa.Config{Password: e2ePassword, Version: "4.97", RestartDelay: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sim.Close() })
+		cfg := e.job("oa", config.Firmware{URL: imgSrv.URL + "/oa_500.bin", SHA256: digest(oaImage), Version: "5.00", Component: "OA"},
+			[]config.Target{{Name: "oa1", Type: "OA", Address: sim.Addr(), HasKnownHosts: true}})
+		mountCredentials(t, cfg, "oa1", "Administrator", e2ePassword)
+		mountSecret(t, cfg, "oa1", config.KnownHostsDir, fwv1.SecretKeyKnownHosts, []byte(sim.KnownHostsLine()+"\n"))
+		if err := e.run(cfg); err != nil {
+			t.Fatalf("agent: %v", err)
+		}
+		s := e.status("oa", "oa1")
+		if s.Phase != fwv1.TargetPhaseSucceeded || s.VersionBefore != "4.97" || s.VersionAfter != "5.00" {
+			t.Errorf("status %+v", s)
+		}
+		if sim.Flashes() != 1 {
+			t.Errorf("%d OA flashes, want 1", sim.Flashes())
+		}
+		if sp := cfg.Targets[0].SessionPort; !onlyPort(sim.SourcePorts(), sp) {
+			t.Errorf("OA saw source ports %v, want only %d", sim.SourcePorts(), sp)
+		}
+	})
+
+	// --- A Linux host over real SSH; the image is the Smart Component itself.
+	host := sshd.Start(t)
+	stateDir := t.TempDir()
+	linuxFW := config.Firmware{URL: imgSrv.URL + "/cp012345.scexe", SHA256: digest(script), Version: "1.2.3", Component: "SmartComponent"}
+	linuxOpts := WithLinuxOptions(linux.Options{StateDir: stateDir, Timeouts: driver.Timeouts{Connect: 5 * time.Second}})
+	t.Run("Linux", func(t *testing.T) {
+		cfg := e.job("linux", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, HasKnownHosts: true}})
+		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeyUsername, []byte(host.User))
+		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeyPassword, []byte(e2ePassword))
+		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeySSHPrivateKey, host.UserKey)
+		mountSecret(t, cfg, "host1", config.KnownHostsDir, fwv1.SecretKeyKnownHosts, host.KnownHosts)
+		if err := e.run(cfg, linuxOpts); err != nil {
+			t.Fatalf("agent: %v\n%s", err, e.out.String())
+		}
+		s := e.status("linux", "host1")
+		if s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || !strings.Contains(s.Message, "reboot") || s.VersionAfter != "1.2.3" {
+			t.Errorf("status %+v", s)
+		}
+		sp := cfg.Targets[0].SessionPort
+		if !strings.Contains(host.Logs(), "from 127.0.0.1 port "+strconv.Itoa(sp)) { // rule P4
+			t.Errorf("sshd saw no connection from port %d:\n%s", sp, host.Logs())
+		}
+		// A second agent of another job finds the version recorded and skips.
+		again := e.job("linux-again", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, HasKnownHosts: true}})
+		for _, k := range []string{fwv1.SecretKeyUsername, fwv1.SecretKeySSHPrivateKey} {
+			b, _ := os.ReadFile(filepath.Join(cfg.TargetDir("host1"), config.CredentialsDir, k))
+			mountSecret(t, again, "host1", config.CredentialsDir, k, b)
+		}
+		mountSecret(t, again, "host1", config.KnownHostsDir, fwv1.SecretKeyKnownHosts, host.KnownHosts)
+		if err := e.run(again, linuxOpts); err != nil {
+			t.Fatalf("agent: %v", err)
+		}
+		if s := e.status("linux-again", "host1"); s.Phase != fwv1.TargetPhaseSkipped {
+			t.Errorf("second job: %+v, want Skipped", s)
+		}
+	})
+	t.Run("Linux host key mismatch", func(t *testing.T) {
+		_, other, _ := ed25519.GenerateKey(rand.Reader)
+		signer, _ := ssh.NewSignerFromKey(other)
+		line := knownhosts.Line([]string{knownhosts.Normalize(host.Addr)}, signer.PublicKey()) + "\n"
+		cfg := e.job("linux-mitm", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, HasKnownHosts: true}})
+		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeyUsername, []byte(host.User))
+		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeySSHPrivateKey, host.UserKey)
+		mountSecret(t, cfg, "host1", config.KnownHostsDir, fwv1.SecretKeyKnownHosts, []byte(line))
+		if err := e.run(cfg, linuxOpts); err == nil {
+			t.Fatal("agent succeeded against a host with the wrong key")
+		}
+		s := e.status("linux-mitm", "host1")
+		if s.Phase != fwv1.TargetPhaseFailed || !strings.Contains(strings.ToLower(s.Message), "host key") {
+			t.Errorf("status %s %q; want Failed with a host key message", s.Phase, s.Message)
+		}
+		t.Logf("host key mismatch message: %s", s.Message)
+	})
+
+	if out := e.out.String(); strings.Contains(out, e2ePassword) {
+		t.Errorf("the password appears in the agents' output")
+	} else if !strings.Contains(out, `"msg":"ports bound"`) {
+		t.Errorf("output was not captured:\n%s", out)
+	}
+}

@@ -1,0 +1,233 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"sync"
+
+	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/agent/control"
+	"github.com/fwops/firmware-operator/internal/ports"
+)
+
+// Bound are the ports the agent really bound. They may differ from the assigned ones when a
+// process outside Kubernetes held one (ports.md, "Across the cluster").
+type Bound struct {
+	Control  int // rule P1
+	Firmware int // rule P2
+	IPC      int // rule P5, 0 when the single-NIC clause is off
+	Reverse  []int
+	// Sessions maps a target name to its rule P4 source port (0: the kernel picks).
+	Sessions map[string]int
+}
+
+// List returns the bound ports in the order of the rules, for /status.
+func (b Bound) List() []control.BoundPort {
+	out := []control.BoundPort{
+		{Rule: string(ports.RuleP1), Name: "control", Port: b.Control},
+		{Rule: string(ports.RuleP2), Name: "firmware", Port: b.Firmware},
+	}
+	names := make([]string, 0, len(b.Sessions))
+	for n := range b.Sessions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if p := b.Sessions[n]; p != 0 {
+			out = append(out, control.BoundPort{Rule: string(ports.RuleP4), Name: "session/" + n, Port: p})
+		}
+	}
+	if b.IPC != 0 {
+		out = append(out, control.BoundPort{Rule: string(ports.RuleP5), Name: "ipc", Port: b.IPC})
+	}
+	for _, p := range b.Reverse {
+		out = append(out, control.BoundPort{Rule: string(ports.RuleP5), Name: "reverse", Port: p})
+	}
+	return out
+}
+
+// held is the set of listeners the agent holds, so that nothing can take a port between the
+// decision and its use. Safe for concurrent use.
+type held struct {
+	mu sync.Mutex
+	ls map[int]net.Listener
+}
+
+// take hands over the listener of port; the caller owns it.
+func (h *held) take(port int) net.Listener {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l := h.ls[port]
+	delete(h.ls, port)
+	return l
+}
+
+// release closes the listener of port. A rule P4 port is a source port: it is released just
+// before the driver dials from it.
+func (h *held) release(port int) {
+	if l := h.take(port); l != nil {
+		_ = l.Close()
+	}
+}
+
+func (h *held) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for p, l := range h.ls {
+		_ = l.Close()
+		delete(h.ls, p)
+	}
+}
+
+// binder binds the assigned ports of a Config, stepping as the rules say on conflict. Ports
+// assigned to another purpose are never taken while stepping: the agent binds them next.
+//
+// It does not use ports.Allocator: the controller already chose the ports (the P2 port may lie
+// inside the fallback range, P4 ports are per target and need not be contiguous), and the
+// agent only has to honour each choice or step from it.
+type binder struct {
+	ctx      context.Context
+	address  string
+	reserved map[int]bool
+	h        *held
+	rand     func(n int) int
+}
+
+func (b *binder) hold(addr string, port int) bool {
+	if port < 1 || port > ports.MaxPort || b.reserved[port] {
+		return false
+	}
+	if _, ok := b.h.ls[port]; ok {
+		return false
+	}
+	l, err := ports.Hold(b.ctx, addr, port)
+	if err != nil {
+		return false
+	}
+	b.h.ls[port] = l
+	return true
+}
+
+// upward binds the first free port from `from` to `limit` (inclusive).
+func (b *binder) upward(addr string, from, limit int) int {
+	for p := max(from, 1); p <= limit; p++ {
+		if b.hold(addr, p) {
+			return p
+		}
+	}
+	return 0
+}
+
+// bindPorts binds every port of cfg and returns what was bound. On error nothing stays held.
+func bindPorts(ctx context.Context, cfg config.Config, rnd func(int) int) (Bound, *held, error) {
+	def := ports.DefaultPolicy()
+	p := cfg.Ports
+	if p.Control == 0 {
+		p.Control = def.ControlPort
+	}
+	if p.FirmwareServer == 0 {
+		p.FirmwareServer = def.FirmwareServer.PreferredPort
+	}
+	if p.FirmwareFallback == [2]int{} {
+		p.FirmwareFallback = [2]int{def.FirmwareServer.FallbackRange.Start, def.FirmwareServer.FallbackRange.End}
+	}
+	if rnd == nil {
+		rnd = rand.IntN
+	}
+	b := &binder{ctx: ctx, address: cfg.Address, reserved: map[int]bool{}, h: &held{ls: map[int]net.Listener{}}, rand: rnd}
+	// Every assigned port is reserved for its own purpose.
+	reserve := func(ps ...int) {
+		for _, x := range ps {
+			if x > 0 {
+				b.reserved[x] = true
+			}
+		}
+	}
+	reserve(p.Control, p.FirmwareServer, p.IPC)
+	reserve(p.Reverse...)
+	for _, t := range cfg.Targets {
+		reserve(t.SessionPort)
+	}
+	own := func(port int) func() { // lets a purpose bind its own assigned port
+		return func() { delete(b.reserved, port) }
+	}
+	fail := func(err error) (Bound, *held, error) {
+		b.h.close()
+		return Bound{}, nil, err
+	}
+	out := Bound{Sessions: map[string]int{}}
+
+	// rule P1: the assigned control port, else the next free one upward.
+	limit := ports.MaxPort
+	if p.ControlSearchLimit > 0 {
+		limit = min(p.Control+p.ControlSearchLimit, ports.MaxPort)
+	}
+	own(p.Control)()
+	if out.Control = b.upward(b.address, p.Control, limit); out.Control == 0 {
+		return fail(fmt.Errorf("rule P1: control port: every port from %d to %d is busy", p.Control, limit))
+	}
+
+	// rule P2: the assigned port, else one of the fallback range (random or lowest).
+	own(p.FirmwareServer)()
+	if b.hold(b.address, p.FirmwareServer) {
+		out.Firmware = p.FirmwareServer
+	} else {
+		var cand []int
+		for q := p.FirmwareFallback[0]; q <= p.FirmwareFallback[1]; q++ {
+			if b.hold(b.address, q) {
+				cand = append(cand, q)
+				if p.FirmwareSelection == string(ports.SelectionLowest) {
+					break
+				}
+			}
+		}
+		if len(cand) == 0 {
+			return fail(fmt.Errorf("rule P2: firmware server: port %d is busy and so is every port of the fallback range %d-%d",
+				p.FirmwareServer, p.FirmwareFallback[0], p.FirmwareFallback[1]))
+		}
+		out.Firmware = cand[b.rand(len(cand))]
+		for _, q := range cand { // the draw probed the whole range: let the others go
+			if q != out.Firmware {
+				b.h.release(q)
+			}
+		}
+	}
+
+	// rule P4: each target's session port, else the next free one upward (no cap).
+	for _, t := range cfg.Targets {
+		if t.SessionPort == 0 {
+			out.Sessions[t.Name] = 0
+			continue
+		}
+		own(t.SessionPort)()
+		q := b.upward(b.address, t.SessionPort, ports.MaxPort)
+		if q == 0 {
+			return fail(fmt.Errorf("rule P4: session port of target %s: every port from %d is busy", t.Name, t.SessionPort))
+		}
+		out.Sessions[t.Name] = q
+	}
+
+	// rule P5: the inter-process channel, local to the node, then the receive ports.
+	if p.IPC != 0 {
+		own(p.IPC)()
+		if out.IPC = b.upward("127.0.0.1", p.IPC, ports.MaxPort); out.IPC == 0 {
+			return fail(fmt.Errorf("rule P5: inter-process port: every port from %d is busy", p.IPC))
+		}
+	}
+	for _, r := range p.Reverse {
+		own(r)()
+		q := b.upward(b.address, r, ports.MaxPort)
+		if q == 0 {
+			return fail(fmt.Errorf("rule P5: receive port: every port from %d is busy", r))
+		}
+		out.Reverse = append(out.Reverse, q)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(errors.Join(errors.New("binding ports"), err))
+	}
+	return out, b.h, nil
+}

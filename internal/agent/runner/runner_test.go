@@ -1,0 +1,528 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/agent/control"
+	"github.com/fwops/firmware-operator/internal/agent/driver"
+)
+
+const (
+	testNS       = "fw"
+	testJob      = "job1"
+	testPassword = "s3cret-Pa55word!"
+)
+
+// freePort returns a port that was free on 127.0.0.1 a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// freePorts returns n distinct free ports, all held together while choosing.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var out []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+func writeFile(t testing.TB, p string, b []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mountCredentials lays out a target's Secret as the pod mounts it.
+func mountCredentials(t testing.TB, cfg config.Config, target, user, password string) {
+	dir := filepath.Join(cfg.TargetDir(target), config.CredentialsDir)
+	writeFile(t, filepath.Join(dir, fwv1.SecretKeyUsername), []byte(user))
+	writeFile(t, filepath.Join(dir, fwv1.SecretKeyPassword), []byte(password))
+}
+
+func newTU(job, target string) *fwv1.TargetUpdate {
+	return &fwv1.TargetUpdate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: job + "-" + target,
+			Labels: map[string]string{fwv1.LabelJob: job, fwv1.LabelTarget: target}},
+		Spec: fwv1.TargetUpdateSpec{JobName: job, TargetName: target, TargetType: fwv1.TargetType("iLO5")},
+	}
+}
+
+type fixture struct {
+	cfg    config.Config
+	fake   *driver.Fake
+	c      client.Client
+	writes atomic.Int32
+	logs   *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newFixture prepares an agent config over n fake targets, with an image staged under the
+// mount root, TargetUpdates in a fake API and credentials mounted.
+func newFixture(t *testing.T, n int, def driver.FakeBehavior, objs ...client.Object) *fixture {
+	t.Helper()
+	root := t.TempDir()
+	image := []byte("FWOPS-IMAGE component=iLO version=2.0\npayload")
+	sum := sha256.Sum256(image)
+	writeFile(t, filepath.Join(root, config.StagedDir, "fw.bin"), image)
+	ps := freePorts(t, 3+n)
+	cfg := config.Config{
+		Namespace: testNS, Job: testJob, JobUID: "uid-1", Node: "node-a", Pod: "agent-pod",
+		Firmware: config.Firmware{Path: config.StagedDir + "/fw.bin", SHA256: hex.EncodeToString(sum[:]), Version: "2.0", Component: "iLO"},
+		Ports: config.Ports{Control: ps[0], FirmwareServer: ps[1], FirmwareFallback: [2]int{ps[1] + 1, ps[1] + 1},
+			FirmwareSelection: "Lowest", IPC: ps[2]},
+		Timeout: 10 * time.Second, Address: "127.0.0.1", MountRoot: root,
+	}
+	s := runtime.NewScheme()
+	if err := fwv1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{fake: driver.NewFake(def), logs: &syncBuf{}}
+	var all []client.Object
+	for i := range n {
+		name := fmt.Sprintf("t%d", i)
+		cfg.Targets = append(cfg.Targets, config.Target{Name: name, TargetUpdate: testJob + "-" + name, Type: "iLO5",
+			Address: "127.0.0.1:1", SessionPort: ps[3+i]})
+		all = append(all, newTU(testJob, name))
+		mountCredentials(t, cfg, name, "admin", testPassword)
+	}
+	// Objects passed in replace the defaults of the same name.
+	for _, o := range objs {
+		for i, a := range all {
+			if a.GetName() == o.GetName() {
+				all[i] = o
+			}
+		}
+	}
+	f.c = fake.NewClientBuilder().WithScheme(s).WithStatusSubresource(&fwv1.TargetUpdate{}).WithObjects(all...).
+		WithInterceptorFuncs(interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, o ...client.SubResourcePatchOption) error {
+				f.writes.Add(1)
+				return c.SubResource(sub).Patch(ctx, obj, p, o...)
+			},
+		}).Build()
+	f.cfg = cfg
+	return f
+}
+
+func (f *fixture) run(t *testing.T, mod func(*Deps)) error {
+	t.Helper()
+	d := Deps{Client: f.c, Drivers: f.fake.Registry(), Log: slog.New(slog.NewJSONHandler(f.logs, nil)),
+		MinWriteInterval: time.Hour}
+	if mod != nil {
+		mod(&d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return Run(ctx, f.cfg, d)
+}
+
+func (f *fixture) tu(t *testing.T, target string) *fwv1.TargetUpdate {
+	t.Helper()
+	tu := &fwv1.TargetUpdate{}
+	if err := f.c.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: testJob + "-" + target}, tu); err != nil {
+		t.Fatal(err)
+	}
+	return tu
+}
+
+func TestShouldWrite(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	st := func(ph fwv1.TargetPhase, pct int32, msg string) fwv1.TargetUpdateStatus {
+		return fwv1.TargetUpdateStatus{Phase: ph, Percent: pct, Message: msg}
+	}
+	for _, tc := range []struct {
+		name       string
+		last, next fwv1.TargetUpdateStatus
+		after      time.Duration
+		want       bool
+	}{
+		{"phase change", st("Staging", 0, ""), st("Flashing", 0, ""), 0, true},
+		{"final", st("Succeeded", 100, "a"), st("Succeeded", 100, "a"), 0, true},
+		{"same step of 10", st("Flashing", 11, ""), st("Flashing", 19, ""), time.Second, false},
+		{"next step of 10", st("Flashing", 19, ""), st("Flashing", 20, ""), time.Second, true},
+		{"message only, soon", st("Flashing", 20, "a"), st("Flashing", 20, "b"), time.Second, false},
+		{"message only, 5s later", st("Flashing", 20, "a"), st("Flashing", 20, "b"), 5 * time.Second, true},
+		{"nothing changed, 5s later", st("Flashing", 20, "a"), st("Flashing", 20, "a"), time.Minute, false},
+		{"percent +1, 5s later", st("Flashing", 21, "a"), st("Flashing", 22, "a"), 5 * time.Second, true},
+	} {
+		if got := shouldWrite(tc.last, tc.next, t0, t0.Add(tc.after), 5*time.Second); got != tc.want {
+			t.Errorf("%s: shouldWrite = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestRunSucceedsThenRerunFlashesNothing(t *testing.T) {
+	f := newFixture(t, 3, driver.FakeBehavior{Version: "1.0", Delay: 20 * time.Millisecond})
+	if err := f.run(t, nil); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for i, tt := range f.cfg.Targets {
+		tu := f.tu(t, tt.Name)
+		s := tu.Status
+		if s.Phase != fwv1.TargetPhaseSucceeded || s.VersionBefore != "1.0" || s.VersionAfter != "2.0" || s.Percent != 100 {
+			t.Errorf("%s: status %+v", tt.Name, s)
+		}
+		if s.Node != "node-a" || s.AgentPod != "agent-pod" || int(s.SessionPort) != tt.SessionPort ||
+			int(s.FirmwareServerPort) != f.cfg.Ports.FirmwareServer || s.StartTime == nil || s.CompletionTime == nil {
+			t.Errorf("%s: placement fields %+v", tt.Name, s)
+		}
+		if len(s.Conditions) != 1 || s.Conditions[0].Status != metav1.ConditionTrue || s.Conditions[0].Reason != "Succeeded" {
+			t.Errorf("%s: conditions %+v", tt.Name, s.Conditions)
+		}
+		if got := f.fake.Flashes(tt.Name); got != 1 {
+			t.Errorf("%s: %d flashes, want 1", tt.Name, got)
+		}
+		if got := f.fake.LocalPorts(tt.Name); len(got) != 1 || got[0] != tt.SessionPort { // rule P4
+			t.Errorf("%s: local ports %v, want [%d]", tt.Name, got, tt.SessionPort)
+		}
+		want := fmt.Sprintf("http://127.0.0.1:%d/fw/", f.cfg.Ports.FirmwareServer)
+		if u := f.fake.LastFirmware(tt.Name).URL; !strings.HasPrefix(u, want) || !strings.HasSuffix(u, "/fw.bin") {
+			t.Errorf("%s: image URL %q, want %s...", tt.Name, u, want)
+		}
+		_ = i
+	}
+	// Few writes: Downloading, Staging, Flashing 0..100 in steps of 10, Verifying, Succeeded.
+	if w := f.writes.Load(); w > int32(3*16) {
+		t.Errorf("%d status writes for 3 targets: the throttle is not working", w)
+	}
+
+	// The same agent again: every target is finished, nothing is flashed or written.
+	before := f.writes.Load()
+	if err := f.run(t, nil); err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+	if n := f.fake.TotalFlashes(); n != 3 {
+		t.Errorf("second run flashed: %d flashes in all, want 3", n)
+	}
+	if w := f.writes.Load(); w != before {
+		t.Errorf("second run wrote %d statuses", w-before)
+	}
+}
+
+func TestSkipWhenAlreadyAtVersion(t *testing.T) {
+	f := newFixture(t, 1, driver.FakeBehavior{Version: "2.0"})
+	if err := f.run(t, nil); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	s := f.tu(t, "t0").Status
+	if s.Phase != fwv1.TargetPhaseSkipped || s.Message != "already at version 2.0" || s.Conditions[0].Reason != "Skipped" {
+		t.Errorf("status %+v", s)
+	}
+	if f.fake.Flashes("t0") != 0 {
+		t.Error("flashed a target already at the wanted version")
+	}
+
+	// --force flashes it anyway.
+	f2 := newFixture(t, 1, driver.FakeBehavior{Version: "2.0"})
+	f2.cfg.Force = true
+	if err := f2.run(t, nil); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if f2.fake.Flashes("t0") != 1 || f2.tu(t, "t0").Status.Phase != fwv1.TargetPhaseSucceeded {
+		t.Errorf("forced run: %d flashes, status %+v", f2.fake.Flashes("t0"), f2.tu(t, "t0").Status)
+	}
+}
+
+func TestResumeFlashingNowAtVersionSucceeds(t *testing.T) {
+	tu := newTU(testJob, "t0")
+	tu.Status = fwv1.TargetUpdateStatus{Phase: fwv1.TargetPhaseFlashing, Percent: 40, VersionBefore: "1.0"}
+	done := newTU(testJob, "t1")
+	done.Status = fwv1.TargetUpdateStatus{Phase: fwv1.TargetPhaseSucceeded, VersionBefore: "1.0", VersionAfter: "2.0"}
+	f := newFixture(t, 3, driver.FakeBehavior{Version: "1.0"}, tu, done)
+	f.fake.Set("t0", driver.FakeBehavior{Version: "2.0"}) // the flash finished while no agent watched
+	f.fake.Set("t1", driver.FakeBehavior{Version: "1.0"}) // would be flashed if not left alone
+	if err := f.run(t, nil); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	s := f.tu(t, "t0").Status
+	if s.Phase != fwv1.TargetPhaseSucceeded || s.VersionBefore != "1.0" || s.VersionAfter != "2.0" {
+		t.Errorf("t0: %+v", s)
+	}
+	if f.fake.Flashes("t0") != 0 || f.fake.Flashes("t1") != 0 || f.fake.Opens("t1") != 0 {
+		t.Errorf("flashes t0=%d t1=%d, opens t1=%d; want none", f.fake.Flashes("t0"), f.fake.Flashes("t1"), f.fake.Opens("t1"))
+	}
+	if f.fake.Flashes("t2") != 1 {
+		t.Errorf("t2: %d flashes, want 1", f.fake.Flashes("t2"))
+	}
+}
+
+func TestDigestMismatchFailsEveryTarget(t *testing.T) {
+	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0"})
+	good := f.cfg.Firmware.SHA256
+	bad := strings.Repeat("ab", 32)
+	f.cfg.Firmware.SHA256 = bad
+	err := f.run(t, nil)
+	if err == nil || !strings.Contains(err.Error(), "t0") || !strings.Contains(err.Error(), "t1") {
+		t.Fatalf("Run = %v, want an error naming t0 and t1", err)
+	}
+	for _, n := range []string{"t0", "t1"} {
+		s := f.tu(t, n).Status
+		if s.Phase != fwv1.TargetPhaseFailed || !strings.Contains(s.Message, bad) || !strings.Contains(s.Message, good) {
+			t.Errorf("%s: %+v, want Failed naming both digests", n, s)
+		}
+		if c := s.Conditions; len(c) != 1 || c[0].Status != metav1.ConditionFalse || c[0].Reason != "Failed" {
+			t.Errorf("%s: conditions %+v", n, c)
+		}
+	}
+	if f.fake.TotalFlashes() != 0 || f.fake.Opens("t0") != 0 {
+		t.Error("a target was contacted with an unverified image")
+	}
+}
+
+func TestFailureIsReportedAndPasswordNeverShows(t *testing.T) {
+	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0"})
+	// A careless library quoting the password in its error: the agent must not repeat it.
+	f.fake.Set("t1", driver.FakeBehavior{Version: "1.0", OpenErr: errors.New("login refused for admin/" + testPassword)})
+	err := f.run(t, nil)
+	if err == nil || !strings.Contains(err.Error(), "t1") || strings.Contains(err.Error(), "t0") {
+		t.Fatalf("Run = %v, want an error naming t1 only", err)
+	}
+	s := f.tu(t, "t1").Status
+	if s.Phase != fwv1.TargetPhaseFailed || !strings.Contains(s.Message, "connecting to 127.0.0.1:1") {
+		t.Errorf("t1: %+v", s)
+	}
+	if strings.Contains(s.Message, testPassword) || strings.Contains(s.Conditions[0].Message, testPassword) {
+		t.Errorf("password in status: %q", s.Message)
+	}
+	if logs := f.logs.String(); strings.Contains(logs, testPassword) || !strings.Contains(logs, "[REDACTED]") {
+		t.Errorf("logs hold the password, or redaction did not run:\n%s", logs)
+	}
+	if f.tu(t, "t0").Status.Phase != fwv1.TargetPhaseSucceeded {
+		t.Errorf("t0: %+v", f.tu(t, "t0").Status)
+	}
+}
+
+func TestRefusesTargetUpdateOfAnotherJob(t *testing.T) {
+	other := newTU(testJob, "t0")
+	other.Labels[fwv1.LabelJob] = "other-job"
+	f := newFixture(t, 1, driver.FakeBehavior{Version: "1.0"}, other)
+	if err := f.run(t, nil); err == nil {
+		t.Fatal("Run succeeded with a TargetUpdate of another job")
+	}
+	if f.writes.Load() != 0 || f.fake.Opens("t0") != 0 {
+		t.Errorf("%d writes, %d opens: the agent touched another job's target", f.writes.Load(), f.fake.Opens("t0"))
+	}
+}
+
+func TestPortsStepPastHeldPorts(t *testing.T) {
+	f := newFixture(t, 1, driver.FakeBehavior{Version: "1.0", Delay: 300 * time.Millisecond})
+	// Something outside Kubernetes holds the assigned control, firmware and session ports.
+	var hold []net.Listener
+	for _, p := range []int{f.cfg.Ports.Control, f.cfg.Ports.FirmwareServer, f.cfg.Targets[0].SessionPort} {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Skipf("port %d taken meanwhile: %v", p, err)
+		}
+		hold = append(hold, l)
+	}
+	defer func() {
+		for _, l := range hold {
+			l.Close()
+		}
+	}()
+	boundCh := make(chan Bound, 1)
+	snapCh := make(chan control.Snapshot, 2)
+	errCh := make(chan error, 1)
+	go func() {
+		errCh <- f.run(t, func(d *Deps) {
+			d.OnBound = func(b Bound) { boundCh <- b }
+		})
+	}()
+	b := <-boundCh
+	// rule P1: the next free port upward; rule P2: the fallback range.
+	if b.Control <= f.cfg.Ports.Control {
+		t.Errorf("control bound %d, assigned %d (held): want a higher port", b.Control, f.cfg.Ports.Control)
+	}
+	if b.Firmware != f.cfg.Ports.FirmwareFallback[0] {
+		t.Errorf("firmware bound %d, want the fallback %d", b.Firmware, f.cfg.Ports.FirmwareFallback[0])
+	}
+	sp := f.cfg.Targets[0].SessionPort
+	if b.Sessions["t0"] <= sp {
+		t.Errorf("session bound %d, assigned %d (held)", b.Sessions["t0"], sp)
+	}
+	// /status on both the control listener (P1) and the inter-process channel (P5).
+	for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", b.Control), fmt.Sprintf("127.0.0.1:%d", b.IPC)} {
+		var snap control.Snapshot
+		var err error
+		for range 50 {
+			if snap, err = control.FetchStatus(context.Background(), addr); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("status from %s: %v", addr, err)
+		}
+		snapCh <- snap
+	}
+	if err := <-errCh; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for range 2 {
+		snap := <-snapCh
+		got := map[string]int{}
+		for _, p := range snap.Agent.Ports {
+			got[p.Name] = p.Port
+		}
+		if got["control"] != b.Control || got["firmware"] != b.Firmware || got["session/t0"] != b.Sessions["t0"] || got["ipc"] != b.IPC {
+			t.Errorf("/status ports %v, bound %+v", got, b)
+		}
+	}
+	s := f.tu(t, "t0").Status
+	if int(s.FirmwareServerPort) != b.Firmware || int(s.SessionPort) != b.Sessions["t0"] {
+		t.Errorf("TargetUpdate reports ports %d/%d, bound %d/%d", s.FirmwareServerPort, s.SessionPort, b.Firmware, b.Sessions["t0"])
+	}
+	if lp := f.fake.LocalPorts("t0"); len(lp) != 1 || lp[0] != b.Sessions["t0"] {
+		t.Errorf("driver dialled from %v, bound %d", lp, b.Sessions["t0"])
+	}
+	if !strings.Contains(f.logs.String(), fmt.Sprintf(`"control":%d`, b.Control)) {
+		t.Errorf("no log line with the bound control port:\n%s", f.logs.String())
+	}
+}
+
+func TestTargetHostAndImageURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1": "127.0.0.1", "127.0.0.1:8443": "127.0.0.1", "https://127.0.0.1:8443/": "127.0.0.1",
+		"[::1]:22": "::1", "::1": "::1", "ilo-1.example": "ilo-1.example",
+	} {
+		if got := targetHost(in); got != want {
+			t.Errorf("targetHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+	u, err := imageURL("", "127.0.0.1:443", 63001, "/fw/tok/a.bin")
+	if err != nil || u != "http://127.0.0.1:63001/fw/tok/a.bin" {
+		t.Errorf("imageURL = %q, %v", u, err)
+	}
+}
+
+// TestMainAndStatusCommand runs the agent through Main with the pod's arguments and reads its
+// progress with `agent status` over the inter-process channel (rule P5).
+func TestMainAndStatusCommand(t *testing.T) {
+	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0", Delay: 400 * time.Millisecond})
+	args := append(f.cfg.Args(), "--mount-root="+f.cfg.MountRoot)
+	boundCh := make(chan Bound, 1)
+	errCh := make(chan error, 1)
+	go func() {
+		errCh <- Main(context.Background(), args, f.logs, f.logs, WithClient(f.c), WithDrivers(f.fake.Registry()),
+			WithOnBound(func(b Bound) { boundCh <- b }))
+	}()
+	b := <-boundCh
+	var out bytes.Buffer
+	var err error
+	for range 50 {
+		out.Reset()
+		if err = Main(context.Background(), []string{"status", "--addr", fmt.Sprintf("127.0.0.1:%d", b.IPC)}, &out, &out); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("agent status: %v", err)
+	}
+	for _, want := range []string{"job job1 on node node-a", "TARGET", "t0", "t1", fmt.Sprintf("P1 control=%d", b.Control)} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("agent status output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// /readyz: ready once the image is verified and the firmware server listens.
+	ready := false
+	for range 30 {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", b.Control))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				ready = true
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !ready {
+		t.Error("/readyz never answered 200 while the agent was flashing")
+	}
+	if err := <-errCh; err != nil {
+		t.Fatalf("agent: %v", err)
+	}
+	if err := Main(context.Background(), []string{"status"}, &out, &out); err == nil {
+		t.Error("agent status without --addr succeeded")
+	}
+	if err := Main(context.Background(), []string{"--job=x"}, &out, &out); err == nil {
+		t.Error("agent with bad flags succeeded")
+	}
+}
+
+func TestPerTargetTimeout(t *testing.T) {
+	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0"})
+	f.fake.Set("t1", driver.FakeBehavior{Version: "1.0", Delay: 5 * time.Second})
+	f.cfg.Timeout = 300 * time.Millisecond
+	if err := f.run(t, nil); err == nil || !strings.Contains(err.Error(), "t1") {
+		t.Fatalf("Run = %v, want an error naming t1", err)
+	}
+	if s := f.tu(t, "t1").Status; s.Phase != fwv1.TargetPhaseFailed || !strings.Contains(s.Message, "timed out after 300ms") {
+		t.Errorf("t1: %s %q", s.Phase, s.Message)
+	}
+	if s := f.tu(t, "t0").Status; s.Phase != fwv1.TargetPhaseSucceeded {
+		t.Errorf("t0: %+v", s)
+	}
+}
