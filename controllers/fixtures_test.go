@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -216,4 +217,29 @@ func (a *scriptedAgent) one(ctx context.Context, ns, target, tuName, version str
 		tu.Status.Phase, tu.Status.VersionAfter, tu.Status.Percent, tu.Status.CompletionTime = fwv1.TargetPhaseSucceeded, version, 100, &now
 		tu.Status.Message = "flashed and verified"
 	})
+}
+
+// dumpNamespace prints a failed spec's objects, so that a failure explains itself.
+func dumpNamespace(ns string) {
+	w := ginkgo.GinkgoWriter
+	var jobs fwv1.UpdateJobList
+	_ = k8sClient.List(suiteCtx, &jobs, client.InNamespace(ns))
+	for _, j := range jobs.Items {
+		fmt.Fprintf(w, "job %s: phase=%s counts=%+v conditions=%+v\n", j.Name, j.Status.Phase, j.Status.Counts, j.Status.Conditions)
+	}
+	var targets fwv1.UpdateTargetList
+	_ = k8sClient.List(suiteCtx, &targets, client.InNamespace(ns))
+	for _, t := range targets.Items {
+		fmt.Fprintf(w, "target %s gen=%d: %+v versions=%+v\n", t.Name, t.Generation, t.Status.Conditions, t.Status.FirmwareVersions)
+	}
+	var tus fwv1.TargetUpdateList
+	_ = k8sClient.List(suiteCtx, &tus, client.InNamespace(ns))
+	for _, tu := range tus.Items {
+		fmt.Fprintf(w, "targetupdate %s: phase=%s attempts=%d pod=%s msg=%q\n", tu.Name, tu.Status.Phase, tu.Status.Attempts, tu.Status.AgentPod, tu.Status.Message)
+	}
+	var pods corev1.PodList
+	_ = k8sClient.List(suiteCtx, &pods, client.InNamespace(ns))
+	for _, p := range pods.Items {
+		fmt.Fprintf(w, "pod %s: phase=%s claims=%s\n", p.Name, p.Status.Phase, p.Annotations["firmware.fwops.io/claims"])
+	}
 }

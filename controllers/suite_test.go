@@ -3,9 +3,11 @@ package controllers_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -43,6 +45,7 @@ func TestControllers(t *testing.T) {
 
 var _ = ginkgo.BeforeSuite(func() {
 	suiteCtx, cancel = context.WithCancel(context.Background())
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(ginkgo.GinkgoWriter, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	var err error
 	testEnv, cfg, err = apiserver.Start()
 	if errors.Is(err, apiserver.ErrNoAssets) && !apiserver.InCI() {
@@ -100,6 +103,10 @@ func createReadyNode(name string, taints []corev1.Taint) {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/os": "linux"}},
 		Spec: corev1.NodeSpec{Taints: taints}}
 	gomega.Expect(k8sClient.Create(suiteCtx, n)).To(gomega.Succeed())
+	// The API server's TaintNodesByCondition admission taints a new node not-ready; with no
+	// node lifecycle controller here, the test lifts it as that controller would.
+	n.Spec.Taints = taints
+	gomega.Expect(k8sClient.Update(suiteCtx, n)).To(gomega.Succeed())
 	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now()}}
 	gomega.Expect(k8sClient.Status().Update(suiteCtx, n)).To(gomega.Succeed())
 }

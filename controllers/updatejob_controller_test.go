@@ -34,6 +34,11 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		agent = newScriptedAgent(300 * time.Millisecond)
 		kubelet.use(agent.run)
 	})
+	ginkgo.AfterEach(func() {
+		if ginkgo.CurrentSpecReport().Failed() {
+			dumpNamespace(ns)
+		}
+	})
 
 	ginkgo.It("rolls out at most maxConcurrent at a time, flashes each target once and reports Ready", func() {
 		targets := createILOTargets(ns, "rack1", 9)
@@ -102,7 +107,12 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		}
 		cur := getJob(job)
 		gomega.Expect(cur.Status.Agents).NotTo(gomega.BeEmpty(), "status lists the agents and their ports")
-		gomega.Expect(cur.Status.Agents[0].Ports.Control).To(gomega.Equal(int32(62286)))
+		var controls []int32
+		for _, a := range cur.Status.Agents {
+			controls = append(controls, a.Ports.Control)
+			gomega.Expect(a.Ports.Control).To(gomega.BeNumerically(">=", 62286), "P1 steps up from 62286")
+		}
+		gomega.Expect(controls).To(gomega.ContainElement(int32(62286)))
 		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
 	})
 

@@ -347,11 +347,9 @@ func (r *UpdateJobReconciler) scheduleRetries(ctx context.Context, job *fwv1.Upd
 			if retries.Backoff != nil {
 				base = retries.Backoff.Duration
 			}
-			ended := now
-			if tu.Status.CompletionTime != nil {
-				ended = tu.Status.CompletionTime.Time
-			}
-			at := metav1.NewTime(ended.Add(backoff(base, int(tu.Status.Attempts))))
+			// Counted from when the controller sees the failure, on its own clock: the
+			// agent's clock may differ from it.
+			at := metav1.NewTime(now.Add(backoff(base, int(tu.Status.Attempts))))
 			before := tu.DeepCopy()
 			tu.Status.Phase = fwv1.TargetPhasePending
 			tu.Status.AgentPod = ""
