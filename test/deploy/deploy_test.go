@@ -220,9 +220,25 @@ func TestKustomizeDefault(t *testing.T) {
 	}
 }
 
-func TestKustomizeSamples(t *testing.T) {
-	objs := kustomizeBuild(t, "config/samples")
-	objs.get(t, "PortPolicy", "default")
+// TestSamples: config/samples has no kustomization.yaml on purpose, since the documented
+// `kubectl apply -f config/samples/` would try to apply it; its PortPolicy is ports.md's.
+func TestSamples(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(repoRoot(t), "config/samples/*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no samples: %v", err)
+	}
+	var objs objects
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, parse(t, string(b))...)
+	}
+	if slices.ContainsFunc(objs, func(u unstructured.Unstructured) bool { return u.GetKind() == "Kustomization" }) {
+		t.Error("config/samples holds a Kustomization, which breaks kubectl apply -f config/samples/")
+	}
+	checkPortPolicy(t, objs)
 	objs.get(t, "UpdateJob", "ilo5-2.78-rack1")
 	objs.get(t, "UpdateTarget", "ilo-rack1-u12")
 }
