@@ -7,6 +7,16 @@ ENVTEST_ASSETS ?= $(BIN)/envtest
 GO ?= go
 CONTROLLER_GEN ?= $(GO) tool controller-gen
 GOLANGCI_LINT ?= $(GO) tool golangci-lint
+HELM ?= $(GO) tool helm
+KUSTOMIZE ?= $(GO) tool kustomize
+KUBECTL ?= kubectl
+CONTAINER_TOOL ?= docker
+# IMG is the one image of the manager and the agents.
+IMG ?= ghcr.io/fwops/firmware-operator:latest
+CHART := charts/firmware-operator
+# helm built from source (go tool helm) assumes Kubernetes v1.20 offline, below the chart's
+# kubeVersion; render for the version we build against instead.
+KUBE_VERSION ?= 1.37.0
 
 .PHONY: help
 help: ## Show the targets.
@@ -20,11 +30,15 @@ generate: ## Generate deep-copy code (zz_generated.*).
 manifests: ## Generate CRDs and RBAC from the markers.
 	$(CONTROLLER_GEN) crd rbac:roleName=firmware-operator-manager paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# The chart carries copies: Helm reads only files inside the chart (test/deploy checks them).
+	rm -f $(CHART)/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml $(CHART)/files/role.yaml
 
 .PHONY: verify
 verify: generate manifests ## Fail when generated files are stale.
-	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- api config)" || { git status --porcelain -- api config; echo "untracked generated files: commit them"; exit 1; }
+	@git diff --exit-code -- api config $(CHART) || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config $(CHART))" || { git status --porcelain -- api config $(CHART); echo "untracked generated files: commit them"; exit 1; }
 
 .PHONY: fmt
 fmt: ## gofmt the tree.
@@ -39,6 +53,36 @@ lint: ## gofmt, go vet and golangci-lint.
 .PHONY: build
 build: ## Build the one binary (manager, agent, simulator, demo).
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/firmware-operator .
+
+.PHONY: docker-build
+docker-build: ## Build the image IMG (manager and agent in one).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: chart-lint
+chart-lint: ## helm lint the chart and render it.
+	$(HELM) lint --strict $(CHART) --kube-version $(KUBE_VERSION)
+	$(HELM) template firmware-operator $(CHART) --namespace firmware-operator-system --kube-version $(KUBE_VERSION) --include-crds >/dev/null
+
+.PHONY: kustomize-build
+kustomize-build: ## Render config/default (what 'make deploy' applies) to stdout.
+	$(KUSTOMIZE) build config/default
+
+# deploy edits a copy of config/ so that IMG never dirties the tree, and calls the kustomize
+# binary directly because 'go tool' only runs inside the module. CRDs go first and must be
+# Established before the default PortPolicy can be applied.
+.PHONY: deploy
+deploy: ## Install CRDs, RBAC, the manager (image IMG) and the default PortPolicy with kubectl.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	kz=$$($(GO) tool -n kustomize); \
+	cp -R config "$$tmp/"; \
+	(cd "$$tmp/config/manager" && "$$kz" edit set image controller=$(IMG)); \
+	"$$kz" build "$$tmp/config/crd" | $(KUBECTL) apply --server-side -f -; \
+	"$$kz" build "$$tmp/config/crd" | $(KUBECTL) wait --for=condition=Established --timeout=60s -f -; \
+	"$$kz" build "$$tmp/config/default" | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove what 'make deploy' installed; deleting the CRDs deletes every UpdateJob, UpdateTarget and PortPolicy.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
 
 .PHONY: envtest-assets
 envtest-assets: ## Build kube-apiserver and etcd from their Go modules into bin/envtest (cached).
