@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
 )
 
 const testSHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -242,4 +243,13 @@ func dumpNamespace(ns string) {
 	for _, p := range pods.Items {
 		fmt.Fprintf(w, "pod %s: phase=%s claims=%s\n", p.Name, p.Status.Phase, p.Annotations["firmware.fwops.io/claims"])
 	}
+}
+
+// parseAgentArgs reads a pod's agent configuration, as the agent does.
+func parseAgentArgs(args []string) config.Config {
+	cfg, err := config.Parse(args)
+	if err != nil {
+		panic(fmt.Sprintf("the pod's agent arguments do not parse: %v", err))
+	}
+	return cfg
 }

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/fwops/firmware-operator/internal/kubeletsim"
 	"github.com/fwops/firmware-operator/internal/manager"
 	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
 )
@@ -32,7 +33,7 @@ var (
 	suiteCtx  context.Context
 	cancel    context.CancelFunc
 	fakeClock *clocktesting.FakeClock
-	kubelet   *testKubelet
+	kubelet   *kubeletsim.Kubelet
 	stopMgr   func()
 )
 
@@ -60,8 +61,8 @@ var _ = ginkgo.BeforeSuite(func() {
 	for _, n := range []string{"node-a", "node-b"} {
 		createReadyNode(n, nil)
 	}
-	kubelet = newTestKubelet(k8sClient)
-	go kubelet.run(suiteCtx)
+	kubelet = kubeletsim.New(k8sClient)
+	go kubelet.Run(suiteCtx)
 	stopMgr = startManager()
 })
 

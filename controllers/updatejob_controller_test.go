@@ -32,7 +32,7 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		policy = "policy-" + ns
 		createPolicy(policy, nil)
 		agent = newScriptedAgent(300 * time.Millisecond)
-		kubelet.use(agent.run)
+		kubelet.Use(agent.run)
 	})
 	ginkgo.AfterEach(func() {
 		if ginkgo.CurrentSpecReport().Failed() {
@@ -306,7 +306,7 @@ var _ = ginkgo.Describe("PortPolicy", func() {
 	ginkgo.It("cannot be deleted while a running job uses it", func() {
 		ns := newNamespace()
 		agent := newScriptedAgent(time.Hour)
-		kubelet.use(agent.run)
+		kubelet.Use(agent.run)
 		p := createPolicy("in-use-"+ns, nil)
 		createILOTargets(ns, "r", 1)
 		job := newJob(ns, "holder", "r", p.Name, nil)

@@ -107,7 +107,7 @@ func TestRunServesInstances(t *testing.T) {
 }
 
 func TestRunErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"oa"}, {"ilo"}, {"ilo", "--mockup", "/nonexistent"}, {"ilo", "--mockup", mockupDir(t), "--model", "ilo7", "--listen", "127.0.0.1:0"}} {
+	for _, args := range [][]string{{}, {"bmc"}, {"oa", "--no-such-flag"}, {"ilo"}, {"ilo", "--mockup", "/nonexistent"}, {"ilo", "--mockup", mockupDir(t), "--model", "ilo7", "--listen", "127.0.0.1:0"}} {
 		if err := Run(context.Background(), args, io.Discard, io.Discard); err == nil {
 			t.Errorf("Run(%q) succeeded", args)
 		}

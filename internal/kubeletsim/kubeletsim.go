@@ -1,56 +1,63 @@
-package controllers_test
+// Package kubeletsim plays the kubelet where there is none (envtest, the demo): it runs the
+// agent of each agent pod the controller creates, in-process, sets the pod's phase, and stops
+// the agent of a deleted pod.
+package kubeletsim
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
-	"github.com/onsi/ginkgo/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agentpod"
 )
 
-// agentFunc plays the agent container of a pod: it gets the pod's arguments (after the
+// AgentFunc plays the agent container of a pod: it gets the pod's arguments (after the
 // "agent" verb) and returns the container's result.
-type agentFunc func(ctx context.Context, pod *corev1.Pod, args []string) error
+type AgentFunc func(ctx context.Context, pod *corev1.Pod, args []string) error
 
-// testKubelet plays the kubelet, which envtest does not have: it runs the agent of each agent
-// pod the controller creates, sets the pod's phase, and stops the agent of a deleted pod.
-type testKubelet struct {
+// Kubelet runs agent pods in-process.
+type Kubelet struct {
 	c client.Client
+	// Poll is how often pods are listed (default 50ms).
+	Poll time.Duration
 
 	mu      sync.Mutex
-	agent   agentFunc
+	agent   AgentFunc
 	running map[types.UID]context.CancelFunc
 	seen    map[types.UID]bool
 	started []string // pod names, in start order
 }
 
-func newTestKubelet(c client.Client) *testKubelet {
-	return &testKubelet{c: c, running: map[types.UID]context.CancelFunc{}, seen: map[types.UID]bool{}}
+// New returns a Kubelet that reads and writes pods through c.
+func New(c client.Client) *Kubelet {
+	return &Kubelet{c: c, running: map[types.UID]context.CancelFunc{}, seen: map[types.UID]bool{}}
 }
 
-// use sets the agent that runs in the pods started from now on.
-func (k *testKubelet) use(a agentFunc) {
+// Use sets the agent that runs in the pods started from now on.
+func (k *Kubelet) Use(a AgentFunc) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.agent = a
 }
 
-func (k *testKubelet) podsStarted() []string {
+// PodsStarted lists the pods whose agent ran, in start order.
+func (k *Kubelet) PodsStarted() []string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return append([]string(nil), k.started...)
 }
 
-func (k *testKubelet) run(ctx context.Context) {
-	defer ginkgo.GinkgoRecover()
-	t := time.NewTicker(50 * time.Millisecond)
+// Run plays the kubelet until ctx ends.
+func (k *Kubelet) Run(ctx context.Context) {
+	poll := k.Poll
+	if poll <= 0 {
+		poll = 50 * time.Millisecond
+	}
+	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
 		select {
@@ -93,7 +100,7 @@ func (k *testKubelet) run(ctx context.Context) {
 	}
 }
 
-func (k *testKubelet) stop(uid types.UID) {
+func (k *Kubelet) stop(uid types.UID) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if stop := k.running[uid]; stop != nil {
@@ -102,8 +109,7 @@ func (k *testKubelet) stop(uid types.UID) {
 	}
 }
 
-func (k *testKubelet) runPod(ctx context.Context, pod *corev1.Pod, agent agentFunc) {
-	defer ginkgo.GinkgoRecover()
+func (k *Kubelet) runPod(ctx context.Context, pod *corev1.Pod, agent AgentFunc) {
 	ctx, stop := context.WithCancel(ctx)
 	k.mu.Lock()
 	k.running[pod.UID] = stop
@@ -123,7 +129,7 @@ func (k *testKubelet) runPod(ctx context.Context, pod *corev1.Pod, agent agentFu
 	k.setPhase(context.Background(), pod, corev1.PodSucceeded, nil)
 }
 
-func (k *testKubelet) setPhase(ctx context.Context, pod *corev1.Pod, phase corev1.PodPhase, err error) {
+func (k *Kubelet) setPhase(ctx context.Context, pod *corev1.Pod, phase corev1.PodPhase, err error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		cur := &corev1.Pod{}
 		if k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur) != nil {
@@ -143,13 +149,4 @@ func (k *testKubelet) setPhase(ctx context.Context, pod *corev1.Pod, phase corev
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// parseAgentArgs reads a pod's agent configuration, as the agent does.
-func parseAgentArgs(args []string) config.Config {
-	cfg, err := config.Parse(args)
-	if err != nil {
-		panic(fmt.Sprintf("the pod's agent arguments do not parse: %v", err))
-	}
-	return cfg
 }
