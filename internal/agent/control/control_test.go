@@ -68,7 +68,7 @@ func startControl(t *testing.T) (*Server, string, *agentState) {
 	go func() { done <- s.Serve(l) }()
 	t.Cleanup(func() {
 		s.Shutdown(t.Context())
-		if err := <-done; err != http.ErrServerClosed {
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("Serve: %v", err)
 		}
 	})

@@ -97,7 +97,7 @@ func Open(ctx context.Context, t driver.Target, opts Options) (*Driver, error) {
 }
 
 // LocalAddr is the agent's end of the SSH connection (its port is rule P4's session port).
-func (d *Driver) LocalAddr() net.Addr { return d.client.Conn.LocalAddr() }
+func (d *Driver) LocalAddr() net.Addr { return d.client.LocalAddr() }
 
 // Close ends the SSH session.
 func (d *Driver) Close() error { return d.client.Close() }

@@ -383,7 +383,7 @@ func (d *Driver) reconnectVersion(ctx context.Context) (string, error) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return "", fmt.Errorf("target %s: OA not back after restart: %w (last error: %v)", d.t.Name, ctx.Err(), lastErr)
+			return "", fmt.Errorf("target %s: OA not back after restart: %w (last error: %w)", d.t.Name, ctx.Err(), lastErr)
 		case <-t.C:
 		}
 		v, err := d.oaVersion(ctx)

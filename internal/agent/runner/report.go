@@ -134,16 +134,6 @@ func (r *reporter) update(ctx context.Context, force bool, f func(s *fwv1.Target
 	r.writeLocked(ctx, next, now)
 }
 
-// flush writes the live status if the throttle held part of it back.
-func (r *reporter) flush(ctx context.Context) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.obj == nil || !statusChanged(r.obj.Status, r.live) {
-		return
-	}
-	r.writeLocked(ctx, r.live, r.now())
-}
-
 func (r *reporter) writeLocked(ctx context.Context, next fwv1.TargetUpdateStatus, now time.Time) {
 	final := next.Phase.Finished()
 	// A final state must land even when the run's context is over (the target timed out).

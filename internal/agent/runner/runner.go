@@ -319,7 +319,7 @@ func (a *agent) fetch(ctx context.Context) (firmware.Image, error) {
 			mm.Source, mm.Expected, mm.Actual)
 	}
 	a.log.Error("firmware image fetch failed", "err", err)
-	return img, fmt.Errorf("could not fetch the firmware image, nothing was flashed: %v", err)
+	return img, fmt.Errorf("could not fetch the firmware image, nothing was flashed: %w", err)
 }
 
 // summary is Run's result: nil when every target succeeded or was skipped.
@@ -422,7 +422,8 @@ func imageURL(advertise, targetAddress string, port int, urlPath string) (string
 // "connect" sends no packet but picks the route. For a loopback target it is 127.0.0.1.
 func localAddressToward(targetAddress string) (string, error) {
 	host := targetHost(targetAddress)
-	c, err := net.Dial("udp", net.JoinHostPort(host, "9"))
+	var d net.Dialer
+	c, err := d.DialContext(context.Background(), "udp", net.JoinHostPort(host, "9"))
 	if err != nil {
 		return "", fmt.Errorf("no route from this node to %s: %w", host, err)
 	}

@@ -37,17 +37,6 @@ const (
 	testPassword = "s3cret-Pa55word!"
 )
 
-// freePort returns a port that was free on 127.0.0.1 a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // freePorts returns n distinct free ports, all held together while choosing.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()

@@ -141,7 +141,7 @@ func Dial(ctx context.Context, t driver.Target, opts Options) (*ssh.Client, erro
 			c.Close()
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("target %s: ssh handshake with %s: %w (%v)", t.Name, addr, err, ctx.Err())
+		return nil, fmt.Errorf("target %s: ssh handshake with %s: %w (%w)", t.Name, addr, err, ctx.Err())
 	}
 	if err != nil {
 		conn.Close()
@@ -304,7 +304,7 @@ func authMethods(t driver.Target) ([]ssh.AuthMethod, error) {
 				return nil, fmt.Errorf("target %s: private key is passphrase-protected, which is not supported", t.Name)
 			}
 			// The parser's message names the format problem, never the key bytes.
-			return nil, fmt.Errorf("target %s: parse private key: %v", t.Name, err)
+			return nil, fmt.Errorf("target %s: parse private key: %w", t.Name, err)
 		}
 		m = append(m, ssh.PublicKeys(signer))
 	}

@@ -55,7 +55,7 @@ func BuildHeader(h Header, payload []byte) []byte {
 func Parse(r io.Reader) (Header, error) {
 	br := bufio.NewReaderSize(r, maxHeader)
 	line, err := br.ReadSlice('\n')
-	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+	if err != nil && (!errors.Is(err, io.EOF) || len(line) == 0) {
 		if bytes.HasPrefix(line, []byte(Magic)) {
 			return Header{}, fmt.Errorf("fwimage: header line not terminated: %w", err)
 		}

@@ -302,7 +302,7 @@ func (s *Sim) download(ctx context.Context, uri string) ([]byte, error) {
 	s.mu.Lock()
 	bps := s.faults.DownloadBytesPerSec
 	s.mu.Unlock()
-	var body io.Reader = io.LimitReader(resp.Body, maxImage+1)
+	body := io.LimitReader(resp.Body, maxImage+1)
 	var buf bytes.Buffer
 	if bps <= 0 {
 		_, err = buf.ReadFrom(body)
@@ -311,7 +311,7 @@ func (s *Sim) download(ctx context.Context, uri string) ([]byte, error) {
 		chunk := max(bps/10, 1)
 		for {
 			n, rerr := io.CopyN(&buf, body, int64(chunk))
-			if rerr == io.EOF {
+			if errors.Is(rerr, io.EOF) {
 				break
 			}
 			if rerr != nil {

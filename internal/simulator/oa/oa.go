@@ -454,10 +454,10 @@ func (s *Simulator) download(url string) (image, error) {
 	fault := s.faults.DownloadError
 	s.mu.Unlock()
 	if fault {
-		return image{}, errors.New("Unable to download the firmware image (connection failed)")
+		return image{}, errors.New("Unable to download the firmware image (connection failed)") //nolint:staticcheck // the OA's own wording
 	}
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
-		return image{}, errors.New("Invalid URL: only http:// and https:// are supported")
+		return image{}, errors.New("Invalid URL: only http:// and https:// are supported") //nolint:staticcheck // the OA's own wording
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -470,19 +470,19 @@ func (s *Simulator) download(url string) (image, error) {
 	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return image{}, fmt.Errorf("Invalid URL: %v", err)
+		return image{}, fmt.Errorf("Invalid URL: %w", err) //nolint:staticcheck // the OA's own wording
 	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return image{}, errors.New("Unable to download the firmware image (connection failed)")
+		return image{}, errors.New("Unable to download the firmware image (connection failed)") //nolint:staticcheck // the OA's own wording
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return image{}, fmt.Errorf("Unable to download the firmware image (HTTP %d)", resp.StatusCode)
+		return image{}, fmt.Errorf("Unable to download the firmware image (HTTP %d)", resp.StatusCode) //nolint:staticcheck // the OA's own wording
 	}
 	img, err := parseImage(resp.Body)
 	if err != nil {
-		return image{}, fmt.Errorf("The firmware image is not valid: %v", err)
+		return image{}, fmt.Errorf("The firmware image is not valid: %w", err) //nolint:staticcheck // the OA's own wording
 	}
 	return img, nil
 }

@@ -149,7 +149,7 @@ func (s *Server) run(conf string) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("sshd exited (%v): %s", err, s.Logs())
+			return fmt.Errorf("sshd exited (%w): %s", err, s.Logs())
 		default:
 		}
 		if banner(s.Addr) {
