@@ -9,6 +9,7 @@ import (
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agentpod"
@@ -71,6 +73,9 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 			gomega.Expect(tu.Status.Attempts).To(gomega.Equal(int32(1)))
 		}
 		gomega.Eventually(func() []string { return eventReasons(ns) }).Should(gomega.ContainElements("Started", "Succeeded"))
+		gomega.Expect(gatheredMetric("fwops_job_targets", map[string]string{"namespace": ns, "job": job.Name, "phase": "Succeeded"})).To(gomega.Equal(9.0))
+		gomega.Expect(gatheredMetric("fwops_job_progress_ratio", map[string]string{"namespace": ns, "job": job.Name})).To(gomega.Equal(1.0))
+		gomega.Expect(gatheredMetric("fwops_target_update_duration_seconds", map[string]string{"type": "iLO5", "result": "Succeeded"})).To(gomega.BeNumerically(">=", 9), "one observation per target")
 
 		// The targets remember what they run now.
 		gomega.Eventually(func() []fwv1.ComponentVersion {
@@ -299,6 +304,24 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		pods := agentPodsOf(ns, job.Name)
 		gomega.Expect(pods).NotTo(gomega.BeEmpty())
 		gomega.Expect(pods[0].Spec.ServiceAccountName).To(gomega.Equal("rbac-agent"))
+
+		// The API server's own RBAC, as the agent's ServiceAccount.
+		asAgent := rest.CopyConfig(cfg)
+		asAgent.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":rbac-agent"}
+		agentClient, err := client.New(asAgent, client.Options{Scheme: k8sClient.Scheme()})
+		gomega.Expect(err).NotTo(gomega.HaveOccurred())
+		tu := &fwv1.TargetUpdate{}
+		gomega.Expect(agentClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: names[0]}, tu)).To(gomega.Succeed())
+		before := tu.DeepCopy()
+		tu.Status.Message = "written by the agent"
+		gomega.Expect(agentClient.Status().Patch(suiteCtx, tu, client.MergeFrom(before))).To(gomega.Succeed())
+		gomega.Expect(apierrors.IsForbidden(agentClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "creds-rack13"}, &corev1.Secret{}))).
+			To(gomega.BeTrue(), "the agent must not read Secrets")
+		other := newJob(ns, "other", "rack13", policy, func(j *fwv1.UpdateJob) { j.Spec.Rollout.Paused = true })
+		gomega.Eventually(func() int { return len(targetUpdates(ns, other.Name)) }).Should(gomega.Equal(2))
+		gomega.Expect(apierrors.IsForbidden(agentClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: targetUpdates(ns, other.Name)[0].Name}, &fwv1.TargetUpdate{}))).
+			To(gomega.BeTrue(), "the agent must not read another job's TargetUpdates")
+		gomega.Expect(apierrors.IsForbidden(agentClient.Delete(suiteCtx, tu))).To(gomega.BeTrue())
 	})
 })
 
@@ -392,4 +415,37 @@ func getTable(ns, resource string) string {
 		}
 	}
 	return b.String()
+}
+
+// gatheredMetric reads a metric from controller-runtime's registry, where the manager under
+// test records them: a gauge's value, or a histogram's sample count.
+func gatheredMetric(name string, labels map[string]string) float64 {
+	families, err := metrics.Registry.Gather()
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return -1
 }
