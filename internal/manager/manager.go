@@ -40,6 +40,10 @@ type Options struct {
 	ProbeAddr          string
 	AgentImage         string
 	MaxTargetsPerAgent int
+	// QPS and Burst bound the manager's requests to the API server; a rollout over thousands
+	// of targets writes a TargetUpdate per target, so the defaults are above client-go's.
+	QPS   float32
+	Burst int
 	// Clock replaces the real clock (tests).
 	Clock clock.PassiveClock
 	// Config replaces Kubeconfig (tests).
@@ -60,9 +64,12 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&o.AgentImage, "agent-image", "ghcr.io/fwops/firmware-operator:latest", "image of the agent pods")
 	fs.IntVar(&o.MaxTargetsPerAgent, "max-targets-per-agent", 100, "most targets one agent pod serves")
+	qps := fs.Float64("kube-api-qps", 50, "requests per second to the API server")
+	fs.IntVar(&o.Burst, "kube-api-burst", 100, "burst of requests to the API server")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	o.QPS = float32(*qps)
 	return Start(ctx, o)
 }
 
@@ -87,6 +94,10 @@ func Start(ctx context.Context, o Options) error {
 		if err != nil {
 			return fmt.Errorf("kubernetes client configuration: %w", err)
 		}
+	}
+	if o.QPS > 0 {
+		cfg = rest.CopyConfig(cfg)
+		cfg.QPS, cfg.Burst = o.QPS, max(o.Burst, 1)
 	}
 	if o.AgentImage == "" {
 		return errors.New("--agent-image is required")
