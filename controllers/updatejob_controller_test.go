@@ -211,6 +211,51 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		gomega.Expect(apierrors.IsNotFound(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "delete-agent"}, &rbacv1.Role{}))).To(gomega.BeTrue())
 	})
 
+	ginkgo.It("fails the targets of an agent pod the scheduler refuses past the timeout, and frees the slot", func() {
+		targets := createILOTargets(ns, "rack14", 2)
+		kubelet.Use(nil) // no kubelet accepts the pods
+		job := newJob(ns, "unschedulable", "rack14", policy, func(j *fwv1.UpdateJob) {
+			j.Spec.Rollout.MaxConcurrent = 1
+			j.Spec.Rollout.MaxFailures = ptr.To(intstr.FromInt32(5))
+			j.Spec.Rollout.Timeout = &metav1.Duration{Duration: 10 * time.Minute}
+		})
+		var pod corev1.Pod
+		gomega.Eventually(func() int {
+			pods := agentPodsOf(ns, job.Name)
+			if len(pods) > 0 {
+				pod = pods[0]
+			}
+			return len(pods)
+		}).Should(gomega.Equal(1))
+		// What the scheduler writes when a host port is held on the node.
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+			Reason: corev1.PodReasonUnschedulable, Message: "0/2 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.",
+			LastTransitionTime: metav1.NewTime(fakeClock.Now())}}
+		gomega.Expect(k8sClient.Status().Update(suiteCtx, &pod)).To(gomega.Succeed())
+		fakeClock.Step(11 * time.Minute)
+		touch(job)
+		gomega.Eventually(func() string {
+			for _, tu := range targetUpdates(ns, job.Name) {
+				if tu.Status.Phase == fwv1.TargetPhaseFailed {
+					return tu.Status.Message
+				}
+			}
+			return ""
+		}).Should(gomega.And(gomega.ContainSubstring("could not be scheduled"), gomega.ContainSubstring("free ports")))
+		gomega.Eventually(func() []string {
+			var names []string
+			for _, p := range agentPodsOf(ns, job.Name) {
+				names = append(names, p.Name)
+			}
+			return names
+		}).ShouldNot(gomega.ContainElement(pod.Name), "the refused pod is deleted")
+		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.Equal(1), "the next target takes the freed slot")
+		gomega.Expect(agentPodsOf(ns, job.Name)[0].Annotations["firmware.fwops.io/claims"]).To(gomega.ContainSubstring(targets[1]))
+		// No kubelet runs these pods: delete the job so that no later spec's kubelet does.
+		gomega.Expect(k8sClient.Delete(suiteCtx, job)).To(gomega.Succeed())
+		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.BeZero())
+	})
+
 	ginkgo.It("plans a dry run with nodes and ports, and starts nothing", func() {
 		createILOTargets(ns, "rack8", 5)
 		job := newJob(ns, "plan", "rack8", policy, func(j *fwv1.UpdateJob) { j.Spec.DryRun = true; j.Spec.Rollout.MaxConcurrent = 4 })

@@ -215,6 +215,14 @@ func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.Update
 			why = fmt.Sprintf("agent pod %s is gone", tu.Status.AgentPod)
 		case podFinished(pod):
 			why = fmt.Sprintf("agent pod %s ended (%s)%s before the target finished", pod.Name, pod.Status.Phase, podReason(pod))
+		case unschedulableFor(pod, r.Clock.Now()) > jobTimeout(job):
+			// The active deadline only runs once a pod starts; one that never lands (a host
+			// port held on the node, a taint) would hold its slot for ever.
+			why = fmt.Sprintf("agent pod %s could not be scheduled within spec.rollout.timeout (%s): %s",
+				pod.Name, jobTimeout(job), schedulingMessage(pod))
+			if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("deleting unschedulable agent pod %s: %w", pod.Name, err)
+			}
 		default:
 			continue
 		}
@@ -375,4 +383,33 @@ func (r *UpdateJobReconciler) scheduleRetries(ctx context.Context, job *fwv1.Upd
 
 func isPending(tu *fwv1.TargetUpdate) bool {
 	return tu.Status.Phase == "" || tu.Status.Phase == fwv1.TargetPhasePending
+}
+
+// unschedulableFor is how long the scheduler has been refusing the pod; 0 when it is not.
+func unschedulableFor(p *corev1.Pod, now time.Time) time.Duration {
+	if p.Status.Phase != corev1.PodPending {
+		return 0
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return now.Sub(c.LastTransitionTime.Time)
+		}
+	}
+	return 0
+}
+
+func jobTimeout(job *fwv1.UpdateJob) time.Duration {
+	if t := job.Spec.Rollout.Timeout; t != nil && t.Duration > 0 {
+		return t.Duration
+	}
+	return 30 * time.Minute
+}
+
+func schedulingMessage(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Message != "" {
+			return c.Message
+		}
+	}
+	return "the scheduler gave no reason"
 }
