@@ -1,7 +1,6 @@
 package linux
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -13,9 +12,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -27,30 +27,13 @@ import (
 
 const password = "L1nux-Pa55-never-logged"
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func target(s *sshd.Server) driver.Target {
 	return driver.Target{Name: "host-1", Type: driver.TypeLinux, Address: s.Host,
 		Credentials: driver.Credentials{Username: s.User, PrivateKey: s.UserKey, Password: password},
 		SSH:         driver.SSH{Port: s.Port, KnownHosts: s.KnownHosts}}
 }
 
-func options(t *testing.T, logs *syncBuf) Options {
+func options(t *testing.T, logs *syncbuf.Buffer) Options {
 	return Options{StateDir: filepath.Join(t.TempDir(), "state"),
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 }
@@ -84,7 +67,7 @@ func TestSmartComponentExitCodes(t *testing.T) {
 		{code: 7, wantErr: "undocumented exit code 7"},
 	} {
 		t.Run(strconv.Itoa(tc.code), func(t *testing.T) {
-			logs := &syncBuf{}
+			logs := &syncbuf.Buffer{}
 			opts := options(t, logs)
 			d, err := NewFactory(opts)(context.Background(), target(s))
 			if err != nil {
@@ -156,7 +139,7 @@ func TestSmartComponentExitCodes(t *testing.T) {
 
 func TestVersionFromHostFile(t *testing.T) {
 	s := sshd.Start(t)
-	logs := &syncBuf{}
+	logs := &syncbuf.Buffer{}
 	opts := options(t, logs)
 	d, err := Open(context.Background(), target(s), opts)
 	if err != nil {
@@ -205,7 +188,7 @@ func TestHostKeyMismatch(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	k, _ := ssh.NewPublicKey(pub)
 	tg.SSH.KnownHosts = []byte(knownhosts.Line([]string{knownhosts.Normalize(s.Addr)}, k) + "\n")
-	logs := &syncBuf{}
+	logs := &syncbuf.Buffer{}
 	_, err := Open(context.Background(), tg, options(t, logs))
 	if !errors.Is(err, sshconn.ErrHostKeyMismatch) {
 		t.Fatalf("err = %v, want mismatch", err)

@@ -1,7 +1,6 @@
 package oa
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -11,9 +10,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -29,25 +29,8 @@ type fixture struct {
 	sim    *oasim.Simulator
 	images *httptest.Server
 	target driver.Target
-	logs   *syncBuf
+	logs   *syncbuf.Buffer
 	opts   Options
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func setup(t *testing.T, cfg oasim.Config) *fixture {
@@ -72,7 +55,7 @@ func setup(t *testing.T, cfg oasim.Config) *fixture {
 		}
 	}))
 	t.Cleanup(img.Close)
-	logs := &syncBuf{}
+	logs := &syncbuf.Buffer{}
 	f := &fixture{sim: sim, images: img, logs: logs,
 		target: driver.Target{Name: "oa-1", Type: driver.TypeOA, Address: sim.Addr(),
 			Credentials: driver.Credentials{Username: "Administrator", Password: password},

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
+
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	corev1 "k8s.io/api/core/v1"
@@ -44,7 +46,7 @@ type e2e struct {
 	t      *testing.T
 	c      client.Client
 	images map[string][]byte
-	out    *syncBuf // stdout and stderr of every agent run
+	out    *syncbuf.Buffer // stdout and stderr of every agent run
 	mu     sync.Mutex
 }
 
@@ -151,7 +153,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNS}}); err != nil {
 		t.Fatal(err)
 	}
-	e := &e2e{t: t, c: c, images: map[string][]byte{}, out: &syncBuf{}}
+	e := &e2e{t: t, c: c, images: map[string][]byte{}, out: &syncbuf.Buffer{}}
 	imgSrv := e.serveImages()
 
 	iloImage := fwimage.Build("iLO", "2.78", []byte(strings.Repeat("iLO firmware payload ", 500)))

@@ -13,10 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -86,24 +87,7 @@ type fixture struct {
 	fake   *driver.Fake
 	c      client.Client
 	writes atomic.Int32
-	logs   *syncBuf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *syncbuf.Buffer
 }
 
 // newFixture prepares an agent config over n fake targets, with an image staged under the
@@ -126,7 +110,7 @@ func newFixture(t *testing.T, n int, def driver.FakeBehavior, objs ...client.Obj
 	if err := fwv1.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{fake: driver.NewFake(def), logs: &syncBuf{}}
+	f := &fixture{fake: driver.NewFake(def), logs: &syncbuf.Buffer{}}
 	var all []client.Object
 	for i := range n {
 		name := fmt.Sprintf("t%d", i)

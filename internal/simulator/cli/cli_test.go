@@ -12,9 +12,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 )
 
 func mockupDir(t *testing.T) string {
@@ -44,19 +45,10 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	}
 }
 
-// syncBuf is written by Run's goroutine and read by the test.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func TestRunServesInstances(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	certOut := filepath.Join(t.TempDir(), "cert.pem")
-	var out syncBuf
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, []string{"ilo", "--mockup", mockupDir(t), "--listen", "127.0.0.1:0", "--count", "2", "--per-port",

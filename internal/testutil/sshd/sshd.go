@@ -4,7 +4,6 @@
 package sshd
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -17,10 +16,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -51,7 +51,7 @@ type Server struct {
 	Dir string
 
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	done chan struct{}
 }
 
@@ -92,7 +92,7 @@ func Start(t testing.TB) *Server {
 			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Host: "127.0.0.1", Port: port,
 			User: u.Username, HostKey: hostPub, UserKey: userPEM, Dir: dir,
 			KnownHosts: []byte(knownhosts.Line([]string{knownhosts.Normalize("127.0.0.1:" + strconv.Itoa(port))}, hostPub) + "\n"),
-			logs:       &syncBuffer{}, done: make(chan struct{}),
+			logs:       &syncbuf.Buffer{}, done: make(chan struct{}),
 		}
 		conf := filepath.Join(dir, "sshd_config")
 		writeFile(t, conf, []byte(config(dir, port, hostKeyPath)), 0o600)
@@ -219,22 +219,4 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer is a bytes.Buffer safe for sshd's writer goroutine and the test's readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
