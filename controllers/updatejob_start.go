@@ -378,9 +378,7 @@ func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, pol
 	}
 	job.Status.Phase = fwv1.JobPhasePlanned
 	msg := fmt.Sprintf("dry run: %d targets in waves of %d; status.agents lists the first wave's nodes and ports", len(targets), wave)
-	setCondition(job, fwv1.ConditionReady, metav1.ConditionTrue, ReasonDryRun, msg)
-	setCondition(job, fwv1.ConditionProgressing, metav1.ConditionFalse, ReasonDryRun, msg)
-	setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, ReasonDryRun, msg)
+	setConditions(job, metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionFalse, ReasonDryRun, msg)
 	return nil
 }
 

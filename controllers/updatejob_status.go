@@ -19,6 +19,13 @@ func setCondition(job *fwv1.UpdateJob, typ string, status metav1.ConditionStatus
 	})
 }
 
+// setConditions sets Ready, Progressing and Failed at once, with one reason and message.
+func setConditions(job *fwv1.UpdateJob, ready, progressing, failed metav1.ConditionStatus, reason, msg string) {
+	setCondition(job, fwv1.ConditionReady, ready, reason, msg)
+	setCondition(job, fwv1.ConditionProgressing, progressing, reason, msg)
+	setCondition(job, fwv1.ConditionFailed, failed, reason, msg)
+}
+
 // blocked records that the job cannot proceed until a person acts.
 func blocked(job *fwv1.UpdateJob, reason, msg string) {
 	setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, reason, msg)
@@ -49,36 +56,26 @@ func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate 
 	case finished && budget:
 		msg := fmt.Sprintf("%d targets failed, more than spec.rollout.maxFailures allows (%d); %s", c.Failed, s.allowed, progress)
 		job.Status.Phase = fwv1.JobPhaseFailed
-		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonFailureBudgetExceeded, msg)
-		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionFalse, ReasonFailureBudgetExceeded, msg)
-		setCondition(job, fwv1.ConditionFailed, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
+		setConditions(job, metav1.ConditionFalse, metav1.ConditionFalse, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
 	case finished:
 		reason := ReasonSucceeded
 		if c.Failed > 0 {
 			reason = ReasonCompletedWithFailures
 		}
 		job.Status.Phase = fwv1.JobPhaseSucceeded
-		setCondition(job, fwv1.ConditionReady, metav1.ConditionTrue, reason, progress)
-		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionFalse, reason, progress)
-		setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, reason, progress)
+		setConditions(job, metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionFalse, reason, progress)
 	case budget:
 		msg := fmt.Sprintf("%d targets failed, more than spec.rollout.maxFailures allows (%d): no new target starts; %s", c.Failed, s.allowed, progress)
 		job.Status.Phase = fwv1.JobPhaseRunning
-		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonFailureBudgetExceeded, msg)
-		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
-		setCondition(job, fwv1.ConditionFailed, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
+		setConditions(job, metav1.ConditionFalse, metav1.ConditionTrue, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
 	case gate == ReasonPaused:
 		msg := "spec.rollout.paused: no new target starts; " + progress
 		job.Status.Phase = fwv1.JobPhasePaused
-		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonPaused, msg)
-		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionFalse, ReasonPaused, msg)
-		setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, ReasonPaused, msg)
+		setConditions(job, metav1.ConditionFalse, metav1.ConditionFalse, metav1.ConditionFalse, ReasonPaused, msg)
 	case gate == ReasonWaitingForWindow:
 		msg := "outside spec.rollout.window: no new target starts until it opens; " + progress
 		job.Status.Phase = fwv1.JobPhaseWaiting
-		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonWaitingForWindow, msg)
-		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionTrue, ReasonWaitingForWindow, msg)
-		setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, ReasonWaitingForWindow, msg)
+		setConditions(job, metav1.ConditionFalse, metav1.ConditionTrue, metav1.ConditionFalse, ReasonWaitingForWindow, msg)
 	default:
 		if cur := meta.FindStatusCondition(job.Status.Conditions, fwv1.ConditionReady); cur != nil && cur.Reason == ReasonNoEligibleNodes && c.InProgress == 0 {
 			return // startTargets found no node; keep its condition
@@ -87,9 +84,7 @@ func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate 
 		if !s.started {
 			job.Status.Phase = fwv1.JobPhasePending
 		}
-		setCondition(job, fwv1.ConditionReady, metav1.ConditionFalse, ReasonProgressing, progress)
-		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionTrue, ReasonProgressing, progress)
-		setCondition(job, fwv1.ConditionFailed, metav1.ConditionFalse, ReasonProgressing, progress)
+		setConditions(job, metav1.ConditionFalse, metav1.ConditionTrue, metav1.ConditionFalse, ReasonProgressing, progress)
 	}
 	if finished && job.Status.CompletionTime == nil {
 		job.Status.CompletionTime = &now
