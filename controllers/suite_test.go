@@ -81,7 +81,9 @@ var _ = ginkgo.AfterSuite(func() {
 // startManager runs the real manager, as main does, against the test API server, and
 // returns a function that stops it and waits for it to end.
 func startManager() func() {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgrCfg := rest.CopyConfig(cfg)
+	mgrCfg.QPS, mgrCfg.Burst = 500, 1000 // as --kube-api-qps would, for the scale spec
+	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
 		Scheme:                 apiserver.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
