@@ -56,6 +56,9 @@ type sshdHost struct {
 	cmd  *exec.Cmd
 	logs *syncBuffer
 	done chan struct{}
+	// startLog is the length of the log once sshd answered: the connections before it are
+	// the start's own banner probes, not the agents'.
+	startLog int
 }
 
 // startSSHD runs sshd with its config, keys and pid file in dir.
@@ -101,6 +104,7 @@ func startSSHD(dir string) (*sshdHost, error) {
 			return nil, err
 		}
 		if lastErr = h.run(conf); lastErr == nil {
+			h.startLog = len(h.logs.String())
 			return h, nil
 		}
 	}
@@ -186,7 +190,7 @@ var connectionFrom = regexp.MustCompile(`Connection from \S+ port (\d+) on`)
 // sourcePorts lists the source port of every connection sshd accepted, from its log.
 func (h *sshdHost) sourcePorts() []int {
 	var out []int
-	for _, m := range connectionFrom.FindAllStringSubmatch(h.logs.String(), -1) {
+	for _, m := range connectionFrom.FindAllStringSubmatch(h.logs.String()[h.startLog:], -1) {
 		if p, err := strconv.Atoi(m[1]); err == nil {
 			out = append(out, p)
 		}
