@@ -10,8 +10,10 @@ import (
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/fleet"
@@ -71,6 +73,7 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 		for _, tu := range tus {
 			gomega.Expect(tu.Status.Phase).To(gomega.Equal(fwv1.TargetPhaseSucceeded), "%s: %s", tu.Name, tu.Status.Message)
 			gomega.Expect(tu.Status.VersionAfter).To(gomega.HavePrefix(want), "%s", tu.Name)
+			gomega.Expect(tu.Status.Attempts).To(gomega.Equal(int32(1)), "%s was started more than once", tu.Name)
 		}
 		for _, t := range targets {
 			gomega.Expect(f.Flashes(t)).To(gomega.Equal(1), "target %s flashed %d times", t, f.Flashes(t))
@@ -142,6 +145,7 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 		// bound for it, which the TargetUpdate reports, in the 60000 range.
 		for _, tu := range all {
 			sp := int(tu.Status.SessionPort)
+			gomega.Expect(assignedSessionPort(ns, tu)).To(gomega.Equal(sp), "%s: the agent bound the session port its pod was assigned", tu.Name)
 			gomega.Expect(sp).To(gomega.BeNumerically(">=", 60000), "%s: session port", tu.Name)
 			ports := f.SourcePorts(tu.Spec.TargetName)
 			gomega.Expect(ports).NotTo(gomega.BeEmpty(), "%s: the target saw no connection", tu.Name)
@@ -165,6 +169,7 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 		stoppedAt := getJob(job).Status.Counts
 		fmt.Fprintf(ginkgo.GinkgoWriter, "manager stopped at %+v\n", stoppedAt)
 		gomega.Expect(stoppedAt.Succeeded).To(gomega.BeNumerically("<", 20), "the rollout was still under way")
+		gomega.Expect(stoppedAt.InProgress).To(gomega.BeNumerically(">", 0), "targets were being flashed")
 		// The agents already running carry on without a manager, as on a real cluster.
 		time.Sleep(2 * time.Second)
 		stopMgr = startManager()
@@ -175,6 +180,20 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 		gomega.Expect(f.MaxConcurrentILOFlashes()).To(gomega.BeNumerically("<=", 4), "maxConcurrent held across the restart")
 	})
 })
+
+// assignedSessionPort is the rule P4 port that the controller assigned to tu's target in
+// the arguments of the agent pod that worked on it.
+func assignedSessionPort(ns string, tu fwv1.TargetUpdate) int {
+	pod := &corev1.Pod{}
+	gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: tu.Status.AgentPod}, pod)).To(gomega.Succeed())
+	for _, t := range parseAgentArgs(pod.Spec.Containers[0].Args[1:]).Targets {
+		if t.TargetUpdate == tu.Name {
+			return t.SessionPort
+		}
+	}
+	ginkgo.Fail(fmt.Sprintf("pod %s has no target %s", pod.Name, tu.Name))
+	return 0
+}
 
 // tableRow is the row of name in the table the API server gives kubectl get for resource,
 // from the CRD's print columns, as column name to cell text.
