@@ -143,14 +143,24 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 
 		// rule P4: every connection a target accepted came from the session port the agent
 		// bound for it, which the TargetUpdate reports, in the 60000 range.
+		stepped := 0
 		for _, tu := range all {
 			sp := int(tu.Status.SessionPort)
-			gomega.Expect(assignedSessionPort(ns, tu)).To(gomega.Equal(sp), "%s: the agent bound the session port its pod was assigned", tu.Name)
-			gomega.Expect(sp).To(gomega.BeNumerically(">=", 60000), "%s: session port", tu.Name)
+			// The assigned port, or the next free one above it when something held it.
+			assigned := assignedSessionPort(ns, tu)
+			gomega.Expect(assigned).To(gomega.BeNumerically(">=", 60000), "%s: assigned session port", tu.Name)
+			gomega.Expect(sp).To(gomega.BeNumerically(">=", assigned), "%s: bound session port below the assigned %d", tu.Name, assigned)
+			if sp != assigned {
+				stepped++
+				fmt.Fprintf(ginkgo.GinkgoWriter, "%s: session port %d assigned, %d bound\n", tu.Name, assigned, sp)
+			}
 			ports := f.SourcePorts(tu.Spec.TargetName)
 			gomega.Expect(ports).NotTo(gomega.BeEmpty(), "%s: the target saw no connection", tu.Name)
 			gomega.Expect(ports).To(gomega.HaveEach(sp), "%s: connections from ports %v, want only %d", tu.Name, ports, sp)
 		}
+		// Stepping is allowed by the rules but should be rare here: the controller keeps the
+		// agents of a node apart.
+		gomega.Expect(stepped).To(gomega.BeNumerically("<=", len(all)/10), "%d of %d session ports stepped", stepped, len(all))
 		if !linux {
 			ginkgo.Skip("the Linux host over sshd was not tested: " + fleet.Available().Error())
 		}
