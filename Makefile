@@ -88,6 +88,14 @@ undeploy: ## Remove what 'make deploy' installed; deleting the CRDs deletes ever
 envtest-assets: ## Build kube-apiserver and etcd from their Go modules into bin/envtest (cached).
 	hack/envtest-assets.sh $(ENVTEST_ASSETS)
 
+# demo builds (once) or reuses the envtest binaries, then runs the demo against them. DEMO_ARGS
+# passes flags, e.g. DEMO_ARGS=--keep; 'go run . demo --help' lists them.
+DEMO_ARGS ?=
+.PHONY: demo
+demo: ## Local control plane + simulated fleet + manager + agents: a rollout, live, then a summary.
+	hack/envtest-assets.sh $(ENVTEST_ASSETS)
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run . demo $(DEMO_ARGS)
+
 .PHONY: test
 test: envtest-assets verify lint ## Every test, unit to end-to-end, against a real API server.
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -race -count=1 -timeout 30m ./...
