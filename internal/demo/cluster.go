@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -22,7 +23,8 @@ import (
 const samplePortPolicy = "config/samples/firmware_v1alpha1_portpolicy.yaml"
 
 // writeKubeconfig adds a cluster-admin user to the control plane and writes a kubeconfig for
-// it, so that kubectl can watch the demo from another terminal.
+// it, so that kubectl can watch the demo from another terminal. Its contexts default to the
+// demo's namespace.
 func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
 	u, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
@@ -31,6 +33,17 @@ func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
 	b, err := u.KubeConfig()
 	if err != nil {
 		return "", fmt.Errorf("building the kubeconfig: %w", err)
+	}
+	// Default to the demo's namespace, so that a plain 'kubectl get updatejobs' shows them.
+	kc, err := clientcmd.Load(b)
+	if err != nil {
+		return "", fmt.Errorf("reading the kubeconfig: %w", err)
+	}
+	for _, ctx := range kc.Contexts {
+		ctx.Namespace = Namespace
+	}
+	if b, err = clientcmd.Write(*kc); err != nil {
+		return "", fmt.Errorf("writing the kubeconfig: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err

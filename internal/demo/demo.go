@@ -183,7 +183,8 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	}
 	p.say("")
 	p.say("  kubeconfig: %s", kubeconfig)
-	p.say("  watch alongside:  kubectl --kubeconfig %s get updatejobs,updatetargets -w -n %s", kubeconfig, Namespace)
+	p.say("  watch alongside:  kubectl --kubeconfig %s get updatejobs,updatetargets -w", kubeconfig)
+	p.say("  (namespace %s is the default there; 'get tu' lists the per-target TargetUpdates)", Namespace)
 	p.say("")
 
 	// The agents share this client; the default client-side rate limit (5 requests a second)
@@ -291,7 +292,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		if comp == fwv1.ComponentILO {
 			n = o.MaxConcurrent
 		}
-		j := fl.Job(Namespace, "demo-"+strings.ToLower(string(comp)), comp, policy.Name, n)
+		j := fl.Job(Namespace, jobName(comp), comp, policy.Name, n)
 		j.Spec.Rollout.Timeout = &metav1.Duration{Duration: 5 * time.Minute}
 		jobs = append(jobs, j)
 	}
@@ -329,7 +330,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	if o.Keep {
 		p.say("")
 		p.step("--keep: the control plane, the fleet and the manager keep running; Ctrl-C stops them.")
-		p.say("  kubectl --kubeconfig %s get updatejobs,targetupdates,updatetargets -n %s", kubeconfig, Namespace)
+		p.say("  kubectl --kubeconfig %s get updatejobs,targetupdates,updatetargets", kubeconfig)
 		<-ctx.Done()
 		p.say("")
 	}
@@ -346,6 +347,14 @@ func components(fl *fleet.Fleet) []fwv1.Component {
 		}
 	}
 	return out
+}
+
+// jobName is the demo's UpdateJob for a component.
+func jobName(c fwv1.Component) string {
+	if c == fwv1.ComponentSmartComponent {
+		return "demo-linux" // Smart Components go to the Linux hosts
+	}
+	return "demo-" + strings.ToLower(string(c))
 }
 
 // typesOf lists the target types a component installs on.

@@ -310,7 +310,7 @@ func (w *watcher) refresh(ctx context.Context) (bool, error) {
 	}
 	w.rows = w.rows[:0]
 	for _, t := range w.fleet.Targets() {
-		r := Row{Target: t.Name, Type: t.Type, Job: "demo-" + strings.ToLower(string(fleet.ComponentOf(t.Type)))}
+		r := Row{Target: t.Name, Type: t.Type, Job: jobName(fleet.ComponentOf(t.Type))}
 		if tu, ok := byTarget[t.Name]; ok {
 			st := tu.Status
 			r.Job, r.Phase, r.Percent, r.Message = tu.Spec.JobName, st.Phase, st.Percent, st.Message
@@ -361,7 +361,7 @@ func (w *watcher) jobLine(j fwv1.UpdateJob) string {
 	c := j.Status.Counts
 	done := c.Succeeded + c.Failed + c.Skipped
 	phase := dash(string(j.Status.Phase))
-	return fmt.Sprintf("%-10s %s %3d/%-3d %s  %d in flight (max %d), %d failed",
+	return fmt.Sprintf("%-12s %s %3d/%-3d %s  %d in flight (max %d), %d failed",
 		j.Name, bar(done, c.InProgress, c.Total, 24, w.p.ansi), done, c.Total, w.p.color(phaseColor(phase), fmt.Sprintf("%-9s", phase)),
 		c.InProgress, j.Spec.Rollout.MaxConcurrent, c.Failed)
 }
