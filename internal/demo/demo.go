@@ -43,6 +43,9 @@ var Nodes = []string{"demo-node-a", "demo-node-b"}
 // agentImage only names the image in the agent pods: kubeletsim runs the agent in-process.
 const agentImage = "ghcr.io/fwops/firmware-operator:demo"
 
+// errInterrupted is what a Ctrl-C during the rollout returns, after the clean-up.
+var errInterrupted = errors.New("interrupted before the rollout finished")
+
 // Options configure one demo run. Run sets them from flags; tests set them directly.
 type Options struct {
 	// ILO4, ILO5, ILO6 and OA are how many simulators of each kind to start.
@@ -313,7 +316,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	if ctx.Err() != nil {
 		p.say("")
 		p.step("Interrupted")
-		return nil, ctx.Err()
+		return nil, errInterrupted
 	}
 	if werr != nil && !errors.Is(werr, context.DeadlineExceeded) {
 		return nil, werr

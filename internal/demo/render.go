@@ -368,7 +368,7 @@ func (w *watcher) jobLine(j fwv1.UpdateJob) string {
 
 // frame is the terminal view: one progress bar per job, then one row per target.
 func (w *watcher) frame() []string {
-	lines := []string{""}
+	lines := []string{"", fmt.Sprintf("  %s rolling out; Ctrl-C stops and cleans up", w.p.elapsed())}
 	for _, j := range w.state {
 		lines = append(lines, "  "+w.jobLine(j))
 	}
