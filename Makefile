@@ -35,6 +35,10 @@ manifests: ## Generate CRDs and RBAC from the markers.
 	cp config/crd/bases/*.yaml $(CHART)/crds/
 	cp config/rbac/role.yaml $(CHART)/files/role.yaml
 
+.PHONY: api-docs
+api-docs: ## Write docs/api.md, the API reference, from the CRDs (run after 'make manifests').
+	$(GO) run ./hack/apidocs -o docs/api.md -crds config/crd/bases
+
 .PHONY: verify
 verify: generate manifests ## Fail when generated files are stale.
 	@git diff --exit-code -- api config $(CHART) || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
