@@ -132,9 +132,12 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 		return err
 	}
 	for _, group := range spread(batch, nodes, agents, r.maxPerAgent()) {
-		if err := r.startAgent(ctx, job, policy, group.node, group.targets, agents, tus); err != nil {
+		pod, err := r.startAgent(ctx, job, policy, group.node, group.targets, agents, tus)
+		if err != nil {
 			return err
 		}
+		// The next group may go to the same node: its ports must not be given again.
+		agents = append(agents, *pod)
 		s.counts.InProgress += int32(len(group.targets))
 		s.counts.Pending -= int32(len(group.targets))
 		s.started = true
@@ -220,7 +223,7 @@ func spread(batch []agentpod.Target, nodes []string, agents []corev1.Pod, maxPer
 // name derives from the claims, so a controller that stops in between finds it again and
 // records the claims then (syncInFlight).
 func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, node string,
-	targets []agentpod.Target, agents []corev1.Pod, tus map[string]*fwv1.TargetUpdate) error {
+	targets []agentpod.Target, agents []corev1.Pod, tus map[string]*fwv1.TargetUpdate) (*corev1.Pod, error) {
 	var onNode []corev1.Pod
 	for i := range agents {
 		if nodeOf(&agents[i]) == node {
@@ -234,24 +237,24 @@ func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJo
 	name := agentpod.Name(job, claims)
 	assignment, err := ports.AssignForNode(ports.FromSpec(policy.Spec), ports.TakenFromPods(onNode), len(targets), seeded(name))
 	if err != nil {
-		return fmt.Errorf("assigning ports on node %s: %w", node, err)
+		return nil, fmt.Errorf("assigning ports on node %s: %w", node, err)
 	}
 	pod := agentpod.Build(agentpod.Input{
 		Job: job, Policy: policy, Node: node, Image: r.AgentImage, ServiceAccount: agentAccessName(job),
 		Targets: targets, Ports: assignment,
 	})
 	if err := controllerutil.SetControllerReference(job, pod, r.Scheme); err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating agent pod %s: %w", pod.Name, err)
+		return nil, fmt.Errorf("creating agent pod %s: %w", pod.Name, err)
 	}
 	for _, t := range targets {
 		if err := r.claim(ctx, tus[t.Target.Name], pod, t.Attempt); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return pod, nil
 }
 
 // seeded gives P2's random choice a seed derived from the pod, so the same pod is built the
@@ -312,7 +315,10 @@ func tolerates(tolerations []corev1.Toleration, taints []corev1.Taint) bool {
 // liveAgentPods are the unfinished agent pods of every job, for port accounting per node.
 func (r *UpdateJobReconciler) liveAgentPods(ctx context.Context) ([]corev1.Pod, error) {
 	var list corev1.PodList
-	if err := r.List(ctx, &list, client.MatchingLabels{agentpod.LabelApp: agentpod.AppName}); err != nil {
+	// Around the cache: the pod started by the previous reconcile may not be in the cache
+	// yet, and its ports would be assigned again on its node (ports.md, "Across the
+	// cluster"): the scheduler would then hold the new pod Pending, or an agent step aside.
+	if err := r.APIReader.List(ctx, &list, client.MatchingLabels{agentpod.LabelApp: agentpod.AppName}); err != nil {
 		return nil, err
 	}
 	out := list.Items[:0]

@@ -56,6 +56,8 @@ type sshdHost struct {
 	cmd  *exec.Cmd
 	logs *syncBuffer
 	done chan struct{}
+	// probes are the source ports of the start's own banner probes, not the agents'.
+	probes map[string]bool // "ip port"
 }
 
 // startSSHD runs sshd with its config, keys and pid file in dir.
@@ -93,7 +95,7 @@ func startSSHD(dir string) (*sshdHost, error) {
 			return nil, err
 		}
 		h := &sshdHost{
-			port: port, user: u.Username, userKey: userPEM, logs: &syncBuffer{}, done: make(chan struct{}),
+			port: port, user: u.Username, userKey: userPEM, logs: &syncBuffer{}, done: make(chan struct{}), probes: map[string]bool{},
 			knownHosts: []byte(knownhosts.Line([]string{knownhosts.Normalize("127.0.0.1:" + strconv.Itoa(port))}, hostPub) + "\n"),
 		}
 		conf := filepath.Join(dir, "sshd_config")
@@ -146,7 +148,7 @@ func (h *sshdHost) run(conf string) error {
 			return fmt.Errorf("sshd exited (%v): %s", err, h.logs.String())
 		default:
 		}
-		if sshBanner(addr) {
+		if h.banner(addr) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -155,13 +157,16 @@ func (h *sshdHost) run(conf string) error {
 	return fmt.Errorf("sshd not answering on %s after 10s: %s", addr, h.logs.String())
 }
 
-// sshBanner is true once something on addr speaks SSH.
-func sshBanner(addr string) bool {
+// banner is true once something on addr speaks SSH.
+func (h *sshdHost) banner(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return false
 	}
 	defer c.Close()
+	// sshd logs this connection too, maybe after the banner: remember it is not an agent's.
+	la := c.LocalAddr().(*net.TCPAddr)
+	h.probes[la.IP.String()+" "+strconv.Itoa(la.Port)] = true
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	buf := make([]byte, 4)
 	_, err = io.ReadFull(c, buf)
@@ -181,13 +186,13 @@ func (h *sshdHost) stop() {
 	}
 }
 
-var connectionFrom = regexp.MustCompile(`Connection from \S+ port (\d+) on`)
+var connectionFrom = regexp.MustCompile(`Connection from (\S+) port (\d+) on`)
 
 // sourcePorts lists the source port of every connection sshd accepted, from its log.
 func (h *sshdHost) sourcePorts() []int {
 	var out []int
 	for _, m := range connectionFrom.FindAllStringSubmatch(h.logs.String(), -1) {
-		if p, err := strconv.Atoi(m[1]); err == nil {
+		if p, err := strconv.Atoi(m[2]); err == nil && !h.probes[m[1]+" "+m[2]] {
 			out = append(out, p)
 		}
 	}

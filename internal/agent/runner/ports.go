@@ -214,7 +214,7 @@ func bindPorts(ctx context.Context, cfg config.Config, rnd func(int) int) (Bound
 	// rule P5: the inter-process channel, local to the node, then the receive ports.
 	if p.IPC != 0 {
 		own(p.IPC)()
-		if out.IPC = b.upward("127.0.0.1", p.IPC, ports.MaxPort); out.IPC == 0 {
+		if out.IPC = b.upward(ipcAddress(cfg.Address), p.IPC, ports.MaxPort); out.IPC == 0 {
 			return fail(fmt.Errorf("rule P5: inter-process port: every port from %d is busy", p.IPC))
 		}
 	}
@@ -230,4 +230,16 @@ func bindPorts(ctx context.Context, cfg config.Config, rnd func(int) int) (Bound
 		return fail(errors.Join(errors.New("binding ports"), err))
 	}
 	return out, b.h, nil
+}
+
+// ipcAddress is where the inter-process channel (rule P5) listens: the node's loopback,
+// 127.0.0.1, unless the agent's own address is itself a loopback address. That happens when
+// simulated nodes share one machine (tests, the demo), each on its own 127.0.0.x: there
+// 127.0.0.x is that node's local address, and agents of two nodes must not contend for
+// 127.0.0.1 where real nodes never would.
+func ipcAddress(address string) string {
+	if ip := net.ParseIP(address); ip != nil && ip.IsLoopback() {
+		return ip.String()
+	}
+	return "127.0.0.1"
 }
