@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,21 +94,4 @@ func loadPortPolicy() (*fwv1.PortPolicy, string, error) {
 		return nil, path, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, path, nil
-}
-
-// waitFor polls cond every interval until it is true, fails, or ctx ends.
-func waitFor(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := cond()
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }

@@ -155,14 +155,13 @@ func (s *Summary) Print(p *printer) {
 	}
 	p.say("")
 	for i, l := range table(rows) {
-		switch {
-		case i == 0:
+		if i == 0 {
 			p.say("%s", p.color(ansiBold, l))
-		default:
-			// The result is the last column: color it alone.
-			cut := strings.LastIndex(strings.TrimRight(l, " "), "  ") + 2
-			p.say("%s%s", l[:cut], p.color(colors[i-1], l[cut:]))
+			continue
 		}
+		// The result is the last column: color it alone.
+		cut := strings.LastIndex(strings.TrimRight(l, " "), "  ") + 2
+		p.say("%s%s", l[:cut], p.color(colors[i-1], l[cut:]))
 	}
 	p.say("")
 	for _, r := range s.Rows {
