@@ -149,7 +149,13 @@ func (s *Summary) Print(p *printer) {
 		if r.Duration > 0 {
 			dur = r.Duration.Round(100 * time.Millisecond).String()
 		}
-		rows = append(rows, []string{r.Target, string(r.Type), versions(r.Before, r.After), port(r.FWPort), port(r.SessionPort),
+		fw := port(r.FWPort)
+		if r.Type == fwv1.TargetTypeLinux {
+			// A Linux host gets the Smart Component over its SSH session (rule P3); it never
+			// pulls from the agent's firmware server.
+			fw = "(P3 SSH)"
+		}
+		rows = append(rows, []string{r.Target, string(r.Type), versions(r.Before, r.After), fw, port(r.SessionPort),
 			dash(r.Node), dur, dash(string(r.Phase))})
 		colors = append(colors, phaseColor(string(r.Phase)))
 	}

@@ -42,15 +42,17 @@ func TestSummaryPrintAndVerdict(t *testing.T) {
 		{Target: "a", Type: fwv1.TargetTypeILO5, Phase: fwv1.TargetPhaseSucceeded, Before: "2.46", After: "2.99",
 			FWPort: 80, SessionPort: 60000, Node: "n1", Duration: 3 * time.Second},
 		{Target: "b", Type: fwv1.TargetTypeOA, Phase: fwv1.TargetPhaseFailed, Message: "OA refused the image"},
+		{Target: "c", Type: fwv1.TargetTypeLinux, Phase: fwv1.TargetPhaseSucceeded, FWPort: 80, SessionPort: 60001},
 	}}
 	var b bytes.Buffer
 	s.Print(&printer{w: &b, start: time.Now()})
 	out := b.String()
 	for _, want := range []string{
-		"a       iLO5  2.46 → 2.99             80            60000       n1    3s        Succeeded",
-		"b       OA    -                       -             -           -     -         Failed",
+		"a       iLO5   2.46 → 2.99             80            60000       n1    3s        Succeeded",
+		"b       OA     -                       -             -           -     -         Failed",
 		"  b: OA refused the image",
-		"Only 1 of 2 targets succeeded.",
+		"c       Linux  -                       (P3 SSH)      60001",
+		"Only 2 of 3 targets succeeded.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
