@@ -35,6 +35,10 @@ manifests: ## Generate CRDs and RBAC from the markers.
 	cp config/crd/bases/*.yaml $(CHART)/crds/
 	cp config/rbac/role.yaml $(CHART)/files/role.yaml
 
+.PHONY: api-docs
+api-docs: ## Write docs/api.md, the API reference, from the CRDs (run after 'make manifests').
+	$(GO) run ./hack/apidocs -o docs/api.md -crds config/crd/bases
+
 .PHONY: verify
 verify: generate manifests ## Fail when generated files are stale.
 	@git diff --exit-code -- api config $(CHART) || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
@@ -87,6 +91,14 @@ undeploy: ## Remove what 'make deploy' installed; deleting the CRDs deletes ever
 .PHONY: envtest-assets
 envtest-assets: ## Build kube-apiserver and etcd from their Go modules into bin/envtest (cached).
 	hack/envtest-assets.sh $(ENVTEST_ASSETS)
+
+# demo builds (once) or reuses the envtest binaries, then runs the demo against them. DEMO_ARGS
+# passes flags, e.g. DEMO_ARGS=--keep; 'go run . demo --help' lists them.
+DEMO_ARGS ?=
+.PHONY: demo
+demo: ## Local control plane + simulated fleet + manager + agents: a rollout, live, then a summary.
+	hack/envtest-assets.sh $(ENVTEST_ASSETS)
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run . demo $(DEMO_ARGS)
 
 .PHONY: test
 test: envtest-assets verify lint ## Every test, unit to end-to-end, against a real API server.

@@ -195,8 +195,9 @@ type UpdateJobSpec struct {
 	// +kubebuilder:default={}
 	Rollout Rollout `json:"rollout,omitempty"`
 
-	// dryRun plans the job (targets, nodes, the ports each agent would open) into
-	// status.plan and starts nothing.
+	// dryRun plans the job and starts nothing: status.agents lists the nodes that would run
+	// agents, their targets and the ports each would open (rules P1-P5), for a firewall
+	// request.
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
 }
