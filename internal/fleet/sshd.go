@@ -38,7 +38,7 @@ var ErrNoSSHD = errors.New("fleet: no usable sshd")
 // else an error wrapping ErrNoSSHD that says why.
 func Available() error {
 	if _, err := os.Stat(SSHDBinary); err != nil {
-		return fmt.Errorf("%w: %s not found (Debian package openssh-server): %v", ErrNoSSHD, SSHDBinary, err)
+		return fmt.Errorf("%w: %s not found (Debian package openssh-server): %w", ErrNoSSHD, SSHDBinary, err)
 	}
 	if _, err := os.Stat(privsepDir); err != nil && os.Geteuid() != 0 {
 		return fmt.Errorf("%w: sshd needs %s and this user cannot create it", ErrNoSSHD, privsepDir)
@@ -145,7 +145,7 @@ func (h *sshdHost) run(conf string) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("sshd exited (%v): %s", err, h.logs.String())
+			return fmt.Errorf("sshd exited (%w): %s", err, h.logs.String())
 		default:
 		}
 		if h.banner(addr) {
