@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/fwops/firmware-operator/internal/sshdhost"
 	"net"
 	"net/http"
 	"os"
@@ -100,7 +101,7 @@ type Target struct {
 
 	ilo   *similo.Sim
 	oa    *simoa.Simulator
-	linux *sshdHost
+	linux *sshdhost.Server
 }
 
 // Image is a firmware image the fleet's image server publishes.
@@ -124,7 +125,7 @@ type Fleet struct {
 	byName  map[string]*Target
 	images  map[fwv1.Component]Image
 	counter *similo.Counter
-	linux   *sshdHost
+	linux   *sshdhost.Server
 
 	imgLn  net.Listener
 	imgSrv *http.Server
@@ -218,10 +219,10 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 		if err := os.MkdirAll(sdir, 0o700); err != nil {
 			return nil, err
 		}
-		if f.linux, err = startSSHD(sdir); err != nil {
+		if f.linux, err = sshdhost.Start(sdir); err != nil {
 			return nil, err
 		}
-		f.add(&Target{Name: opts.Name + "-linux-01", Type: fwv1.TargetTypeLinux, Address: "127.0.0.1", SSHPort: f.linux.port, linux: f.linux})
+		f.add(&Target{Name: opts.Name + "-linux-01", Type: fwv1.TargetTypeLinux, Address: "127.0.0.1", SSHPort: f.linux.Port, linux: f.linux})
 	}
 	return f, nil
 }
@@ -396,7 +397,7 @@ func (f *Fleet) SourcePorts(target string) []int {
 	case t.oa != nil:
 		return t.oa.SourcePorts()
 	case t.linux != nil:
-		return t.linux.sourcePorts()
+		return t.linux.SourcePorts()
 	}
 	return nil
 }
@@ -426,7 +427,7 @@ func (f *Fleet) SSHDLogs() string {
 	if f.linux == nil {
 		return ""
 	}
-	return f.linux.logs.String()
+	return f.linux.Logs()
 }
 
 // Dir is the fleet's scratch directory (agent mount roots, node caches, sshd files).
@@ -443,7 +444,7 @@ func (f *Fleet) Close() error {
 			errs = append(errs, t.oa.Close())
 		}
 	}
-	f.linux.stop()
+	f.linux.Stop()
 	if f.imgSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, f.imgSrv.Shutdown(ctx))

@@ -60,10 +60,10 @@ func (f *Fleet) Objects(namespace string) []client.Object {
 			ut.Spec.SSH = &fwv1.SSHSpec{Port: ptr.To(int32(t.SSHPort)), KnownHostsSecretRef: &fwv1.SecretReference{Name: kh}}
 		case t.linux != nil:
 			creds := secret(t.Name+"-credentials", map[string][]byte{
-				fwv1.SecretKeyUsername: []byte(t.linux.user), fwv1.SecretKeySSHPrivateKey: t.linux.userKey,
+				fwv1.SecretKeyUsername: []byte(t.linux.User), fwv1.SecretKeySSHPrivateKey: t.linux.UserKey,
 			})
 			ut.Spec.CredentialsSecretRef = fwv1.SecretReference{Name: creds}
-			kh := secret(t.Name+"-known-hosts", map[string][]byte{fwv1.SecretKeyKnownHosts: t.linux.knownHosts})
+			kh := secret(t.Name+"-known-hosts", map[string][]byte{fwv1.SecretKeyKnownHosts: t.linux.KnownHosts})
 			ut.Spec.SSH = &fwv1.SSHSpec{Port: ptr.To(int32(t.SSHPort)), KnownHostsSecretRef: &fwv1.SecretReference{Name: kh}}
 		}
 		targets = append(targets, ut)
