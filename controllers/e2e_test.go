@@ -1,10 +1,7 @@
 package controllers_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -12,7 +9,6 @@ import (
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -208,17 +204,7 @@ func assignedSessionPort(ns string, tu fwv1.TargetUpdate) int {
 // tableRow is the row of name in the table the API server gives kubectl get for resource,
 // from the CRD's print columns, as column name to cell text.
 func tableRow(ns, resource, name string) map[string]string {
-	rc, err := rest.HTTPClientFor(cfg)
-	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	req, err := http.NewRequestWithContext(suiteCtx, http.MethodGet,
-		strings.TrimRight(cfg.Host, "/")+"/apis/firmware.fwops.io/v1alpha1/namespaces/"+ns+"/"+resource, nil)
-	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-	resp, err := rc.Do(req)
-	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	defer resp.Body.Close()
-	var table metav1.Table
-	gomega.Expect(json.NewDecoder(resp.Body).Decode(&table)).To(gomega.Succeed())
+	table := fetchTable(ns, resource)
 	for _, r := range table.Rows {
 		row := map[string]string{}
 		for i, c := range table.ColumnDefinitions {

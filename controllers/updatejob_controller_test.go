@@ -438,17 +438,7 @@ func touch(job *fwv1.UpdateJob) {
 
 // getTable asks the API server for the table kubectl get prints, from the CRD's print columns.
 func getTable(ns, resource string) string {
-	rc, err := rest.HTTPClientFor(cfg)
-	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	req, err := http.NewRequestWithContext(suiteCtx, http.MethodGet,
-		strings.TrimRight(cfg.Host, "/")+"/apis/firmware.fwops.io/v1alpha1/namespaces/"+ns+"/"+resource, nil)
-	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-	resp, err := rc.Do(req)
-	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	defer resp.Body.Close()
-	var table metav1.Table
-	gomega.Expect(json.NewDecoder(resp.Body).Decode(&table)).To(gomega.Succeed())
+	table := fetchTable(ns, resource)
 	var b strings.Builder
 	for _, c := range table.ColumnDefinitions {
 		b.WriteString(c.Name + "\t")
@@ -493,4 +483,20 @@ func gatheredMetric(name string, labels map[string]string) float64 {
 		}
 	}
 	return -1
+}
+
+// fetchTable asks the API server for resource as kubectl get does (as=Table).
+func fetchTable(ns, resource string) metav1.Table {
+	rc, err := rest.HTTPClientFor(cfg)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	req, err := http.NewRequestWithContext(suiteCtx, http.MethodGet,
+		strings.TrimRight(cfg.Host, "/")+"/apis/firmware.fwops.io/v1alpha1/namespaces/"+ns+"/"+resource, nil)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := rc.Do(req)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	defer resp.Body.Close()
+	var table metav1.Table
+	gomega.Expect(json.NewDecoder(resp.Body).Decode(&table)).To(gomega.Succeed())
+	return table
 }

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -61,24 +63,7 @@ var crdNames = []string{
 	"updatetargets.firmware.fwops.io",
 }
 
-// repoRoot walks up from the test's directory to the folder that holds go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
+func repoRoot(*testing.T) string { return shared.RepoRoot() }
 
 // goTool runs `go tool <args>` from the repository root and returns its standard output.
 // The first run compiles the tool (helm takes minutes on a small machine), hence the

@@ -6,12 +6,12 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
 
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
@@ -22,22 +22,7 @@ const (
 	pass = "s3cret-Passw0rd"
 )
 
-// sharedDir is ../shared beside the repository root, found by walking up to go.mod.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Dir(file)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test file")
-		}
-		dir = parent
-	}
-}
+func sharedDir(*testing.T) string { return shared.Dir() }
 
 func mockup(t *testing.T, name string) string {
 	return filepath.Join(sharedDir(t), "testdata", "redfish-mockups", name)

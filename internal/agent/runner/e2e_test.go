@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
+
 	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 
 	"golang.org/x/crypto/ssh"
@@ -161,7 +163,7 @@ func TestEndToEnd(t *testing.T) {
 	script := []byte("#!/bin/sh\necho 'smart component: installed, reboot to activate'\nexit 1\n")
 	e.images["ilo5_278.bin"], e.images["oa_500.bin"], e.images["cp012345.scexe"] = iloImage, oaImage, script
 
-	mockup := filepath.Join(apiserver.RepoRoot(), "..", "shared", "testdata", "redfish-mockups", "ilo5-dl325-gen10plus-v2.46")
+	mockup := shared.Mockup(shared.DL325)
 	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4}
 	sims := map[string]*similo.Sim{}
 	before := map[string]string{"ilo4": "2.80", "ilo5": "2.46", "ilo6": "1.55"}

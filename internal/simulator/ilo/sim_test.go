@@ -11,10 +11,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
 
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 )
@@ -24,20 +25,7 @@ const (
 	testPass = "sim-Secret-1"
 )
 
-func mockupDir(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Dir(file)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "testdata", "redfish-mockups", "ilo5-dl325-gen10plus-v2.46")
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = filepath.Dir(dir)
-	}
-}
+func mockupDir(*testing.T) string { return shared.Mockup(shared.DL325) }
 
 func startTest(t *testing.T, cfg Config) *Sim {
 	t.Helper()

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
 
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -20,11 +21,8 @@ import (
 // fail on it in CI, where a missing dependency is a failure.
 var ErrNoAssets = errors.New("envtest assets not found: run 'make envtest-assets' or set KUBEBUILDER_ASSETS")
 
-// RepoRoot is the module root, found from this file's location.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-}
+// RepoRoot is the module root.
+func RepoRoot() string { return shared.RepoRoot() }
 
 // AssetsDir is KUBEBUILDER_ASSETS when set, else bin/envtest when it holds the binaries.
 func AssetsDir() (string, error) {
