@@ -49,27 +49,31 @@ func Window(w *fwv1.MaintenanceWindow, now time.Time) (open bool, next time.Time
 	dayOK := func(t time.Time) bool { return len(days) == 0 || days[t.Weekday()] }
 
 	local := now.In(loc)
+	// Times are wall-clock times of the window's zone: on a daylight-saving day a local day
+	// is 23 or 25 hours long, so they are placed with time.Date, never as offsets from
+	// midnight.
+	wall := func(dayOffset int, at time.Duration) time.Time {
+		return time.Date(local.Year(), local.Month(), local.Day()+dayOffset, 0, int(at/time.Minute), 0, 0, loc)
+	}
 	// A window that opened yesterday (or today) may still be open now.
 	for back := 1; back >= 0; back-- {
-		day := time.Date(local.Year(), local.Month(), local.Day()-back, 0, 0, 0, 0, loc)
-		if !dayOK(day) {
+		if !dayOK(wall(-back, 0)) {
 			continue
 		}
-		opens := day.Add(start)
-		closes := day.Add(end)
+		opens := wall(-back, start)
+		closes := wall(-back, end)
 		if end <= start {
-			closes = closes.Add(24 * time.Hour)
+			closes = wall(1-back, end)
 		}
 		if !local.Before(opens) && local.Before(closes) {
 			return true, time.Time{}, nil
 		}
 	}
 	for ahead := 0; ahead <= 7; ahead++ {
-		day := time.Date(local.Year(), local.Month(), local.Day()+ahead, 0, 0, 0, 0, loc)
-		if !dayOK(day) {
+		if !dayOK(wall(ahead, 0)) {
 			continue
 		}
-		if opens := day.Add(start); opens.After(local) {
+		if opens := wall(ahead, start); opens.After(local) {
 			return false, opens, nil
 		}
 	}

@@ -24,6 +24,8 @@ func TestWindow(t *testing.T) {
 		Start: "22:00", End: "04:00", TimeZone: "Europe/Paris",
 	}
 	office := &fwv1.MaintenanceWindow{Start: "09:00", End: "17:00"}
+	sundayDawn := &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Sunday"}, Start: "04:00", End: "06:00", TimeZone: "Europe/Paris"}
+	saturdayNight := &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Saturday"}, Start: "23:00", End: "04:00", TimeZone: "Europe/Paris"}
 	for _, tc := range []struct {
 		name     string
 		w        *fwv1.MaintenanceWindow
@@ -41,6 +43,16 @@ func TestWindow(t *testing.T) {
 		{"over midnight, after close", weeknights, "2026-11-25T03:00:00Z", false, "2026-11-25T21:00:00Z"},
 		{"Friday night runs into Saturday", weeknights, "2026-11-28T01:00:00Z", true, ""},
 		{"Saturday night is not a window day", weeknights, "2026-11-28T22:00:00Z", false, "2026-11-30T21:00:00Z"},
+		// Daylight-saving days: the window keeps its wall-clock times. In Paris the clocks go
+		// from 02:00 to 03:00 on Sunday 2026-03-29 and from 03:00 back to 02:00 on 2026-10-25.
+		{"spring forward: opens at 04:00 local (02:00 UTC)", sundayDawn, "2026-03-29T02:00:00Z", true, ""},
+		{"spring forward: still closed at 03:59 local", sundayDawn, "2026-03-29T01:59:00Z", false, "2026-03-29T02:00:00Z"},
+		{"spring forward: closed at 06:00 local", sundayDawn, "2026-03-29T04:00:00Z", false, "2026-04-05T02:00:00Z"},
+		{"fall back: opens at 04:00 local (03:00 UTC)", sundayDawn, "2026-10-25T03:00:00Z", true, ""},
+		{"fall back: still closed at 03:59 local", sundayDawn, "2026-10-25T02:59:00Z", false, "2026-10-25T03:00:00Z"},
+		{"fall back: closed at 06:00 local", sundayDawn, "2026-10-25T05:00:00Z", false, "2026-11-01T03:00:00Z"},
+		{"spring forward over midnight: closes at 04:00 local", saturdayNight, "2026-03-29T01:59:00Z", true, ""},
+		{"spring forward over midnight: closed at 04:00 local", saturdayNight, "2026-03-29T02:00:00Z", false, "2026-04-04T21:00:00Z"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			open, next, err := Window(tc.w, at(tc.now))
