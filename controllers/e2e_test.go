@@ -41,6 +41,7 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 				fmt.Fprintf(ginkgo.GinkgoWriter, "sshd logs:\n%s\n", f.SSHDLogs())
 			}
 		}
+		cleanNamespace(ns)
 		if f != nil {
 			gomega.Expect(f.Close()).To(gomega.Succeed())
 			f = nil

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -218,6 +219,33 @@ func (a *scriptedAgent) one(ctx context.Context, ns, target, tuName, version str
 		tu.Status.Phase, tu.Status.VersionAfter, tu.Status.Percent, tu.Status.CompletionTime = fwv1.TargetPhaseSucceeded, version, 100, &now
 		tu.Status.Message = "flashed and verified"
 	})
+}
+
+// cleanNamespace deletes the namespace's UpdateJobs and waits until their agent pods and
+// TargetUpdates are gone. envtest runs no namespace controller, so without it a spec's agent
+// pods would stay on the shared nodes and hold ports that a later spec expects free.
+func cleanNamespace(ns string) {
+	gomega.Expect(k8sClient.DeleteAllOf(suiteCtx, &fwv1.UpdateJob{}, client.InNamespace(ns))).To(gomega.Succeed())
+	gomega.Eventually(func() int {
+		var jobs fwv1.UpdateJobList
+		gomega.Expect(k8sClient.List(suiteCtx, &jobs, client.InNamespace(ns))).To(gomega.Succeed())
+		var pods corev1.PodList
+		gomega.Expect(k8sClient.List(suiteCtx, &pods, client.InNamespace(ns), client.HasLabels{fwv1.LabelJob})).To(gomega.Succeed())
+		return len(jobs.Items) + len(pods.Items)
+	}).Should(gomega.BeZero(), "namespace %s still has jobs or agent pods", ns)
+}
+
+// updateJob applies mutate to the job's latest copy, retrying on conflicts with the
+// controller's own writes.
+func updateJob(job *fwv1.UpdateJob, mutate func(*fwv1.UpdateJob)) {
+	gomega.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &fwv1.UpdateJob{}
+		if err := k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(job), cur); err != nil {
+			return err
+		}
+		mutate(cur)
+		return k8sClient.Update(suiteCtx, cur)
+	})).To(gomega.Succeed())
 }
 
 // dumpNamespace prints a failed spec's objects, so that a failure explains itself.

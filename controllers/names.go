@@ -1,11 +1,8 @@
 package controllers
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"strings"
-
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/kname"
 )
 
 // Finalizers.
@@ -50,27 +47,19 @@ const (
 	ReasonTargetSkipped         = "TargetSkipped"
 	ReasonStarted               = "Started"
 	ReasonAlreadyAtVersion      = "AlreadyAtVersion"
+	ReasonAgentPodRejected      = "AgentPodRejected"
+	ReasonAgentAccessFailed     = "AgentAccessFailed"
+	ReasonNameCollision         = "NameCollision"
+	ReasonTargetRemoved         = "TargetRemoved"
+	ReasonTargetDeselected      = "TargetDeselected"
 )
 
-// targetUpdateName is the deterministic name of a job's TargetUpdate for a target, kept
-// within the 253 characters of an object name.
-func targetUpdateName(job, target string) string {
-	name := job + "-" + target
-	if len(name) <= 253 {
-		return name
-	}
-	sum := sha256.Sum256([]byte(name))
-	return strings.TrimRight(name[:240], "-.") + "-" + hex.EncodeToString(sum[:])[:12]
-}
+// targetUpdateName is the deterministic name of a job's TargetUpdate for a target: distinct
+// for every (job, target) pair, and within an object name's limit.
+func targetUpdateName(job, target string) string { return kname.Child(job, target) }
 
 // labelValue keeps a name usable as a label value (63 characters at most).
-func labelValue(name string) string {
-	if len(name) <= 63 {
-		return name
-	}
-	sum := sha256.Sum256([]byte(name))
-	return strings.TrimRight(name[:52], "-._") + "-" + hex.EncodeToString(sum[:])[:10]
-}
+func labelValue(name string) string { return kname.LabelValue(name) }
 
 // agentAccessName names the ServiceAccount, Role and RoleBinding of a job's agents.
 func agentAccessName(job *fwv1.UpdateJob) string {
@@ -78,5 +67,5 @@ func agentAccessName(job *fwv1.UpdateJob) string {
 	if len(n) <= 253 {
 		return n
 	}
-	return targetUpdateName(job.Name[:200], "agent")
+	return kname.Child(job.Name[:200], "agent")
 }

@@ -45,6 +45,9 @@ type UpdateJobReconciler struct {
 	// MaxCreatesPerPass bounds the TargetUpdates created in one pass, so that a job over
 	// 10,000 targets shows progress while its children are made (default 500).
 	MaxCreatesPerPass int
+	// TimeoutGrace is how long past spec.rollout.timeout the controller waits for an agent's
+	// report before failing the target itself (default DefaultTimeoutGrace).
+	TimeoutGrace time.Duration
 }
 
 // +kubebuilder:rbac:groups=firmware.fwops.io,resources=updatejobs,verbs=get;list;watch;update;patch
@@ -80,7 +83,10 @@ func (r *UpdateJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	defer func() {
 		if retErr == nil {
 			job.Status.ObservedGeneration = job.Generation
+		} else {
+			showReconcileError(job, retErr)
 		}
+		setStalled(job)
 		r.emitTransitionEvents(before, job)
 		if err := r.Status().Patch(ctx, job, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
@@ -118,7 +124,8 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.syncInFlight(ctx, job, tus, pods); err != nil {
+	deadline, err := r.syncInFlight(ctx, job, tus, pods)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	retryAt, err := r.scheduleRetries(ctx, job, tus)
@@ -135,7 +142,10 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		blocked(job, ReasonInvalidSpec, err.Error())
 		return ctrl.Result{}, nil
 	}
-	if gate == "" {
+	if gate == ReasonFailureBudgetExceeded {
+		s.startable = retriesOnly(s.startable)
+	}
+	if gate == "" || gate == ReasonFailureBudgetExceeded {
 		if err := r.startTargets(ctx, job, policy, targets, tus, &s); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -144,7 +154,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		}
 	}
 	r.updateStatus(job, s, gate, pods)
-	return requeue(r.Clock.Now(), retryAt, wait), nil
+	return requeue(r.Clock.Now(), retryAt, wait, deadline), nil
 }
 
 func requeue(now time.Time, at ...time.Time) ctrl.Result {

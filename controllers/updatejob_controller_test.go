@@ -40,6 +40,7 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		if ginkgo.CurrentSpecReport().Failed() {
 			dumpNamespace(ns)
 		}
+		cleanNamespace(ns)
 	})
 
 	ginkgo.It("rolls out at most maxConcurrent at a time, flashes each target once and reports Ready", func() {
@@ -191,9 +192,7 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		job := newJob(ns, "pause", "rack6", policy, func(j *fwv1.UpdateJob) { j.Spec.Rollout.Paused = true })
 		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhasePaused))
 		gomega.Consistently(func() int { return len(agentPodsOf(ns, job.Name)) }, "1s").Should(gomega.BeZero())
-		cur := getJob(job)
-		cur.Spec.Rollout.Paused = false
-		gomega.Expect(k8sClient.Update(suiteCtx, cur)).To(gomega.Succeed())
+		updateJob(job, func(cur *fwv1.UpdateJob) { cur.Spec.Rollout.Paused = false })
 		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
 	})
 
@@ -428,12 +427,12 @@ var _ = ginkgo.Describe("UpdateTarget", func() {
 
 // touch changes an annotation to wake the controller, as any edit would.
 func touch(job *fwv1.UpdateJob) {
-	cur := getJob(job)
-	if cur.Annotations == nil {
-		cur.Annotations = map[string]string{}
-	}
-	cur.Annotations["test/touch"] = fmt.Sprint(time.Now().UnixNano())
-	gomega.Expect(k8sClient.Update(suiteCtx, cur)).To(gomega.Succeed())
+	updateJob(job, func(cur *fwv1.UpdateJob) {
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations["test/touch"] = fmt.Sprint(time.Now().UnixNano())
+	})
 }
 
 // getTable asks the API server for the table kubectl get prints, from the CRD's print columns.

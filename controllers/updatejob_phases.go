@@ -70,12 +70,19 @@ func (r *UpdateJobReconciler) resolveTargets(ctx context.Context, job *fwv1.Upda
 			missing = append(missing, name)
 		}
 	}
+	children := -1 // not counted: only needed when a target is missing or none is chosen
+	if len(missing) > 0 || len(chosen) == 0 {
+		var err error
+		if missing, children, err = r.notYetChosen(ctx, job, missing); err != nil {
+			return nil, false, err
+		}
+	}
 	if len(missing) > 0 {
 		blocked(job, ReasonTargetsNotFound, fmt.Sprintf("UpdateTargets not found in namespace %s (spec.targets.names): %s",
 			job.Namespace, abbreviate(missing, 10)))
 		return nil, false, nil
 	}
-	if len(chosen) == 0 {
+	if len(chosen) == 0 && children == 0 {
 		blocked(job, ReasonNoTargets, "spec.targets selects no UpdateTarget in namespace "+job.Namespace)
 		return nil, false, nil
 	}
@@ -85,6 +92,31 @@ func (r *UpdateJobReconciler) resolveTargets(ctx context.Context, job *fwv1.Upda
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, true, nil
+}
+
+// notYetChosen keeps the missing named targets the job has no TargetUpdate for. A named
+// target deleted after the job chose it must not hold the others: its pending update is
+// skipped (admit) and one already running finishes.
+// children is how many TargetUpdates the job has: a job whose targets all left still has its
+// pending updates to skip.
+func (r *UpdateJobReconciler) notYetChosen(ctx context.Context, job *fwv1.UpdateJob, missing []string) ([]string, int, error) {
+	var list fwv1.TargetUpdateList
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexTargetUpdateJob: job.Name}); err != nil {
+		return nil, 0, err
+	}
+	chosen := map[string]bool{}
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], job) {
+			chosen[list.Items[i].Spec.TargetName] = true
+		}
+	}
+	var out []string
+	for _, name := range missing {
+		if !chosen[name] {
+			out = append(out, name)
+		}
+	}
+	return out, len(chosen), nil
 }
 
 func abbreviate(names []string, n int) string {
@@ -141,7 +173,8 @@ func (r *UpdateJobReconciler) ensureTargetUpdates(ctx context.Context, job *fwv1
 				return nil, false, err
 			}
 			if !metav1.IsControlledBy(tu, job) {
-				return nil, false, fmt.Errorf("TargetUpdate %s exists and belongs to another job", tu.Name)
+				return nil, false, blockedBy(ReasonNameCollision, fmt.Errorf("TargetUpdate %s, the name this job gives target %s, "+
+					"exists and belongs to another owner: delete or rename it", tu.Name, t.Name))
 			}
 		} else {
 			before := tu.DeepCopy()
@@ -179,7 +212,13 @@ func podFinished(p *corev1.Pod) bool {
 // syncInFlight reconciles the TargetUpdates with the pods that carry them: a target an agent
 // pod claims but whose claim was never recorded (the controller stopped in between) is
 // recorded now, and a target whose agent ended before it finished fails with the reason.
-func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod) error {
+//
+// It also enforces spec.rollout.timeout itself: an agent on a node that died never reports,
+// and its pod stays Running (or Terminating) for ever, holding a slot of maxConcurrent. It
+// returns when the next in-flight target reaches that deadline.
+func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod) (time.Time, error) {
+	var nextDeadline time.Time
+	now := r.Clock.Now()
 	byTU := make(map[string]*fwv1.TargetUpdate, len(tus))
 	for _, tu := range tus {
 		byTU[tu.Name] = tu
@@ -197,7 +236,7 @@ func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.Update
 				continue
 			}
 			if err := r.claim(ctx, tu, p, claim.attempt); err != nil {
-				return err
+				return time.Time{}, err
 			}
 		}
 	}
@@ -207,8 +246,9 @@ func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.Update
 		}
 		pod, err := r.podOf(ctx, job, tu.Status.AgentPod, podByName)
 		if err != nil {
-			return err
+			return time.Time{}, err
 		}
+		deadline := agentDeadline(job, tu, r.timeoutGrace())
 		var why string
 		switch {
 		case pod == nil:
@@ -221,26 +261,66 @@ func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.Update
 			why = fmt.Sprintf("agent pod %s could not be scheduled within spec.rollout.timeout (%s): %s",
 				pod.Name, jobTimeout(job), schedulingMessage(pod))
 			if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("deleting unschedulable agent pod %s: %w", pod.Name, err)
+				return time.Time{}, fmt.Errorf("deleting unschedulable agent pod %s: %w", pod.Name, err)
 			}
+		case !deadline.IsZero() && !now.Before(deadline):
+			why = fmt.Sprintf("no result from agent pod %s on node %s within spec.rollout.timeout (%s) and %s more: "+
+				"the node may be down (%s) or the agent cut off from the API server; the target may still be flashing, "+
+				"so check it before any retry", pod.Name, tu.Status.Node, jobTimeout(job), r.timeoutGrace(), r.nodeState(ctx, tu.Status.Node))
 		default:
+			if !deadline.IsZero() && (nextDeadline.IsZero() || deadline.Before(nextDeadline)) {
+				nextDeadline = deadline
+			}
 			continue
 		}
 		// The agent may have written its result after the cache last saw the target.
 		fresh := &fwv1.TargetUpdate{}
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tu), fresh); err != nil {
-			return client.IgnoreNotFound(err)
+			return time.Time{}, client.IgnoreNotFound(err)
 		}
 		if fresh.Status.Phase.Finished() || fresh.Status.AgentPod != tu.Status.AgentPod {
 			*tu = *fresh
 			continue
 		}
 		if err := r.finish(ctx, fresh, fwv1.TargetPhaseFailed, ReasonAgentFailed, why); err != nil {
-			return err
+			return time.Time{}, err
 		}
 		*tu = *fresh
 	}
-	return nil
+	return nextDeadline, nil
+}
+
+// DefaultTimeoutGrace is how long past spec.rollout.timeout the controller waits for the
+// agent's own timeout report, which says more, before it fails the target itself.
+const DefaultTimeoutGrace = time.Minute
+
+func (r *UpdateJobReconciler) timeoutGrace() time.Duration {
+	if r.TimeoutGrace > 0 {
+		return r.TimeoutGrace
+	}
+	return DefaultTimeoutGrace
+}
+
+// agentDeadline is when the controller stops waiting for the agent's report on tu.
+func agentDeadline(job *fwv1.UpdateJob, tu *fwv1.TargetUpdate, grace time.Duration) time.Time {
+	if tu.Status.StartTime == nil {
+		return time.Time{}
+	}
+	return tu.Status.StartTime.Add(jobTimeout(job) + grace)
+}
+
+// nodeState describes a node's Ready condition for a message.
+func (r *UpdateJobReconciler) nodeState(ctx context.Context, name string) string {
+	n := &corev1.Node{}
+	if err := r.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
+		return fmt.Sprintf("node %s: %v", name, client.IgnoreNotFound(err))
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return fmt.Sprintf("node %s is Ready=%s since %s", name, c.Status, c.LastTransitionTime.UTC().Format(time.RFC3339))
+		}
+	}
+	return "node " + name + " reports no Ready condition"
 }
 
 func (r *UpdateJobReconciler) podOf(ctx context.Context, job *fwv1.UpdateJob, name string, cached map[string]*corev1.Pod) (*corev1.Pod, error) {
@@ -313,8 +393,12 @@ func (r *UpdateJobReconciler) finish(ctx context.Context, tu *fwv1.TargetUpdate,
 	return r.patchTU(ctx, tu, before)
 }
 
+// patchTU writes the controller's change to a TargetUpdate only if nobody wrote it since
+// before was read: the agent writes the same status, and a change made on a stale copy (a
+// re-claim of a target the agent has just finished) must fail with a conflict and be redone
+// on a fresh read, never undo the agent's result.
 func (r *UpdateJobReconciler) patchTU(ctx context.Context, tu, before *fwv1.TargetUpdate) error {
-	if err := r.Status().Patch(ctx, tu, client.MergeFrom(before)); err != nil {
+	if err := r.Status().Patch(ctx, tu, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("updating TargetUpdate %s: %w", tu.Name, err)
 	}
 	return nil

@@ -43,6 +43,26 @@ type summary struct {
 	allowed   int
 	startable []*fwv1.TargetUpdate // pending and past any retry backoff, by name
 	started   bool                 // some target has started at least once
+	// retrying counts pending targets whose last attempt failed: until a retry succeeds they
+	// count against spec.rollout.maxFailures, or a bad image would reach fresh targets while
+	// the failed ones wait out their backoff.
+	retrying int32
+}
+
+// budgetFailures is what spec.rollout.maxFailures is measured against: targets that failed
+// for good and those whose last attempt failed and that wait for a retry.
+func (s summary) budgetFailures() int { return int(s.counts.Failed + s.retrying) }
+
+// retriesOnly keeps the targets that have been tried before: once the failure budget is
+// spent, only they may start (a retry reaches no machine the rollout has not reached).
+func retriesOnly(tus []*fwv1.TargetUpdate) []*fwv1.TargetUpdate {
+	var out []*fwv1.TargetUpdate
+	for _, tu := range tus {
+		if tu.Status.Attempts > 0 {
+			out = append(out, tu)
+		}
+	}
+	return out
 }
 
 func summarize(job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, now time.Time) (summary, error) {
@@ -63,6 +83,9 @@ func summarize(job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, now time.
 			s.counts.InProgress++
 		default:
 			s.counts.Pending++
+			if tu.Status.Attempts > 0 {
+				s.retrying++
+			}
 			if tu.Status.RetryAfter == nil || !tu.Status.RetryAfter.After(now) {
 				s.startable = append(s.startable, tu)
 			}
@@ -76,9 +99,6 @@ func summarize(job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, now time.
 
 // startGate says why no new target may start now ("" when they may), and when to look again.
 func (r *UpdateJobReconciler) startGate(job *fwv1.UpdateJob, s summary) (string, time.Time, error) {
-	if rollout.BudgetExceeded(int(s.counts.Failed), s.allowed) {
-		return ReasonFailureBudgetExceeded, time.Time{}, nil
-	}
 	if job.Spec.Rollout.Paused {
 		return ReasonPaused, time.Time{}, nil
 	}
@@ -88,6 +108,9 @@ func (r *UpdateJobReconciler) startGate(job *fwv1.UpdateJob, s summary) (string,
 	}
 	if !open {
 		return ReasonWaitingForWindow, next, nil
+	}
+	if rollout.BudgetExceeded(s.budgetFailures(), s.allowed) {
+		return ReasonFailureBudgetExceeded, time.Time{}, nil
 	}
 	return "", time.Time{}, nil
 }
@@ -167,7 +190,15 @@ func (r *UpdateJobReconciler) admit(ctx context.Context, job *fwv1.UpdateJob, t 
 		return false, r.finish(ctx, tu, fwv1.TargetPhaseFailed, reason, msg)
 	}
 	if t == nil {
-		return fail(ReasonTargetsNotFound, fmt.Sprintf("UpdateTarget %s no longer exists", tu.Spec.TargetName))
+		// The target left the job after its TargetUpdate was made: nothing was tried on it, so
+		// it is skipped, not failed, and does not count against spec.rollout.maxFailures.
+		s.counts.Pending--
+		s.counts.Skipped++
+		reason, msg, err := r.whyNotSelected(ctx, job, tu.Spec.TargetName)
+		if err != nil {
+			return false, err
+		}
+		return false, r.finish(ctx, tu, fwv1.TargetPhaseSkipped, reason, msg)
 	}
 	ready := meta.FindStatusCondition(t.Status.Conditions, fwv1.ConditionReady)
 	if ready == nil || ready.ObservedGeneration != t.Generation {
@@ -188,6 +219,18 @@ func (r *UpdateJobReconciler) admit(ctx context.Context, job *fwv1.UpdateJob, t 
 		}
 	}
 	return true, nil
+}
+
+// whyNotSelected says why a target the job had chosen is no longer among its targets.
+func (r *UpdateJobReconciler) whyNotSelected(ctx context.Context, job *fwv1.UpdateJob, name string) (string, string, error) {
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: job.Namespace, Name: name}, &fwv1.UpdateTarget{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return ReasonTargetRemoved, fmt.Sprintf("UpdateTarget %s was deleted before its update started: not flashed", name), nil
+	case err != nil:
+		return "", "", err
+	}
+	return ReasonTargetDeselected, fmt.Sprintf("UpdateTarget %s no longer matches spec.targets (its labels changed) before its update started: not flashed", name), nil
 }
 
 type nodeGroup struct {
@@ -247,7 +290,7 @@ func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJo
 		return nil, err
 	}
 	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("creating agent pod %s: %w", pod.Name, err)
+		return nil, agentPodError(pod.Name, err)
 	}
 	for _, t := range targets {
 		if err := r.claim(ctx, tus[t.Target.Name], pod, t.Attempt); err != nil {
@@ -414,7 +457,7 @@ func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.U
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: job.Namespace}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, sa, func() error { return owned(sa) }); err != nil {
-		return fmt.Errorf("agent ServiceAccount: %w", err)
+		return agentAccessError("ServiceAccount", err)
 	}
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: job.Namespace}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, role, func() error {
@@ -424,7 +467,7 @@ func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.U
 		}
 		return owned(role)
 	}); err != nil {
-		return fmt.Errorf("agent Role: %w", err)
+		return agentAccessError("Role", err)
 	}
 	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: job.Namespace}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, rb, func() error {
@@ -432,7 +475,7 @@ func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.U
 		rb.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: job.Namespace}}
 		return owned(rb)
 	}); err != nil {
-		return fmt.Errorf("agent RoleBinding: %w", err)
+		return agentAccessError("RoleBinding", err)
 	}
 	return nil
 }

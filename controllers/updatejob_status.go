@@ -11,6 +11,7 @@ import (
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agentpod"
+	"github.com/fwops/firmware-operator/internal/rollout"
 )
 
 func setCondition(job *fwv1.UpdateJob, typ string, status metav1.ConditionStatus, reason, msg string) {
@@ -48,10 +49,15 @@ func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate 
 	}
 	job.Status.Agents = liveAgents(pods)
 
-	budget := c.Failed > int32(s.allowed)
+	failures := s.budgetFailures()
+	budget := rollout.BudgetExceeded(failures, s.allowed)
 	progress := fmt.Sprintf("%d of %d targets done (%d succeeded, %d skipped, %d failed), %d in progress, %d pending",
 		done, c.Total, c.Succeeded, c.Skipped, c.Failed, c.InProgress, c.Pending)
-	finished := c.InProgress == 0 && (done == c.Total || budget)
+	if s.retrying > 0 {
+		progress += fmt.Sprintf(" (%d of them waiting to retry)", s.retrying)
+	}
+	// Once the budget is spent only retries start; the job ends when none is left.
+	finished := c.InProgress == 0 && (done == c.Total || (budget && s.retrying == 0))
 	switch {
 	case finished && budget:
 		msg := fmt.Sprintf("%d targets failed, more than spec.rollout.maxFailures allows (%d); %s", c.Failed, s.allowed, progress)
@@ -65,7 +71,7 @@ func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate 
 		job.Status.Phase = fwv1.JobPhaseSucceeded
 		setConditions(job, metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionFalse, reason, progress)
 	case budget:
-		msg := fmt.Sprintf("%d targets failed, more than spec.rollout.maxFailures allows (%d): no new target starts; %s", c.Failed, s.allowed, progress)
+		msg := fmt.Sprintf("%d targets failed, more than spec.rollout.maxFailures allows (%d): no new target starts; %s", failures, s.allowed, progress)
 		job.Status.Phase = fwv1.JobPhaseRunning
 		setConditions(job, metav1.ConditionFalse, metav1.ConditionTrue, metav1.ConditionTrue, ReasonFailureBudgetExceeded, msg)
 	case gate == ReasonPaused:

@@ -9,6 +9,11 @@ const (
 	ConditionProgressing = "Progressing"
 	// ConditionFailed is True when the object cannot reach its wanted state without help.
 	ConditionFailed = "Failed"
+	// ConditionStalled is True when the controller cannot make progress until a person acts
+	// (a failed job, a missing policy or target, an agent pod the API server refuses): the
+	// abnormal-true condition kstatus (Flux, Argo CD) reads as "failed" rather than
+	// "in progress".
+	ConditionStalled = "Stalled"
 )
 
 // SecretReference names a Secret in the namespace of the object that refers to it.

@@ -21,6 +21,7 @@ import (
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/kname"
 	"github.com/fwops/firmware-operator/internal/ports"
 )
 
@@ -191,7 +192,7 @@ func Build(in Input) *corev1.Pod {
 			Namespace: in.Job.Namespace,
 			Labels: map[string]string{
 				LabelApp:      AppName,
-				fwv1.LabelJob: in.Job.Name,
+				fwv1.LabelJob: kname.LabelValue(in.Job.Name),
 				LabelNode:     nodeLabel(in.Node),
 			},
 			Annotations: map[string]string{AnnotationTargets: strings.Join(claims, ",")},

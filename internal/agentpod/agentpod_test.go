@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
@@ -244,5 +245,17 @@ func TestNameIsStableAndBounded(t *testing.T) {
 func TestNodeLabelBounded(t *testing.T) {
 	if got := nodeLabel(strings.Repeat("n", 100)); len(got) > 63 {
 		t.Fatalf("label %d characters", len(got))
+	}
+}
+
+func TestLabelsAcceptLongJobNames(t *testing.T) {
+	long := job()
+	long.Name = strings.Repeat("rollout-", 20) + "ilo5"
+	pod := Build(Input{Job: long, Policy: policy(), Node: "node-a", Image: "fwops:test", ServiceAccount: "sa",
+		Targets: targets(), Ports: assignment(t, false)})
+	for k, v := range pod.Labels {
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			t.Errorf("label %s=%q is refused by the API server: %v", k, v, errs)
+		}
 	}
 }

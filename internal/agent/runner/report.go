@@ -2,11 +2,13 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -15,6 +17,7 @@ import (
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agent/control"
+	"github.com/fwops/firmware-operator/internal/kname"
 )
 
 // DefaultMinWriteInterval spaces status writes that neither change the phase nor cross a
@@ -59,15 +62,19 @@ type reporter struct {
 	lastWrite time.Time
 	updatedAt time.Time
 	refused   error // the TargetUpdate is not this job's: never written
+
+	pod          string        // this agent's pod: a target handed to another is not written
+	finalTimeout time.Duration // how long a final write is retried (DefaultFinalWriteTimeout)
+	retryWait    time.Duration // the first wait between final-write tries
 }
 
 // checkOwner refuses a TargetUpdate that belongs to another job (or another instance of a
 // job of the same name), so that an agent never writes over someone else's status.
 func checkOwner(tu *fwv1.TargetUpdate, cfg config.Config, t config.Target) error {
 	switch {
-	case tu.Labels[fwv1.LabelJob] != cfg.Job:
+	case tu.Labels[fwv1.LabelJob] != kname.LabelValue(cfg.Job):
 		return fmt.Errorf("TargetUpdate %s/%s has label %s=%q, not this agent's job %q: not writing it",
-			tu.Namespace, tu.Name, fwv1.LabelJob, tu.Labels[fwv1.LabelJob], cfg.Job)
+			tu.Namespace, tu.Name, fwv1.LabelJob, tu.Labels[fwv1.LabelJob], kname.LabelValue(cfg.Job))
 	case tu.Spec.JobName != cfg.Job:
 		return fmt.Errorf("TargetUpdate %s/%s is for job %q, not this agent's job %q: not writing it",
 			tu.Namespace, tu.Name, tu.Spec.JobName, cfg.Job)
@@ -119,8 +126,8 @@ func (r *reporter) phase() fwv1.TargetPhase {
 func (r *reporter) update(ctx context.Context, force bool, f func(s *fwv1.TargetUpdateStatus)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.obj == nil {
-		return // refused or never read: nothing may be written
+	if r.obj == nil || r.refused != nil {
+		return // refused, handed over or never read: nothing may be written
 	}
 	next := *r.live.DeepCopy()
 	f(&next)
@@ -136,30 +143,108 @@ func (r *reporter) update(ctx context.Context, force bool, f func(s *fwv1.Target
 
 func (r *reporter) writeLocked(ctx context.Context, next fwv1.TargetUpdateStatus, now time.Time) {
 	final := next.Phase.Finished()
-	// A final state must land even when the run's context is over (the target timed out).
 	wctx := ctx
 	if final {
+		// A final state must land even when the run's context is over (the target timed out)
+		// and while the API server restarts: lost, the retry would flash the target again.
 		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		wctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), r.finalWriteTimeout())
 		defer cancel()
 	}
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		obj := r.obj.DeepCopy()
-		base := client.MergeFrom(r.obj)
-		obj.Status = *next.DeepCopy()
-		if err = r.c.Status().Patch(wctx, obj, base); err == nil {
-			r.obj = obj
+	wait := r.retryBase()
+	for {
+		err := r.patchStatusLocked(wctx, next)
+		if err == nil {
 			r.lastWrite = now
 			return
 		}
-		if !final || wctx.Err() != nil {
-			break
+		if !final || r.refused != nil || wctx.Err() != nil {
+			r.log.Warn("could not write TargetUpdate status; will try again with the next change",
+				"targetUpdate", r.target.TargetUpdate, "phase", next.Phase, "err", r.redact(err.Error()))
+			return
 		}
-		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+		r.log.Warn("could not write the final TargetUpdate status; retrying",
+			"targetUpdate", r.target.TargetUpdate, "phase", next.Phase, "in", wait, "err", r.redact(err.Error()))
+		select {
+		case <-wctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
 	}
-	r.log.Warn("could not write TargetUpdate status; will try again with the next change",
-		"targetUpdate", r.target.TargetUpdate, "phase", next.Phase, "err", r.redact(err.Error()))
+}
+
+// DefaultFinalWriteTimeout is how long the agent keeps trying to write a target's final
+// status: longer than an API server restart takes.
+const DefaultFinalWriteTimeout = 5 * time.Minute
+
+func (r *reporter) finalWriteTimeout() time.Duration {
+	if r.finalTimeout > 0 {
+		return r.finalTimeout
+	}
+	return DefaultFinalWriteTimeout
+}
+
+func (r *reporter) retryBase() time.Duration {
+	if r.retryWait > 0 {
+		return r.retryWait
+	}
+	return 200 * time.Millisecond
+}
+
+// patchStatusLocked writes the agent's change (next against what it last wrote or read) on
+// the current TargetUpdate only: the patch carries the resourceVersion it was computed on.
+// On a conflict it reads the TargetUpdate again and re-sends its change, unless the target
+// has been handed to another agent pod, which then owns its status.
+func (r *reporter) patchStatusLocked(ctx context.Context, next fwv1.TargetUpdateStatus) error {
+	desired := r.obj.DeepCopy()
+	desired.Status = *next.DeepCopy()
+	diff, err := client.MergeFrom(r.obj).Data(desired)
+	if err != nil {
+		return err
+	}
+	cur := r.obj
+	for range 5 {
+		data, err := withResourceVersion(diff, cur.ResourceVersion)
+		if err != nil {
+			return err
+		}
+		out := cur.DeepCopy()
+		err = r.c.Status().Patch(ctx, out, client.RawPatch(types.MergePatchType, data))
+		if err == nil {
+			r.obj = out
+			return nil
+		}
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+		fresh := &fwv1.TargetUpdate{}
+		if err := r.c.Get(ctx, client.ObjectKeyFromObject(cur), fresh); err != nil {
+			return err
+		}
+		if r.pod != "" && fresh.Status.AgentPod != "" && fresh.Status.AgentPod != r.pod {
+			r.refused = fmt.Errorf("TargetUpdate %s was handed to agent pod %s: this agent (%s) no longer writes it",
+				fresh.Name, fresh.Status.AgentPod, r.pod)
+			return r.refused
+		}
+		cur = fresh
+	}
+	return fmt.Errorf("TargetUpdate %s kept changing under the agent's write", r.obj.Name)
+}
+
+// withResourceVersion adds metadata.resourceVersion to a merge patch, which makes the API
+// server refuse it with a conflict when the object has changed since that version.
+func withResourceVersion(patch []byte, rv string) ([]byte, error) {
+	m := map[string]any{}
+	if err := json.Unmarshal(patch, &m); err != nil {
+		return nil, err
+	}
+	md, _ := m["metadata"].(map[string]any)
+	if md == nil {
+		md = map[string]any{}
+	}
+	md["resourceVersion"] = rv
+	m["metadata"] = md
+	return json.Marshal(m)
 }
 
 // snapshot is the live status for /status.

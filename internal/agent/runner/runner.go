@@ -53,6 +53,9 @@ type Deps struct {
 	Rand func(n int) int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// FinalWriteTimeout bounds the retries of a target's final status write (default
+	// DefaultFinalWriteTimeout).
+	FinalWriteTimeout time.Duration
 
 	redactor *redactor // shared with the drivers' loggers when Main built them
 }
@@ -123,7 +126,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	a.reps = make([]*reporter, len(cfg.Targets))
 	for i, t := range cfg.Targets {
 		a.reps[i] = &reporter{c: deps.Client, log: log, redact: red.redact, now: deps.Now,
-			interval: deps.MinWriteInterval, target: t}
+			interval: deps.MinWriteInterval, target: t, pod: cfg.Pod, finalTimeout: deps.FinalWriteTimeout}
 	}
 
 	// Ports before anything else: what the agent really bound is what it reports.
