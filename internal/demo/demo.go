@@ -180,7 +180,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 			p.say("  control plane stop: %v", err)
 		}
 	})
-	kubeconfig, err := writeKubeconfig(env, o.Dir)
+	kubeconfig, err := apiserver.WriteKubeconfig(env, o.Dir, Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +205,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	// 2. Nodes.
 	p.step("Creating nodes %s (Ready; no kubelet runs here, the demo plays it)", strings.Join(Nodes, ", "))
 	for _, n := range Nodes {
-		if err := createReadyNode(ctx, c, n); err != nil {
+		if err := apiserver.CreateReadyNode(ctx, c, n); err != nil {
 			return nil, err
 		}
 	}

@@ -40,6 +40,9 @@ type Options struct {
 	ProbeAddr          string
 	AgentImage         string
 	MaxTargetsPerAgent int
+	// AgentReportGrace is how long past a job's spec.rollout.timeout the controller waits for
+	// an agent's report before failing the target itself (0: controllers.DefaultTimeoutGrace).
+	AgentReportGrace time.Duration
 	// QPS and Burst bound the manager's requests to the API server; a rollout over thousands
 	// of targets writes a TargetUpdate per target, so the defaults are above client-go's.
 	QPS   float32
@@ -64,6 +67,8 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&o.AgentImage, "agent-image", "ghcr.io/fwops/firmware-operator:latest", "image of the agent pods")
 	fs.IntVar(&o.MaxTargetsPerAgent, "max-targets-per-agent", 100, "most targets one agent pod serves")
+	fs.DurationVar(&o.AgentReportGrace, "agent-report-grace", controllers.DefaultTimeoutGrace,
+		"how long past a job's spec.rollout.timeout to wait for a silent agent before failing its target")
 	qps := fs.Float64("kube-api-qps", 50, "requests per second to the API server")
 	fs.IntVar(&o.Burst, "kube-api-burst", 100, "burst of requests to the API server")
 	if err := fs.Parse(args); err != nil {
@@ -145,7 +150,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	rec := mgr.GetEventRecorder("firmware-operator")
 	jobs := &controllers.UpdateJobReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Recorder: rec, Clock: clk,
-		AgentImage: o.AgentImage, MaxTargetsPerAgent: o.MaxTargetsPerAgent,
+		AgentImage: o.AgentImage, MaxTargetsPerAgent: o.MaxTargetsPerAgent, TimeoutGrace: o.AgentReportGrace,
 	}
 	if err := jobs.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("UpdateJob controller: %w", err)

@@ -45,8 +45,8 @@ func InCI() bool { return os.Getenv("CI") == "true" }
 func Scheme() *k8sruntime.Scheme { return scheme.New() }
 
 // Start starts an API server with the CRDs of config/crd/bases installed. Stop it with
-// env.Stop().
-func Start() (*envtest.Environment, *rest.Config, error) {
+// env.Stop(). Options adjust the environment before it starts.
+func Start(opts ...func(*envtest.Environment)) (*envtest.Environment, *rest.Config, error) {
 	assets, err := AssetsDir()
 	if err != nil {
 		return nil, nil, err
@@ -57,9 +57,23 @@ func Start() (*envtest.Environment, *rest.Config, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                Scheme(),
 	}
+	for _, o := range opts {
+		o(env)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting envtest: %w", err)
 	}
 	return env, cfg, nil
+}
+
+// EtcdDataDir keeps etcd's data in dir, so that etcd can be stopped and started again with
+// everything it held (envtest removes a data folder it made itself on stop).
+func EtcdDataDir(dir string) func(*envtest.Environment) {
+	return func(env *envtest.Environment) {
+		if env.ControlPlane.Etcd == nil {
+			env.ControlPlane.Etcd = &envtest.Etcd{}
+		}
+		env.ControlPlane.Etcd.DataDir = dir
+	}
 }

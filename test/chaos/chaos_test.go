@@ -1,0 +1,253 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agentpod"
+	"github.com/fwops/firmware-operator/internal/fleet"
+	"github.com/fwops/firmware-operator/internal/simulator/ilo"
+	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
+)
+
+// figures collects what each spec measured, printed at the end and kept in
+// docs/reliability.md.
+type figures struct {
+	faults, targets, lost, doubleFlashes, peak, maxConcurrent int
+}
+
+func (f figures) String() string {
+	return fmt.Sprintf("faults survived %d, targets %d, lost %d, flashed twice %d, peak concurrent flashes %d (maxConcurrent %d)",
+		f.faults, f.targets, f.lost, f.doubleFlashes, f.peak, f.maxConcurrent)
+}
+
+var _ = ginkgo.Describe("A rollout under faults", func() {
+	var (
+		ns   string
+		f    *fleet.Fleet
+		mgr  *managerProcess
+		logs *syncbuf.Buffer
+	)
+	ginkgo.BeforeEach(func() {
+		ns = newNamespace("chaos")
+		mgr = &managerProcess{}
+		logs = &syncbuf.Buffer{}
+	})
+	ginkgo.AfterEach(func() {
+		if ginkgo.CurrentSpecReport().Failed() {
+			fmt.Fprintf(ginkgo.GinkgoWriter, "manager logs are kept in %s; agent logs (tail):\n%s\n", workDir, tail(logs.String(), 20000))
+		}
+		// Delete the jobs while a manager runs, so that their agents stop and nothing is left.
+		if mgr.cmd == nil || mgr.cmd.ProcessState != nil {
+			mgr.start()
+		}
+		gomega.Expect(k8sClient.DeleteAllOf(suiteCtx, &fwv1.UpdateJob{}, client.InNamespace(ns))).To(gomega.Succeed())
+		gomega.Eventually(func() int {
+			var pods corev1.PodList
+			gomega.Expect(k8sClient.List(suiteCtx, &pods, client.InNamespace(ns))).To(gomega.Succeed())
+			var jobs fwv1.UpdateJobList
+			gomega.Expect(k8sClient.List(suiteCtx, &jobs, client.InNamespace(ns))).To(gomega.Succeed())
+			return len(pods.Items) + len(jobs.Items)
+		}).Should(gomega.BeZero())
+		mgr.stop()
+		if f != nil {
+			gomega.Expect(f.Close()).To(gomega.Succeed())
+			f = nil
+		}
+	})
+
+	startFleet := func(opts fleet.Options) {
+		var err error
+		f, err = fleet.Start(suiteCtx, opts)
+		gomega.Expect(err).NotTo(gomega.HaveOccurred())
+		gomega.Expect(f.Apply(suiteCtx, k8sClient, ns)).To(gomega.Succeed())
+		policy := &fwv1.PortPolicy{ObjectMeta: metav1.ObjectMeta{Name: "policy-" + ns}}
+		gomega.Expect(k8sClient.Create(suiteCtx, policy)).To(gomega.Succeed())
+		ginkgo.DeferCleanup(func() { _ = k8sClient.Delete(suiteCtx, policy) })
+	}
+	jobOf := func(name string, maxConcurrent int32, mutate func(*fwv1.UpdateJob)) *fwv1.UpdateJob {
+		j := f.Job(ns, name, fwv1.ComponentILO, "policy-"+ns, maxConcurrent)
+		if mutate != nil {
+			mutate(j)
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, j)).To(gomega.Succeed())
+		return j
+	}
+	get := func(j *fwv1.UpdateJob) *fwv1.UpdateJob {
+		cur := &fwv1.UpdateJob{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(j), cur)).To(gomega.Succeed())
+		return cur
+	}
+	finished := func(j *fwv1.UpdateJob) bool {
+		p := get(j).Status.Phase
+		return p == fwv1.JobPhaseSucceeded || p == fwv1.JobPhaseFailed
+	}
+	// judge counts, from the simulators, what the rollout did to each target.
+	judge := func(j *fwv1.UpdateJob, faults, maxConcurrent int) figures {
+		fig := figures{faults: faults, targets: len(f.TargetNames()), peak: f.MaxConcurrentILOFlashes(), maxConcurrent: maxConcurrent}
+		for _, t := range f.TargetNames() {
+			if n := f.Flashes(t); n > 1 {
+				fig.doubleFlashes++
+				fmt.Fprintf(ginkgo.GinkgoWriter, "target %s flashed %d times\n", t, n)
+			}
+		}
+		var list fwv1.TargetUpdateList
+		gomega.Expect(k8sClient.List(suiteCtx, &list, client.InNamespace(ns))).To(gomega.Succeed())
+		final := 0
+		for _, tu := range list.Items {
+			if tu.Spec.JobName == j.Name && tu.Status.Phase.Finished() {
+				final++
+			}
+		}
+		fig.lost = fig.targets - final
+		fmt.Fprintf(ginkgo.GinkgoWriter, "%s: %s\n", ginkgo.CurrentSpecReport().LeafNodeText, fig)
+		recordFigures(ginkgo.CurrentSpecReport().LeafNodeText, fig)
+		return fig
+	}
+	expectUnharmed := func(fig figures) {
+		gomega.Expect(fig.lost).To(gomega.BeZero(), "targets without a final phase")
+		gomega.Expect(fig.doubleFlashes).To(gomega.BeZero(), "targets flashed twice")
+		gomega.Expect(fig.peak).To(gomega.BeNumerically("<=", fig.maxConcurrent), "maxConcurrent exceeded")
+	}
+
+	ginkgo.It("survives 20 SIGKILLs of the manager during a 200-target rollout", func() {
+		startFleet(fleet.Options{Name: "kills", ILO5: 120, ILO6: 80,
+			Timings: ilo.Timings{Upload: 100 * time.Millisecond, Verify: 100 * time.Millisecond, Write: 100 * time.Millisecond,
+				Update: 3 * time.Second, Steps: 3}})
+		kubelet.Use(f.AgentFunc(k8sClient, fleet.AgentOptions{Log: logs}))
+		mgr.start()
+		const maxConcurrent = 20
+		job := jobOf("kills", maxConcurrent, nil)
+		seed := uint64(time.Now().UnixNano())
+		fmt.Fprintf(ginkgo.GinkgoWriter, "kill moments seeded with %d\n", seed)
+		rng := rand.New(rand.NewPCG(seed, seed>>1))
+		kills := 0
+		for ; kills < 20 && !finished(job); kills++ {
+			// The chaos itself: a random moment, not a wait for a condition.
+			time.Sleep(time.Duration(200+rng.IntN(1300)) * time.Millisecond)
+			mgr.kill()
+			mgr.start()
+		}
+		gomega.Expect(kills).To(gomega.Equal(20), "the rollout ended before the 20th kill: slow the simulated flash")
+		gomega.Eventually(func() fwv1.JobPhase { return get(job).Status.Phase }, 5*time.Minute).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		gomega.Expect(get(job).Status.Counts).To(gomega.Equal(fwv1.TargetCounts{Total: 200, Succeeded: 200}))
+		expectUnharmed(judge(job, kills, maxConcurrent))
+	})
+
+	ginkgo.It("rides out etcd stopping and starting again mid-rollout", func() {
+		startFleet(fleet.Options{Name: "etcd", ILO5: 20,
+			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
+				Update: 2 * time.Second, Steps: 3}})
+		kubelet.Use(f.AgentFunc(k8sClient, fleet.AgentOptions{Log: logs}))
+		mgr.start()
+		const maxConcurrent = 5
+		job := jobOf("etcd", maxConcurrent, nil)
+		gomega.Eventually(func() int32 { return get(job).Status.Counts.Succeeded }).Should(gomega.BeNumerically(">=", 3))
+		etcd := testEnv.ControlPlane.Etcd
+		gomega.Expect(etcd.Stop()).To(gomega.Succeed())
+		// While etcd is down the API server answers every write with an error: agents finish
+		// flashes they cannot report, the manager's watches break.
+		time.Sleep(5 * time.Second)
+		gomega.Expect(etcd.Start()).To(gomega.Succeed())
+		gomega.Eventually(func() fwv1.JobPhase { return get(job).Status.Phase }, 5*time.Minute).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		gomega.Expect(get(job).Status.Counts).To(gomega.Equal(fwv1.TargetCounts{Total: 20, Succeeded: 20}))
+		expectUnharmed(judge(job, 1, maxConcurrent))
+	})
+
+	ginkgo.It("fails or re-places, within the per-target timeout, the targets of a node that dies with its agent", func() {
+		startFleet(fleet.Options{Name: "deadnode", ILO5: 8,
+			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
+				Update: 500 * time.Millisecond, Steps: 3}})
+		real := f.AgentFunc(k8sClient, fleet.AgentOptions{Log: logs})
+		// node-b's agents start and then say nothing, as on a node that lost power.
+		kubelet.Use(func(ctx context.Context, pod *corev1.Pod, args []string) error {
+			if agentpod.Node(pod) == "node-b" {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return real(ctx, pod, args)
+		})
+		mgr.start()
+		const maxConcurrent = 4
+		timeout := 15 * time.Second
+		job := jobOf("deadnode", maxConcurrent, func(j *fwv1.UpdateJob) {
+			j.Spec.Rollout.Timeout = &metav1.Duration{Duration: timeout}
+			j.Spec.Rollout.Retries = fwv1.RetryPolicy{Limit: 1, Backoff: &metav1.Duration{Duration: time.Second}}
+			j.Spec.Rollout.MaxFailures = ptr.To(intstr.FromInt32(8))
+		})
+		// The node goes NotReady once its agents hold targets.
+		gomega.Eventually(func() bool {
+			var list fwv1.TargetUpdateList
+			gomega.Expect(k8sClient.List(suiteCtx, &list, client.InNamespace(ns))).To(gomega.Succeed())
+			for _, tu := range list.Items {
+				if tu.Status.Node == "node-b" && tu.Status.Phase.InProgress() {
+					return true
+				}
+			}
+			return false
+		}).Should(gomega.BeTrue())
+		died := time.Now()
+		node := &corev1.Node{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Name: "node-b"}, node)).To(gomega.Succeed())
+		node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionUnknown,
+			Reason: "NodeStatusUnknown", Message: "Kubelet stopped posting node status.", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+		gomega.Expect(k8sClient.Status().Update(suiteCtx, node)).To(gomega.Succeed())
+		ginkgo.DeferCleanup(func() {
+			n := &corev1.Node{}
+			gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Name: "node-b"}, n)).To(gomega.Succeed())
+			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+			gomega.Expect(k8sClient.Status().Update(suiteCtx, n)).To(gomega.Succeed())
+		})
+
+		gomega.Eventually(func() fwv1.JobPhase { return get(job).Status.Phase }, 3*time.Minute).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+		took := time.Since(died)
+		fmt.Fprintf(ginkgo.GinkgoWriter, "rollout ended %s after node-b died (timeout %s)\n", took.Round(time.Second), timeout)
+		gomega.Expect(get(job).Status.Counts).To(gomega.Equal(fwv1.TargetCounts{Total: 8, Succeeded: 8}), "node-b's targets were re-placed on node-a")
+		var list fwv1.TargetUpdateList
+		gomega.Expect(k8sClient.List(suiteCtx, &list, client.InNamespace(ns))).To(gomega.Succeed())
+		retried := 0
+		for _, tu := range list.Items {
+			if tu.Status.Attempts > 1 {
+				retried++
+				gomega.Expect(tu.Status.Node).To(gomega.Equal("node-a"), "%s was retried on the dead node", tu.Name)
+			}
+		}
+		gomega.Expect(retried).To(gomega.BeNumerically(">", 0), "some targets had been placed on node-b")
+		expectUnharmed(judge(job, 1, maxConcurrent))
+	})
+})
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
+
+// recordFigures appends a spec's figures to $CHAOS_FIGURES when set (make chaos-figures
+// writes them into docs/reliability.md).
+func recordFigures(spec string, fig figures) {
+	path := os.Getenv("CHAOS_FIGURES")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(filepath.Clean(path), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "| %s | %d | %d | %d | %d | %d / %d |\n", spec, fig.faults, fig.targets, fig.lost, fig.doubleFlashes, fig.peak, fig.maxConcurrent)
+}
