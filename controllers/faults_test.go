@@ -62,7 +62,9 @@ var _ = ginkgo.Describe("UpdateJob under faults", func() {
 		agent.fail[targets[1]] = true
 		job := newJob(ns, "budget-retry", "budget-retry", policy, func(j *fwv1.UpdateJob) {
 			j.Spec.Rollout.MaxConcurrent = 2
-			j.Spec.Rollout.MaxFailures = ptr.To(intstr.FromInt32(1))
+			// No failure allowed: the first failed attempt spends the budget, even while it
+			// waits for its retry.
+			j.Spec.Rollout.MaxFailures = ptr.To(intstr.FromInt32(0))
 			j.Spec.Rollout.Retries = fwv1.RetryPolicy{Limit: 1, Backoff: &metav1.Duration{Duration: time.Minute}}
 		})
 		// Both of the first wave fail and wait out their backoff.
