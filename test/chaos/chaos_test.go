@@ -48,7 +48,9 @@ var _ = ginkgo.Describe("A rollout under faults", func() {
 	})
 	ginkgo.AfterEach(func() {
 		if ginkgo.CurrentSpecReport().Failed() {
+			keepWorkDir = true
 			fmt.Fprintf(ginkgo.GinkgoWriter, "manager logs are kept in %s; agent logs (tail):\n%s\n", workDir, tail(logs.String(), 20000))
+			dump(ns)
 		}
 		// Delete the jobs while a manager runs, so that their agents stop and nothing is left.
 		if mgr.cmd == nil || mgr.cmd.ProcessState != nil {
@@ -182,7 +184,7 @@ var _ = ginkgo.Describe("A rollout under faults", func() {
 		})
 		mgr.start()
 		const maxConcurrent = 4
-		timeout := 15 * time.Second
+		timeout := time.Minute // the API's minimum
 		job := jobOf("deadnode", maxConcurrent, func(j *fwv1.UpdateJob) {
 			j.Spec.Rollout.Timeout = &metav1.Duration{Duration: timeout}
 			j.Spec.Rollout.Retries = fwv1.RetryPolicy{Limit: 1, Backoff: &metav1.Duration{Duration: time.Second}}
@@ -250,4 +252,26 @@ func recordFigures(spec string, fig figures) {
 	}
 	defer f.Close()
 	fmt.Fprintf(f, "| %s | %d | %d | %d | %d | %d / %d |\n", spec, fig.faults, fig.targets, fig.lost, fig.doubleFlashes, fig.peak, fig.maxConcurrent)
+}
+
+// dump prints a failed spec's jobs and a count of its TargetUpdates by phase and message.
+func dump(ns string) {
+	w := ginkgo.GinkgoWriter
+	var jobs fwv1.UpdateJobList
+	_ = k8sClient.List(suiteCtx, &jobs, client.InNamespace(ns))
+	for _, j := range jobs.Items {
+		fmt.Fprintf(w, "job %s: phase=%s counts=%+v conditions=%+v\n", j.Name, j.Status.Phase, j.Status.Counts, j.Status.Conditions)
+	}
+	var tus fwv1.TargetUpdateList
+	_ = k8sClient.List(suiteCtx, &tus, client.InNamespace(ns))
+	byState := map[string]int{}
+	for _, tu := range tus.Items {
+		byState[fmt.Sprintf("%s attempts=%d pod=%q: %s", tu.Status.Phase, tu.Status.Attempts, tu.Status.AgentPod, tu.Status.Message)]++
+	}
+	for k, n := range byState {
+		fmt.Fprintf(w, "%4d × %s\n", n, k)
+	}
+	var pods corev1.PodList
+	_ = k8sClient.List(suiteCtx, &pods, client.InNamespace(ns))
+	fmt.Fprintf(w, "%d pods\n", len(pods.Items))
 }

@@ -38,6 +38,8 @@ var (
 	workDir    string
 	binary     string // the operator, built once: the manager runs as its own process
 	kubeconfig string
+	// keepWorkDir keeps the manager logs and etcd data of a run in which a spec failed.
+	keepWorkDir bool
 	nodes      = []string{"node-a", "node-b"}
 )
 
@@ -88,7 +90,7 @@ var _ = ginkgo.AfterSuite(func() {
 	if testEnv != nil {
 		gomega.Expect(testEnv.Stop()).To(gomega.Succeed())
 	}
-	if workDir != "" && !ginkgo.CurrentSpecReport().Failed() {
+	if workDir != "" && !keepWorkDir {
 		_ = os.RemoveAll(workDir)
 	}
 })
