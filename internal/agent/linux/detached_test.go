@@ -20,7 +20,8 @@ import (
 )
 
 // gated is a Smart Component stand-in that the test holds mid-run: each start appends a line
-// to runs, then it waits until the gate file exists, appends to finished and exits with code.
+// to runs ("pid uid sudo-user cwd"), unpacks a file into $TMPDIR as real components do, then
+// waits until the gate file exists, appends to finished and exits with code.
 type gated struct {
 	path, runs, gate, finished string
 }
@@ -32,6 +33,7 @@ func gatedComponent(t *testing.T, code int) gated {
 		gate: filepath.Join(dir, "gate"), finished: filepath.Join(dir, "finished")}
 	script := fmt.Sprintf(`#!/bin/sh
 echo "$$ $(id -u) ${SUDO_USER:-nosudo} $PWD" >> %s
+mkdir -p "$TMPDIR/unpacked" && : > "$TMPDIR/unpacked/payload"
 while [ ! -e %s ]; do sleep 0.05; done
 echo done >> %s
 echo 'component says bye'

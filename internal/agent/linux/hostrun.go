@@ -94,26 +94,27 @@ if [ -e "$d/pid" ]; then echo launched; else echo nopid; fi
 // the SSH user), staged (copied, never launched), running, died (launched, no result, no live
 // process), or "finished <wrapper exit code> <component exit code or none> <began|notbegun>".
 // A run is live when the pid file's process still runs this very directory's wrapper in this
-// boot: a reboot or a reused pid does not pass for the run.
+// boot: a reboot or a reused pid does not pass for the run. Liveness is read before the
+// finished file, which the wrapper writes before it exits: a run that ends between the two
+// reads shows as finished, never as died.
 func statusScript(dir string) string {
 	return fmt.Sprintf(`exec 2>/dev/null
 d=%s
 if [ ! -e "$d" ] && [ ! -L "$d" ]; then echo absent; exit 0; fi
 if [ -L "$d" ] || [ ! -d "$d" ] || [ ! -O "$d" ]; then echo foreign; exit 0; fi
+alive=no; pid=; boot=
+read -r pid boot < "$d/pid"
+if [ -n "$pid" ] && [ "$boot" = "$(cat /proc/sys/kernel/random/boot_id)" ] &&
+	tr '\000' '\n' < "/proc/$pid/cmdline" | grep -qxF -- "$d"; then
+	alive=yes
+fi
 if [ -e "$d/finished" ]; then
 	r=none; [ -e "$d/result" ] && r=$(cat "$d/result")
 	b=notbegun; [ -e "$d/began" ] && b=began
 	echo "finished $(cat "$d/finished") $r $b"; exit 0
 fi
 [ -d "$d/launched" ] || { echo staged; exit 0; }
-pid=; boot=
-read -r pid boot < "$d/pid"
-if [ -n "$pid" ] && [ "$boot" = "$(cat /proc/sys/kernel/random/boot_id)" ] &&
-	tr '\000' '\n' < "/proc/$pid/cmdline" | grep -qxF -- "$d"; then
-	echo running
-else
-	echo died
-fi
+if [ "$alive" = yes ]; then echo running; else echo died; fi
 `, quote(dir))
 }
 

@@ -86,7 +86,7 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 		d.log.Info("picking up the result of a smart component run that ended while no agent watched", "file", name, "dir", dir)
 	case "staged":
 		// An earlier agent stopped while copying: the copy may be partial, and it never ran.
-		if err := d.remove(ctx, dir); err != nil {
+		if err := d.remove(ctx, dir, false); err != nil {
 			return res, err
 		}
 		fallthrough
@@ -132,7 +132,7 @@ func (d *Driver) start(ctx context.Context, staging, dir, name string, local io.
 	}
 	// Nothing ran yet: any failure before the launch removes the directory again.
 	abandon := func(err error) error {
-		return errors.Join(err, d.remove(ctx, dir))
+		return errors.Join(err, d.remove(ctx, dir, false))
 	}
 	if err := d.upload(ctx, dir, name, local); err != nil {
 		return abandon(err)
@@ -333,7 +333,7 @@ func (d *Driver) result(ctx context.Context, fw driver.Firmware, dir, name strin
 	output := d.readTail(ctx, dir, "output")
 	launchLog := d.readTail(ctx, dir, "launch.log")
 	defer func() {
-		err = errors.Join(err, d.remove(ctx, dir))
+		err = errors.Join(err, d.remove(ctx, dir, st.began))
 	}()
 	if !st.hasResult {
 		// The wrapper stopped before the component started: sudo refused, most likely.
@@ -375,13 +375,19 @@ func (d *Driver) readTail(ctx context.Context, dir, file string) string {
 	return out.String()
 }
 
-// remove deletes the run directory, with the privilege the run had (the component may leave
-// files of root's in its TMPDIR). It completes even when ctx has ended.
-func (d *Driver) remove(ctx context.Context, dir string) error {
+// remove deletes the run directory. Once the component ran (ran), that takes the privilege the
+// run had, as it may leave files of root's in its TMPDIR; before, the SSH user's own files are
+// all there is, and sudo is not asked (it may be what failed). It completes even when ctx has
+// ended.
+func (d *Driver) remove(ctx context.Context, dir string, ran bool) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hostTimeout)
 	defer cancel()
 	var out limitedBuffer
-	if err := exec(cctx, d.client, d.privileged("rm -rf -- "+quote(dir)), &out); err != nil {
+	cmd := "rm -rf -- " + quote(dir)
+	if ran {
+		cmd = d.privileged(cmd)
+	}
+	if err := exec(cctx, d.client, cmd, &out); err != nil {
 		d.log.Error("could not remove the run directory", "dir", dir, "err", err.Error(), "output", tail(out.String()))
 		return fmt.Errorf("target %s: remove %s: %w%s", d.t.Name, dir, err, tail(out.String()))
 	}
