@@ -30,6 +30,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.type in ['iLO4', 'iLO5', 'iLO6'] || !has(self.tls)",message="spec.tls applies only to iLO targets (iLO4, iLO5, iLO6)",fieldPath=".tls"
 // +kubebuilder:validation:XValidation:rule="self.type in ['OA', 'Linux'] || !has(self.ssh)",message="spec.ssh applies only to OA and Linux targets",fieldPath=".ssh"
 // +kubebuilder:validation:XValidation:rule="self.type == 'OA' || !has(self.bay)",message="spec.bay applies only to OA targets",fieldPath=".bay"
+// +kubebuilder:validation:XValidation:rule="self.type == 'Linux' || !has(self.linux)",message="spec.linux applies only to Linux targets",fieldPath=".linux"
 type UpdateTargetSpec struct {
 	// type is the kind of endpoint: iLO4, iLO5 or iLO6 (Redfish over HTTPS), OA (an Onboard
 	// Administrator's SSH command line) or Linux (Smart Components over SSH).
@@ -65,6 +66,34 @@ type UpdateTargetSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=16
 	Bay *int32 `json:"bay,omitempty"`
+
+	// linux says how a Linux target runs Smart Components: through sudo or not, and from
+	// which directory.
+	// +optional
+	Linux *LinuxSpec `json:"linux,omitempty"`
+}
+
+// LinuxSpec says how Smart Components run on a Linux host.
+type LinuxSpec struct {
+	// sudo runs each Smart Component, and the removal of what it left, through "sudo -n":
+	// set it when the SSH user is not root. The user must be allowed to run commands without a
+	// password (NOPASSWD); when sudo asks for one, the target fails with a message saying so
+	// and nothing runs.
+	// +optional
+	Sudo bool `json:"sudo,omitempty"`
+
+	// stagingDirectory is the absolute path of the directory on the host where Smart
+	// Components are copied and run from, each in a private sub-directory that holds its
+	// result until the agent has read it. It must be writable by the SSH user and on a file
+	// system that allows execution: CIS-hardened hosts mount /tmp and /var/tmp noexec, so
+	// name a directory such as /var/lib/fwops/staging there. When unset, /var/tmp.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/')",message="stagingDirectory must be an absolute path"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('(^|/)[.][.](/|$)')",message="stagingDirectory must not contain '..'"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[[:space:]]')",message="stagingDirectory must not contain spaces or other white space"
+	StagingDirectory string `json:"stagingDirectory,omitempty"`
 }
 
 // TLSSpec says how an iLO's certificate is verified. At most one of its fields may be set; with

@@ -53,6 +53,11 @@ func validJob(name string) *fwv1.UpdateJob {
 	}
 }
 
+// stagingDirectory sets a Linux target's spec.linux.stagingDirectory.
+func stagingDirectory(dir string) func(*fwv1.UpdateTarget) {
+	return func(o *fwv1.UpdateTarget) { o.Spec.Linux = &fwv1.LinuxSpec{StagingDirectory: dir} }
+}
+
 // beInvalidOn matches an API "is invalid" error whose message names the field.
 func beInvalidOn(field string) types.GomegaMatcher {
 	return gomega.SatisfyAll(
@@ -92,7 +97,24 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		}, "spec.tls.certificateSHA256"),
 		ginkgo.Entry("a bay on a non-OA target", func(o *fwv1.UpdateTarget) { o.Spec.Bay = ptr.To[int32](3) }, "spec.bay"),
 		ginkgo.Entry("bay 17 on an OA", func(o *fwv1.UpdateTarget) { o.Spec.Type, o.Spec.Bay = fwv1.TargetTypeOA, ptr.To[int32](17) }, "spec.bay"),
+		ginkgo.Entry("spec.linux on an OA", func(o *fwv1.UpdateTarget) {
+			o.Spec.Type, o.Spec.Linux = fwv1.TargetTypeOA, &fwv1.LinuxSpec{Sudo: true}
+		}, "spec.linux"),
+		ginkgo.Entry("spec.linux on an iLO", func(o *fwv1.UpdateTarget) {
+			o.Spec.Type, o.Spec.SSH, o.Spec.Linux = fwv1.TargetTypeILO5, nil, &fwv1.LinuxSpec{StagingDirectory: "/var/lib/fwops"}
+		}, "spec.linux"),
+		ginkgo.Entry("a relative staging directory", stagingDirectory("var/lib/fwops"), "spec.linux.stagingDirectory"),
+		ginkgo.Entry("a staging directory that climbs with '..'", stagingDirectory("/var/lib/../../tmp"), "spec.linux.stagingDirectory"),
+		ginkgo.Entry("a staging directory ending in '..'", stagingDirectory("/var/lib/.."), "spec.linux.stagingDirectory"),
+		ginkgo.Entry("a staging directory with a space", stagingDirectory("/var/lib/fw ops"), "spec.linux.stagingDirectory"),
 	)
+
+	ginkgo.It("accepts a Linux target with sudo and its own staging directory", func() {
+		o := validTarget(name())
+		// A name with dots is not a climb out of the directory.
+		o.Spec.Linux = &fwv1.LinuxSpec{Sudo: true, StagingDirectory: "/var/lib/fwops..staging/run.d"}
+		gomega.Expect(k8sClient.Create(ctx, o)).To(gomega.Succeed())
+	})
 
 	ginkgo.DescribeTable("rejects a bad PortPolicy, naming the field",
 		func(mutate func(*fwv1.PortPolicy), field string) {

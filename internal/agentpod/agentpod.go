@@ -164,6 +164,9 @@ func Config(in Input, podName string) config.Config {
 				ct.InsecureIgnoreHostKey = s.InsecureIgnoreHostKey
 			}
 		}
+		if l := spec.Linux; l != nil && spec.Type == fwv1.TargetTypeLinux {
+			ct.Sudo, ct.StagingDirectory = l.Sudo, l.StagingDirectory
+		}
 		cfg.Targets = append(cfg.Targets, ct)
 	}
 	return cfg

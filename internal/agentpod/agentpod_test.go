@@ -43,7 +43,8 @@ func targets() []Target {
 		}}},
 		{TargetUpdate: "ilo5-278-db-1", Target: &fwv1.UpdateTarget{ObjectMeta: metav1.ObjectMeta{Name: "db-1"}, Spec: fwv1.UpdateTargetSpec{
 			Type: fwv1.TargetTypeLinux, Address: "127.0.3.1", CredentialsSecretRef: fwv1.SecretReference{Name: "db-creds"},
-			SSH: &fwv1.SSHSpec{KnownHostsSecretRef: &fwv1.SecretReference{Name: "db-kh"}},
+			SSH:   &fwv1.SSHSpec{KnownHostsSecretRef: &fwv1.SecretReference{Name: "db-kh"}},
+			Linux: &fwv1.LinuxSpec{Sudo: true, StagingDirectory: "/var/lib/fwops/staging"},
 		}}},
 	}
 }
@@ -201,6 +202,9 @@ func TestBuildArgsCarryTheJob(t *testing.T) {
 	}
 	if db.SSHPort != 22 || !db.HasKnownHosts || db.InsecureIgnoreHostKey {
 		t.Errorf("Linux target (P3 default 22): %+v", db)
+	}
+	if !db.Sudo || db.StagingDirectory != "/var/lib/fwops/staging" || ilo.Sudo || ilo.StagingDirectory != "" {
+		t.Errorf("spec.linux not carried to the Linux target only: %+v, %+v", db, ilo)
 	}
 }
 

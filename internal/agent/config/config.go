@@ -63,6 +63,11 @@ type Target struct {
 	HasKnownHosts bool `json:"hasKnownHosts,omitempty"`
 	// InsecureIgnoreHostKey waives the SSH host key check, only when the user set it.
 	InsecureIgnoreHostKey bool `json:"insecureIgnoreHostKey,omitempty"`
+	// Sudo runs a Linux target's Smart Components through sudo -n (spec.linux.sudo).
+	Sudo bool `json:"sudo,omitempty"`
+	// StagingDirectory is where a Linux target's Smart Components are copied and run
+	// (spec.linux.stagingDirectory); empty means the driver's default.
+	StagingDirectory string `json:"stagingDirectory,omitempty"`
 }
 
 // Ports are the ports the controller assigned to the agent. The agent binds them, moving to

@@ -65,6 +65,16 @@ type SSH struct {
 	InsecureIgnoreHostKey bool
 }
 
+// Linux is how a Linux target runs Smart Components.
+type Linux struct {
+	// Sudo runs the component, and the removal of what it left, through "sudo -n": the SSH
+	// user is not root and may use sudo without a password.
+	Sudo bool
+	// StagingDirectory is the directory on the host the component is copied to and run
+	// from; empty means the driver's default. It must allow execution (not mounted noexec).
+	StagingDirectory string
+}
+
 // Target is one endpoint the agent drives.
 type Target struct {
 	Name    string
@@ -76,6 +86,8 @@ type Target struct {
 	Credentials Credentials
 	TLS         TLS
 	SSH         SSH
+	// Linux applies to Linux targets only.
+	Linux Linux
 	// LocalPort is the source port of the agent's connections to this target (rule P4);
 	// 0 lets the kernel choose.
 	LocalPort int

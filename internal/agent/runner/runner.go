@@ -349,8 +349,9 @@ func (a *agent) summary() error {
 func targetFromMounts(cfg config.Config, t config.Target) (driver.Target, error) {
 	dt := driver.Target{
 		Name: t.Name, Type: driver.Type(t.Type), Address: t.Address, Bay: t.Bay,
-		TLS: driver.TLS{FingerprintSHA256: t.CertificateSHA256, InsecureSkipVerify: t.InsecureSkipVerify},
-		SSH: driver.SSH{Port: t.SSHPort, InsecureIgnoreHostKey: t.InsecureIgnoreHostKey},
+		TLS:   driver.TLS{FingerprintSHA256: t.CertificateSHA256, InsecureSkipVerify: t.InsecureSkipVerify},
+		SSH:   driver.SSH{Port: t.SSHPort, InsecureIgnoreHostKey: t.InsecureIgnoreHostKey},
+		Linux: driver.Linux{Sudo: t.Sudo, StagingDirectory: t.StagingDirectory},
 		// rule P4: LocalPort is set once bound.
 		LocalAddress: cfg.Address,
 	}
