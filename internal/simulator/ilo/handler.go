@@ -74,6 +74,8 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.postSimpleUpdate(w, r)
 		case key(addFromURI):
 			s.postAddFromURI(w, r)
+		case key(systemResetPath):
+			s.postSystemReset(w, r)
 		case key(ilo4UpdatePath):
 			if s.cfg.Model != ILO4 {
 				writeError(w, http.StatusMethodNotAllowed, "Base.1.4.ActionNotSupported", "not an iLO 4")

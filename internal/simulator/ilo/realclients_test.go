@@ -104,7 +104,7 @@ func TestILOrest(t *testing.T) {
 // auth) and a raw POST of SimpleUpdate.
 func TestRedfishtool(t *testing.T) {
 	bin := lookPath(t, "redfishtool")
-	s := startTest(t, Config{})
+	s := startTest(t, Config{Timings: Timings{Upload: 10 * time.Millisecond, Update: 40 * time.Millisecond, POST: 200 * time.Millisecond}})
 	base := imageHost(t, map[string][]byte{"rom.bin": fwimage.Build("SystemROM", "2.70", nil)})
 	for _, auth := range []string{"Basic", "Session"} {
 		out := run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-A", auth, "-u", testUser, "-p", testPass,
@@ -127,9 +127,24 @@ func TestRedfishtool(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The flash is staged: the running ROM (FirmwareInventory/2) keeps its version, the
+	// redundant one (6) holds the new image until the host reboots.
+	get := func(p string) string {
+		return run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-u", testUser, "-p", testPass, "raw", "GET", p)
+	}
+	if out := get("/redfish/v1/UpdateService/FirmwareInventory/2"); !strings.Contains(out, "v2.52") {
+		t.Fatalf("running System ROM changed before a reboot:\n%s", out)
+	}
+	if out := get("/redfish/v1/UpdateService/FirmwareInventory/6"); !strings.Contains(out, "v2.70") {
+		t.Fatalf("Redundant System ROM after the update:\n%s", out)
+	}
 	out = run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-u", testUser, "-p", testPass,
-		"raw", "GET", "/redfish/v1/UpdateService/FirmwareInventory/2")
-	if !strings.Contains(out, "v2.70") {
-		t.Fatalf("System ROM after the update:\n%s", out)
+		"raw", "POST", "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset", "-d", `{"ResetType":"ForceRestart"}`)
+	if !strings.Contains(out, "Base.1.4.Success") {
+		t.Fatalf("ComputerSystem.Reset:\n%s", out)
+	}
+	waitFor(t, "the host's POST", 10*time.Second, func() bool { return s.PostState() == postFinished })
+	if out := get("/redfish/v1/UpdateService/FirmwareInventory/2"); !strings.Contains(out, "v2.70") {
+		t.Fatalf("System ROM after the reboot:\n%s", out)
 	}
 }

@@ -45,11 +45,22 @@ type Timings struct {
 	Update time.Duration
 	// Steps is how many FlashProgressPercent increments Updating has (default 4).
 	Steps int
+	// POST is how long the host's power-on self-test lasts after a ComputerSystem.Reset
+	// (default 60s; real ProLiants take minutes).
+	POST time.Duration
 }
+
+// Default durations of the parts real hardware makes slow; tests shorten them.
+const (
+	defaultPOST = 60 * time.Second
+)
 
 func (t Timings) withDefaults() Timings {
 	if t.Steps <= 0 {
 		t.Steps = 4
+	}
+	if t.POST <= 0 {
+		t.POST = defaultPOST
 	}
 	return t
 }
@@ -154,6 +165,7 @@ type Sim struct {
 	stats    Stats
 	flashing bool
 	local    Counter // this instance's concurrency
+	host     hostState
 
 	cert, wrongCert tls.Certificate
 	certPEM         []byte
