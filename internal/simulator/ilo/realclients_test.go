@@ -73,8 +73,11 @@ func imageHost(t *testing.T, images map[string][]byte) string {
 // inventory, a firmware update to completion, and the new version read back.
 func TestILOrest(t *testing.T) {
 	bin := lookPath(t, "ilorest")
+	// The reset is on: ilorest must see Complete before the iLO goes away (it polls every
+	// fraction of a second while Updating), then log in again once the iLO is back.
 	s := startTest(t, Config{Timings: Timings{Upload: 100 * time.Millisecond, Verify: 100 * time.Millisecond,
-		Write: 100 * time.Millisecond, Update: 400 * time.Millisecond, Steps: 4}})
+		Write: 100 * time.Millisecond, Update: 400 * time.Millisecond, Steps: 4,
+		ResetDelay: time.Second, ILOReset: time.Second, HalfUp: 500 * time.Millisecond}})
 	base := imageHost(t, map[string][]byte{"ilo5_278.bin": fwimage.Build("iLO", "2.78", []byte("payload"))})
 	home := t.TempDir()
 	env := []string{"HOME=" + home}
@@ -88,10 +91,12 @@ func TestILOrest(t *testing.T) {
 	if !strings.Contains(out, "Firmware update has completed") {
 		t.Fatalf("firmwareupdate:\n%s", out)
 	}
-	if st := s.Stats(); st.FlashesCompleted != 1 {
+	// The iLO resets after flashing itself; log in again once it is back (its session is gone)
+	// and read the new version as ilorest sees it.
+	waitFor(t, "the iLO's reset", 30*time.Second, func() bool { st := s.Stats(); return st.ILOResets == 1 && s.ILOPhase() == "" })
+	if st := s.Stats(); st.FlashesCompleted != 1 || st.FlashesStarted != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	// ilorest's firmwareupdate logs out; log in again and read the new version as ilorest sees it.
 	run(t, env, bin, append(common, "login", s.URL(), "-u", testUser, "-p", testPass)...)
 	raw := run(t, env, bin, append(common, "rawget", "/redfish/v1/Managers/1")...)
 	if !strings.Contains(raw, `"FirmwareVersion": "iLO 5 v2.78"`) {

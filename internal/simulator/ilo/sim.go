@@ -48,11 +48,23 @@ type Timings struct {
 	// POST is how long the host's power-on self-test lasts after a ComputerSystem.Reset
 	// (default 60s; real ProLiants take minutes).
 	POST time.Duration
+	// ResetDelay is how long an iLO that flashed itself stays in Complete before it resets
+	// (default 3s).
+	ResetDelay time.Duration
+	// ILOReset is how long the resetting iLO drops every connection (default 90s: real ones
+	// are gone for one to three minutes).
+	ILOReset time.Duration
+	// HalfUp is how long, after that, the service root answers while UpdateService still
+	// answers 503 (default 20s).
+	HalfUp time.Duration
 }
 
 // Default durations of the parts real hardware makes slow; tests shorten them.
 const (
-	defaultPOST = 60 * time.Second
+	defaultPOST       = 60 * time.Second
+	defaultResetDelay = 3 * time.Second
+	defaultILOReset   = 90 * time.Second
+	defaultHalfUp     = 20 * time.Second
 )
 
 func (t Timings) withDefaults() Timings {
@@ -61,6 +73,15 @@ func (t Timings) withDefaults() Timings {
 	}
 	if t.POST <= 0 {
 		t.POST = defaultPOST
+	}
+	if t.ResetDelay <= 0 {
+		t.ResetDelay = defaultResetDelay
+	}
+	if t.ILOReset <= 0 {
+		t.ILOReset = defaultILOReset
+	}
+	if t.HalfUp <= 0 {
+		t.HalfUp = defaultHalfUp
 	}
 	return t
 }
@@ -151,6 +172,9 @@ type Stats struct {
 	MaxConcurrent    int   `json:"maxConcurrentFlashes"`
 	SourcePorts      []int `json:"sourcePorts"`
 	Requests         int   `json:"requests"`
+	// ILOResets counts the resets of the iLO after flashing itself; HostBoots the host's POSTs.
+	ILOResets int `json:"iloResets"`
+	HostBoots int `json:"hostBoots"`
 }
 
 // Sim is one simulated iLO.
@@ -166,6 +190,7 @@ type Sim struct {
 	flashing bool
 	local    Counter // this instance's concurrency
 	host     hostState
+	reset    resetState
 
 	cert, wrongCert tls.Certificate
 	certPEM         []byte
@@ -330,6 +355,7 @@ func (s *Sim) Stats() Stats {
 	st := s.stats
 	st.SourcePorts = append([]int(nil), s.stats.SourcePorts...)
 	st.MaxConcurrent = s.local.Max()
+	st.ILOResets, st.HostBoots = s.reset.count, s.host.boots
 	return st
 }
 
