@@ -134,6 +134,7 @@ func (s *Sim) addToRepository(uri string) {
 // startFlash accepts a flash request and runs it in the background.
 func (s *Sim) startFlash(w http.ResponseWriter, req flashReq) {
 	s.mu.Lock()
+	s.stats.FlashRequests++
 	if s.flashing {
 		s.mu.Unlock()
 		writeError(w, http.StatusBadRequest, MsgUpdateInProgress, "an update is already in progress")
@@ -249,12 +250,16 @@ func (s *Sim) flash(req flashReq) {
 		}
 	}
 	s.mu.Lock()
+	newILO := ""
 	switch {
 	case generic, unchanged:
 	case hdr.Component == "SmartComponent" && req.route != routeAddFromURI:
 		// SimpleUpdate takes iLO and ROM binaries; a Smart Component "succeeds" and changes
 		// nothing, as on a real iLO.
 	case hdr.Component == "OA":
+	case hdr.Component == "iLO":
+		// The iLO runs its new firmware only once it has reset (reset.go).
+		newILO = hdr.Version
 	default:
 		s.applyVersion(hdr.Component, hdr.Version, hdr.Target)
 	}
@@ -262,6 +267,13 @@ func (s *Sim) flash(req flashReq) {
 	ok = true
 	s.setState("Complete", 100, "iLO.2.14.Success", req.taskPath)
 	s.logf("flash complete (%s %s)", hdr.Component, hdr.Version)
+	if hdr.Component == "iLO" {
+		s.flashWG.Add(1)
+		go func() {
+			defer s.flashWG.Done()
+			s.resetILO(s.flashCtx, req.taskPath, newILO)
+		}()
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
