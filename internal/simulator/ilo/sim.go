@@ -154,6 +154,7 @@ type Sim struct {
 	stats    Stats
 	flashing bool
 	local    Counter // this instance's concurrency
+	repo     repoState
 
 	cert, wrongCert tls.Certificate
 	certPEM         []byte
@@ -188,6 +189,7 @@ func New(cfg Config) (*Sim, error) {
 	s := &Sim{cfg: cfg, tree: t, sessions: map[string]string{}, done: make(chan struct{})}
 	s.flashCtx, s.flashCancel = context.WithCancel(context.Background())
 	s.adapt()
+	s.initRepository()
 	return s, nil
 }
 
