@@ -271,6 +271,7 @@ func (s *Sim) flash(req flashReq) {
 		}
 	}
 	s.mu.Lock()
+	newILO := ""
 	switch {
 	case unchanged:
 	case pkg != nil:
@@ -280,6 +281,9 @@ func (s *Sim) flash(req flashReq) {
 		// SimpleUpdate takes iLO and ROM binaries; a Smart Component "succeeds" and changes
 		// nothing, as on a real iLO.
 	case hdr.Component == "OA":
+	case hdr.Component == "iLO":
+		// The iLO runs its new firmware only once it has reset (reset.go).
+		newILO = hdr.Version
 	default:
 		s.applyVersion(hdr.Component, hdr.Version, hdr.Target)
 	}
@@ -287,6 +291,9 @@ func (s *Sim) flash(req flashReq) {
 	ok = true
 	s.setState("Complete", 100, "iLO.2.14.Success", req.taskPath)
 	s.logf("flash complete (%s %s)", hdr.Component, hdr.Version)
+	if hdr.Component == "iLO" {
+		s.resetILO(ctx, req.taskPath, newILO)
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

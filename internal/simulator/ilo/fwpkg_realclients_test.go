@@ -58,7 +58,18 @@ func (r *ilorestSession) try(args ...string) (string, error) {
 }
 
 func fastTimings() Timings {
-	return Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 40 * time.Millisecond}
+	return Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 40 * time.Millisecond,
+		POST: 100 * time.Millisecond, ResetDelay: 10 * time.Millisecond, ILOReset: 200 * time.Millisecond, HalfUp: 100 * time.Millisecond}
+}
+
+// rebootHost restarts the host as ComputerSystem.Reset does and waits for its POST to finish.
+func rebootHost(t *testing.T, s *Sim) {
+	t.Helper()
+	boots := s.HostBoots()
+	if !s.RebootHost() {
+		t.Fatal("the host refused to reboot")
+	}
+	waitFor(t, "the host's POST", 30*time.Second, func() bool { return s.HostBoots() > boots && s.PostState() == postFinished })
 }
 
 // inventoryVersion reads a FirmwareInventory member's Version.
@@ -106,7 +117,10 @@ func TestILOrestFlashFwpkgDirectWithReset(t *testing.T) {
 	if st := s.Stats(); st.FlashesCompleted != 1 {
 		t.Fatalf("stats %+v, want one flash", st)
 	}
-	s.runUefiTasks(context.Background()) // the host's next POST
+	if v := inventoryVersion(s, "2"); strings.Contains(v, "v2.60 ") || s.StagedROM() != "2.60" {
+		t.Fatalf("System ROM at %q (staged %q) before the reboot, want 2.52 running and 2.60 staged", v, s.StagedROM())
+	}
+	rebootHost(t, s)
 	if v := inventoryVersion(s, "2"); !strings.Contains(v, "v2.60 ") {
 		t.Fatalf("System ROM at %q after the flash and a reboot, want v2.60", v)
 	}
@@ -138,7 +152,7 @@ func TestILOrestFlashFwpkgUefi(t *testing.T) {
 	if out, _ := r.try("deletecomp", "cp999003.zip"); !strings.Contains(out, "Unable to delete cp999003.zip") {
 		t.Fatalf("deletecomp of a locked component:\n%s", out)
 	}
-	s.runUefiTasks(context.Background()) // the host's next POST
+	rebootHost(t, s)
 	if v := inventoryVersion(s, "11"); v != "08.60.12" {
 		t.Fatalf("NIC at %q after the POST, want 08.60.12", v)
 	}
@@ -171,10 +185,10 @@ func TestILOrestRepositoryCommands(t *testing.T) {
 		t.Fatalf("uploadcomp without --update_target flashed: %+v", st)
 	}
 	r.run("taskqueue", "create", "video_27.bin", "--tpmover")
-	waitFor(t, func() bool { return inventoryVersion(s, "12") == "2.7" }, "the Bmc task to flash 2.7")
-	waitFor(t, func() bool { return strings.HasSuffix(strings.Join(s.TaskStates(), ","), "=Complete") }, "the Bmc task to complete")
+	waitFor(t, "the Bmc task to flash 2.7", 30*time.Second, func() bool { return inventoryVersion(s, "12") == "2.7" })
+	waitFor(t, "the Bmc task to complete", 30*time.Second, func() bool { return strings.HasSuffix(strings.Join(s.TaskStates(), ","), "=Complete") })
 	r.run("taskqueue", "create", "0")
-	waitFor(t, func() bool { return !strings.Contains(strings.Join(s.TaskStates(), ","), "Pending") }, "the Wait task to run")
+	waitFor(t, "the Wait task to run", 30*time.Second, func() bool { return !strings.Contains(strings.Join(s.TaskStates(), ","), "Pending") })
 	q := r.run("taskqueue", "--resetqueue")
 	if !strings.Contains(q, "Deleting all update tasks") || len(s.TaskStates()) != 0 {
 		t.Fatalf("taskqueue --resetqueue:\n%s\n%v", q, s.TaskStates())
@@ -197,16 +211,5 @@ func TestILOrestRepositoryCommands(t *testing.T) {
 	r.run("deletecomp", "video_28.bin")
 	if slices.Contains(s.Components(), "video_28.bin") {
 		t.Fatal("deletecomp left video_28.bin")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -28,10 +28,13 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.admin(w, r)
 		return
 	}
+	p := key(r.URL.Path)
+	if s.resetGate(w, p) {
+		return
+	}
 	if s.injectFault(w, r) {
 		return
 	}
-	p := key(r.URL.Path)
 	switch {
 	case p == "/redfish" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, map[string]any{"v1": "/redfish/v1/"})
@@ -80,6 +83,8 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.postAddFromURI(w, r)
 		case key(taskQueuePath):
 			s.postTask(w, r)
+		case key(systemResetPath):
+			s.postSystemReset(w, r)
 		case key(ilo4UpdatePath):
 			if s.cfg.Model != ILO4 {
 				writeError(w, http.StatusMethodNotAllowed, "Base.1.4.ActionNotSupported", "not an iLO 4")
@@ -130,13 +135,8 @@ func (s *Sim) injectFault(w http.ResponseWriter, r *http.Request) bool {
 	s.mu.Unlock()
 
 	if drop {
-		if hj, ok := w.(http.Hijacker); ok {
-			if c, _, err := hj.Hijack(); err == nil {
-				c.Close()
-				return true
-			}
-		}
-		panic(http.ErrAbortHandler) // closes the connection when hijacking is impossible
+		dropConnection(w)
+		return true
 	}
 	if stall > 0 {
 		select {
@@ -155,6 +155,17 @@ func (s *Sim) injectFault(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	return false
+}
+
+// dropConnection closes the client's connection without an answer.
+func dropConnection(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if c, _, err := hj.Hijack(); err == nil {
+			c.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler) // closes the connection when hijacking is impossible
 }
 
 func (s *Sim) authorized(r *http.Request) bool {

@@ -137,15 +137,8 @@ func (s *Sim) applyVersion(component, version, target string) {
 			e["Version"] = version + " " + now.Format("Jan 02 2006")
 		}
 	case "SystemROM":
-		if e := s.inventoryEntry("SystemROM", ""); e != nil {
-			// Keep the ROM family ("A43") in front, as real ROM versions read "A43 v2.52 (10/29/2021)".
-			old, _ := e["Version"].(string)
-			family, _, _ := strings.Cut(old, " ")
-			if family == "" || strings.HasPrefix(family, "v") {
-				family = "U00"
-			}
-			e["Version"] = family + " v" + version + " (" + now.Format("01/02/2006") + ")"
-		}
+		// The running ROM changes only at the next POST (host.go).
+		s.stageROMLocked(version)
 	case "SmartComponent":
 		if target == "" {
 			target = "Smart Component"

@@ -73,8 +73,11 @@ func imageHost(t *testing.T, images map[string][]byte) string {
 // inventory, a firmware update to completion, and the new version read back.
 func TestILOrest(t *testing.T) {
 	bin := lookPath(t, "ilorest")
+	// The reset is on: ilorest must see Complete before the iLO goes away (it polls every
+	// fraction of a second while Updating), then log in again once the iLO is back.
 	s := startTest(t, Config{Timings: Timings{Upload: 100 * time.Millisecond, Verify: 100 * time.Millisecond,
-		Write: 100 * time.Millisecond, Update: 400 * time.Millisecond, Steps: 4}})
+		Write: 100 * time.Millisecond, Update: 400 * time.Millisecond, Steps: 4,
+		ResetDelay: time.Second, ILOReset: time.Second, HalfUp: 500 * time.Millisecond}})
 	base := imageHost(t, map[string][]byte{"ilo5_278.bin": fwimage.Build("iLO", "2.78", []byte("payload"))})
 	home := t.TempDir()
 	env := []string{"HOME=" + home}
@@ -88,10 +91,12 @@ func TestILOrest(t *testing.T) {
 	if !strings.Contains(out, "Firmware update has completed") {
 		t.Fatalf("firmwareupdate:\n%s", out)
 	}
-	if st := s.Stats(); st.FlashesCompleted != 1 {
+	// The iLO resets after flashing itself; log in again once it is back (its session is gone)
+	// and read the new version as ilorest sees it.
+	waitFor(t, "the iLO's reset", 30*time.Second, func() bool { st := s.Stats(); return st.ILOResets == 1 && s.ILOPhase() == "" })
+	if st := s.Stats(); st.FlashesCompleted != 1 || st.FlashesStarted != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	// ilorest's firmwareupdate logs out; log in again and read the new version as ilorest sees it.
 	run(t, env, bin, append(common, "login", s.URL(), "-u", testUser, "-p", testPass)...)
 	raw := run(t, env, bin, append(common, "rawget", "/redfish/v1/Managers/1")...)
 	if !strings.Contains(raw, `"FirmwareVersion": "iLO 5 v2.78"`) {
@@ -104,7 +109,7 @@ func TestILOrest(t *testing.T) {
 // auth) and a raw POST of SimpleUpdate.
 func TestRedfishtool(t *testing.T) {
 	bin := lookPath(t, "redfishtool")
-	s := startTest(t, Config{})
+	s := startTest(t, Config{Timings: Timings{Upload: 10 * time.Millisecond, Update: 40 * time.Millisecond, POST: 200 * time.Millisecond}})
 	base := imageHost(t, map[string][]byte{"rom.bin": fwimage.Build("SystemROM", "2.70", nil)})
 	for _, auth := range []string{"Basic", "Session"} {
 		out := run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-A", auth, "-u", testUser, "-p", testPass,
@@ -127,9 +132,24 @@ func TestRedfishtool(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The flash is staged: the running ROM (FirmwareInventory/2) keeps its version, the
+	// redundant one (6) holds the new image until the host reboots.
+	get := func(p string) string {
+		return run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-u", testUser, "-p", testPass, "raw", "GET", p)
+	}
+	if out := get("/redfish/v1/UpdateService/FirmwareInventory/2"); !strings.Contains(out, "v2.52") {
+		t.Fatalf("running System ROM changed before a reboot:\n%s", out)
+	}
+	if out := get("/redfish/v1/UpdateService/FirmwareInventory/6"); !strings.Contains(out, "v2.70") {
+		t.Fatalf("Redundant System ROM after the update:\n%s", out)
+	}
 	out = run(t, nil, bin, "-r", s.Addr(), "-S", "Always", "-u", testUser, "-p", testPass,
-		"raw", "GET", "/redfish/v1/UpdateService/FirmwareInventory/2")
-	if !strings.Contains(out, "v2.70") {
-		t.Fatalf("System ROM after the update:\n%s", out)
+		"raw", "POST", "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset", "-d", `{"ResetType":"ForceRestart"}`)
+	if !strings.Contains(out, "Base.1.4.Success") {
+		t.Fatalf("ComputerSystem.Reset:\n%s", out)
+	}
+	waitFor(t, "the host's POST", 10*time.Second, func() bool { return s.PostState() == postFinished })
+	if out := get("/redfish/v1/UpdateService/FirmwareInventory/2"); !strings.Contains(out, "v2.70") {
+		t.Fatalf("System ROM after the reboot:\n%s", out)
 	}
 }

@@ -87,6 +87,8 @@ func (s *Sim) initRepository() {
 		us["HttpPushUri"] = httpPushPath
 	}
 	s.refreshRepositoryLocked()
+	// The system ROM applies queued Uefi tasks during POST (host.go runs the hook).
+	s.host.hooks = append(s.host.hooks, s.runUefiTasks)
 }
 
 // componentInfo is what the iLO reads from a file it stores.

@@ -45,11 +45,43 @@ type Timings struct {
 	Update time.Duration
 	// Steps is how many FlashProgressPercent increments Updating has (default 4).
 	Steps int
+	// POST is how long the host's power-on self-test lasts after a ComputerSystem.Reset
+	// (default 60s; real ProLiants take minutes).
+	POST time.Duration
+	// ResetDelay is how long an iLO that flashed itself stays in Complete before it resets
+	// (default 3s).
+	ResetDelay time.Duration
+	// ILOReset is how long the resetting iLO drops every connection (default 90s: real ones
+	// are gone for one to three minutes).
+	ILOReset time.Duration
+	// HalfUp is how long, after that, the service root answers while UpdateService still
+	// answers 503 (default 20s).
+	HalfUp time.Duration
 }
+
+// Default durations of the parts real hardware makes slow; tests shorten them.
+const (
+	defaultPOST       = 60 * time.Second
+	defaultResetDelay = 3 * time.Second
+	defaultILOReset   = 90 * time.Second
+	defaultHalfUp     = 20 * time.Second
+)
 
 func (t Timings) withDefaults() Timings {
 	if t.Steps <= 0 {
 		t.Steps = 4
+	}
+	if t.POST <= 0 {
+		t.POST = defaultPOST
+	}
+	if t.ResetDelay <= 0 {
+		t.ResetDelay = defaultResetDelay
+	}
+	if t.ILOReset <= 0 {
+		t.ILOReset = defaultILOReset
+	}
+	if t.HalfUp <= 0 {
+		t.HalfUp = defaultHalfUp
 	}
 	return t
 }
@@ -140,6 +172,9 @@ type Stats struct {
 	MaxConcurrent    int   `json:"maxConcurrentFlashes"`
 	SourcePorts      []int `json:"sourcePorts"`
 	Requests         int   `json:"requests"`
+	// ILOResets counts the resets of the iLO after flashing itself; HostBoots the host's POSTs.
+	ILOResets int `json:"iloResets"`
+	HostBoots int `json:"hostBoots"`
 }
 
 // Sim is one simulated iLO.
@@ -155,6 +190,8 @@ type Sim struct {
 	flashing bool
 	local    Counter // this instance's concurrency
 	repo     repoState
+	host     hostState
+	reset    resetState
 
 	cert, wrongCert tls.Certificate
 	certPEM         []byte
@@ -320,6 +357,7 @@ func (s *Sim) Stats() Stats {
 	st := s.stats
 	st.SourcePorts = append([]int(nil), s.stats.SourcePorts...)
 	st.MaxConcurrent = s.local.Max()
+	st.ILOResets, st.HostBoots = s.reset.count, s.host.boots
 	return st
 }
 

@@ -36,6 +36,12 @@ func startTest(t *testing.T, cfg Config) *Sim {
 	if cfg.Timings == (Timings{}) {
 		cfg.Timings = Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 40 * time.Millisecond}
 	}
+	// The reset and the POST stay on, short.
+	for _, d := range []*time.Duration{&cfg.Timings.ResetDelay, &cfg.Timings.ILOReset, &cfg.Timings.HalfUp, &cfg.Timings.POST} {
+		if *d == 0 {
+			*d = 30 * time.Millisecond
+		}
+	}
 	cfg.Logf = t.Logf
 	s, err := New(cfg)
 	if err != nil {
@@ -229,6 +235,7 @@ func TestAdminEndpointAndFlashStates(t *testing.T) {
 	if got := strings.Join(states, ","); got != "Uploading,Verifying,Writing,Updating,Complete" {
 		t.Fatalf("states %s", got)
 	}
+	waitFor(t, "the iLO's reset", 5*time.Second, func() bool { st := s.Stats(); return st.ILOResets == 1 && s.ILOPhase() == "" })
 	if v := s.Version("iLO"); !strings.HasPrefix(v, "2.90 ") {
 		t.Fatalf("version %q", v)
 	}
