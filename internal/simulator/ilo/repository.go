@@ -55,8 +55,8 @@ type repoState struct {
 	// pendingAtPOST are inventory versions that activate at the next host POST
 	// (ResetRequired images, Uefi tasks' results), by inventory member path.
 	pendingAtPOST map[string]string
-	// added counts the files stored.
-	added int
+	// added counts the files stored; signed the uploads that came with a signature.
+	added, signed int
 }
 
 type pushUpload struct {
@@ -280,6 +280,14 @@ func (s *Sim) ComponentsAdded() int {
 	return s.repo.added
 }
 
+// SignaturesReceived counts the component signatures (.compsig) that came with uploads and
+// AddFromUri requests to the repository.
+func (s *Sim) SignaturesReceived() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.repo.signed
+}
+
 type pushParams struct {
 	UpdateRepository  bool   `json:"UpdateRepository"`
 	UpdateTarget      bool   `json:"UpdateTarget"`
@@ -368,6 +376,9 @@ func (s *Sim) pushUploadHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	up.buf.Write(file)
 	up.sig = up.sig || sig
+	if sig {
+		s.repo.signed++
+	}
 	up.next = pp.Section + 1
 	up.params = pp
 	if len(file) == pushSectionSize {
@@ -416,7 +427,11 @@ func (s *Sim) postAddToRepository(w http.ResponseWriter, imageURI, sigURI string
 		defer s.kickQueue()
 		img, err := s.download(s.flashCtx, imageURI)
 		if err == nil && sigURI != "" {
-			_, err = s.download(s.flashCtx, sigURI)
+			if _, err = s.download(s.flashCtx, sigURI); err == nil {
+				s.mu.Lock()
+				s.repo.signed++
+				s.mu.Unlock()
+			}
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
