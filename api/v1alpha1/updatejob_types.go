@@ -163,9 +163,32 @@ type Rollout struct {
 	// force flashes targets that already run the wanted version.
 	// +optional
 	Force bool `json:"force,omitempty"`
+
+	// reboot says whether the agent may reboot a server whose new firmware runs only after
+	// the next reboot (a system ROM flashed through the iLO). Never, the default, leaves the
+	// firmware staged: the target ends Succeeded with rebootRequired, and the server runs it
+	// from its next reboot. IfRequired reboots the server gracefully (ComputerSystem.Reset
+	// GracefulRestart) right after the flash, while the target is in flight (it started
+	// inside the job's window, and its timeout bounds the reboot), and verifies the new
+	// version once the server has finished POST.
+	// +optional
+	// +kubebuilder:default=Never
+	Reboot RebootPolicy `json:"reboot,omitempty"`
 }
 
+// RebootPolicy says whether a job may reboot servers.
+// +kubebuilder:validation:Enum=Never;IfRequired
+type RebootPolicy string
+
+const (
+	// RebootNever never reboots a server: firmware that activates at reboot stays staged.
+	RebootNever RebootPolicy = "Never"
+	// RebootIfRequired reboots a server gracefully when its new firmware needs it.
+	RebootIfRequired RebootPolicy = "IfRequired"
+)
+
 // UpdateJobSpec says what to flash where, and how fast.
+// +kubebuilder:validation:XValidation:rule="!has(self.rollout) || !has(self.rollout.reboot) || self.rollout.reboot == 'Never' || (has(self.component) && self.component in ['SystemROM', 'SmartComponent'])",message="rollout.reboot IfRequired is for firmware that activates at the next reboot: component SystemROM or SmartComponent",fieldPath=".rollout.reboot"
 type UpdateJobSpec struct {
 	// targets selects the UpdateTargets to update, in this namespace.
 	// +required

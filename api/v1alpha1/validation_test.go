@@ -155,6 +155,10 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		ginkgo.Entry("an unknown weekday", func(o *fwv1.UpdateJob) { o.Spec.Rollout.Window.Days = []fwv1.Weekday{"Funday"} }, "spec.rollout.window.days[0]"),
 		ginkgo.Entry("a 10s timeout", func(o *fwv1.UpdateJob) { o.Spec.Rollout.Timeout = &metav1.Duration{Duration: 10e9} }, "spec.rollout.timeout"),
 		ginkgo.Entry("11 retries", func(o *fwv1.UpdateJob) { o.Spec.Rollout.Retries.Limit = 11 }, "spec.rollout.retries.limit"),
+		ginkgo.Entry("an unknown reboot policy", func(o *fwv1.UpdateJob) { o.Spec.Rollout.Reboot = "Always" }, "spec.rollout.reboot"),
+		ginkgo.Entry("a reboot for an iLO flash, which needs none", func(o *fwv1.UpdateJob) {
+			o.Spec.Component, o.Spec.Rollout.Reboot = fwv1.ComponentILO, fwv1.RebootIfRequired
+		}, "spec.rollout.reboot"),
 	)
 
 	ginkgo.It("defaults a PortPolicy to ports.md exactly", func() {
@@ -177,6 +181,7 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		gomega.Expect(j.Spec.Rollout.MaxConcurrent).To(gomega.Equal(int32(1)))
 		gomega.Expect(j.Spec.Rollout.Timeout.Duration.String()).To(gomega.Equal("30m0s"))
 		gomega.Expect(j.Spec.Rollout.MaxFailures).To(gomega.Equal(ptr.To(intstr.FromInt32(0))))
+		gomega.Expect(j.Spec.Rollout.Reboot).To(gomega.Equal(fwv1.RebootNever))
 		gomega.Expect(j.Spec.Component).To(gomega.Equal(fwv1.ComponentILO))
 		gomega.Expect(j.Spec.PortPolicyName).To(gomega.Equal("default"))
 	})
@@ -192,6 +197,12 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		ginkgo.Entry("another digest", func(o *fwv1.UpdateJob) { o.Spec.Firmware.SHA256 = strings.Repeat("a", 64) }, "spec.firmware"),
 		ginkgo.Entry("another component", func(o *fwv1.UpdateJob) { o.Spec.Component = fwv1.ComponentSystemROM }, "spec.component"),
 	)
+
+	ginkgo.It("lets a system ROM job reboot its servers", func() {
+		j := validJob("job-reboot")
+		j.Spec.Component, j.Spec.Rollout.Reboot = fwv1.ComponentSystemROM, fwv1.RebootIfRequired
+		gomega.Expect(k8sClient.Create(ctx, j)).To(gomega.Succeed())
+	})
 
 	ginkgo.It("lets the rollout of a job change", func() {
 		j := validJob("job-mutable")

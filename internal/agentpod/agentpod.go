@@ -124,8 +124,9 @@ func Config(in Input, podName string) config.Config {
 			IPC:               in.Ports.IPC(),
 			Reverse:           in.Ports.Receive(),
 		},
-		Timeout: timeout(in.Job),
-		Force:   in.Job.Spec.Rollout.Force,
+		Timeout:          timeout(in.Job),
+		Force:            in.Job.Spec.Rollout.Force,
+		RebootIfRequired: in.Job.Spec.Rollout.Reboot == fwv1.RebootIfRequired,
 	}
 	switch {
 	case fw.PersistentVolumeClaim != nil:

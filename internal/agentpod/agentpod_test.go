@@ -246,3 +246,23 @@ func TestNodeLabelBounded(t *testing.T) {
 		t.Fatalf("label %d characters", len(got))
 	}
 }
+
+// rollout.reboot reaches the agent as --reboot-if-required, and only when the job says
+// IfRequired.
+func TestConfigCarriesTheRebootPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		policy fwv1.RebootPolicy
+		want   bool
+	}{{"", false}, {fwv1.RebootNever, false}, {fwv1.RebootIfRequired, true}} {
+		j := job()
+		j.Spec.Component, j.Spec.Rollout.Reboot = fwv1.ComponentSystemROM, tc.policy
+		cfg := Config(Input{Job: j, Policy: policy(), Node: "node-a", Targets: targets(), Ports: assignment(t, false)}, "pod")
+		got, err := config.Parse(cfg.Args())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RebootIfRequired != tc.want {
+			t.Errorf("reboot %q: RebootIfRequired = %v, want %v", tc.policy, got.RebootIfRequired, tc.want)
+		}
+	}
+}

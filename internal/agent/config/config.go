@@ -103,6 +103,9 @@ type Config struct {
 	Timeout time.Duration
 	// Force flashes targets already at the wanted version.
 	Force bool
+	// RebootIfRequired lets the agent reboot a server whose new firmware activates at the next
+	// reboot (UpdateJob rollout.reboot: IfRequired).
+	RebootIfRequired bool
 	// Address is the node address the agent binds and advertises to targets in image URLs.
 	// Empty: the agent picks the address it uses to reach each target.
 	Address string
@@ -177,6 +180,9 @@ func (c Config) Args() []string {
 	if c.Force {
 		a = append(a, "--force")
 	}
+	if c.RebootIfRequired {
+		a = append(a, "--reboot-if-required")
+	}
 	if c.Address != "" {
 		a = append(a, "--address="+c.Address)
 	}
@@ -209,6 +215,7 @@ func Parse(args []string) (Config, error) {
 	reverse := fs.String("reverse-ports", "", "comma-separated ports that receive from targets (rule P5)")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on each target's update")
 	fs.BoolVar(&c.Force, "force", false, "flash targets already at the wanted version")
+	fs.BoolVar(&c.RebootIfRequired, "reboot-if-required", false, "reboot a server gracefully when its new firmware activates at reboot")
 	fs.StringVar(&c.Address, "address", "", "node address to bind and advertise")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig path (default: in-cluster)")
 	fs.StringVar(&c.MountRoot, "mount-root", "", "prefix for every mount point (tests and demo)")

@@ -17,8 +17,9 @@ func sample() Config {
 			{Name: "ilo-1", TargetUpdate: "ilo5-278-ilo-1", Type: "iLO5", Address: "127.0.1.1", SessionPort: 60000, CertificateSHA256: strings.Repeat("b", 64)},
 			{Name: "db-1", TargetUpdate: "ilo5-278-db-1", Type: "Linux", Address: "127.0.3.1", SessionPort: 60001, SSHPort: 22, HasKnownHosts: true},
 		},
-		Timeout: 30 * time.Minute,
-		Force:   true,
+		Timeout:          30 * time.Minute,
+		Force:            true,
+		RebootIfRequired: true,
 	}
 }
 

@@ -95,6 +95,10 @@ type Firmware struct {
 	SHA256   string
 	// Version is the version the job wants; empty when the job did not say.
 	Version string
+	// RebootIfRequired lets the driver reboot the host gracefully when the firmware activates
+	// only at the next reboot (a system ROM), and verify the version after POST
+	// (UpdateJob rollout.reboot: IfRequired).
+	RebootIfRequired bool
 }
 
 // Phase is a step of one target's update, as reported in its status.

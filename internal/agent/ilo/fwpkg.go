@@ -278,7 +278,8 @@ func (d *Driver) flashDirect(ctx context.Context, pkg *smartPackage, route smart
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the update state: %w", d.t.Name, err)
 	}
-	if st.Active() {
+	following := st.Active()
+	if following {
 		// Never flash twice: a flash is running (an earlier agent's); follow it.
 		report(driver.Progress{Phase: driver.PhaseFlashing, Message: "a flash is already running on the iLO (" + st.State + "); following it"})
 	} else {
@@ -291,7 +292,7 @@ func (d *Driver) flashDirect(ctx context.Context, pkg *smartPackage, route smart
 				}
 				if len(sent) > 0 {
 					// One flash at a time: the iLO refuses a second while one runs.
-					if err := d.follow(ctx, false, redfish.UpdateAccepted{}, report); err != nil {
+					if err := d.follow(ctx, false, redfish.UpdateAccepted{}, false, report); err != nil {
 						return res, err
 					}
 				}
@@ -304,7 +305,7 @@ func (d *Driver) flashDirect(ctx context.Context, pkg *smartPackage, route smart
 			}
 		}
 	}
-	if err := d.follow(ctx, false, redfish.UpdateAccepted{}, report); err != nil {
+	if err := d.follow(ctx, false, redfish.UpdateAccepted{}, following, report); err != nil {
 		return res, err
 	}
 	if route == routeDirectReset {

@@ -21,12 +21,24 @@ type Options struct {
 	PollInterval time.Duration
 	// FlashTimeout bounds a flash from the request to Complete (default 30m).
 	FlashTimeout time.Duration
-	// VerifyTimeout bounds the wait for the new version to show (default 5m: an iLO resets
-	// after flashing itself and answers again only later).
+	// VerifyTimeout bounds the wait for the new version to show (default 10m: an iLO that
+	// flashed itself resets, is gone for one to three minutes, and comes back half up).
 	VerifyTimeout time.Duration
+	// VerifyReads is how many reads in a row must show the new version before it counts as
+	// verified (default 3): an iLO coming back from its reset can answer one read and drop the
+	// next.
+	VerifyReads int
+	// RebootTimeout bounds a host reboot asked for by rollout.reboot, from the request to the
+	// end of POST with the new version showing (default 20m).
+	RebootTimeout time.Duration
 	// StaleTerminalPolls is how many polls a Complete or Error state seen before any activity
 	// is taken as stale, left over from an earlier flash (default 5).
 	StaleTerminalPolls int
+	// ReloginBackoff and MaxReloginBackoff pace logging in again after the iLO forgot the
+	// session (redfish.Options; defaults 1s and 30s).
+	ReloginBackoff, MaxReloginBackoff time.Duration
+	// NoRelogin never logs in again; only for the tests that show why the driver does.
+	NoRelogin bool
 }
 
 func (o Options) withDefaults() Options {
@@ -37,7 +49,13 @@ func (o Options) withDefaults() Options {
 		o.FlashTimeout = 30 * time.Minute
 	}
 	if o.VerifyTimeout <= 0 {
-		o.VerifyTimeout = 5 * time.Minute
+		o.VerifyTimeout = 10 * time.Minute
+	}
+	if o.VerifyReads <= 0 {
+		o.VerifyReads = 3
+	}
+	if o.RebootTimeout <= 0 {
+		o.RebootTimeout = 20 * time.Minute
 	}
 	if o.StaleTerminalPolls <= 0 {
 		o.StaleTerminalPolls = 5
@@ -71,8 +89,11 @@ func NewFactory(opts Options) driver.Factory {
 				FingerprintSHA256:  t.TLS.FingerprintSHA256,
 				InsecureSkipVerify: t.TLS.InsecureSkipVerify,
 			},
-			LocalAddress: t.LocalAddress,
-			LocalPort:    t.LocalPort, // rule P4
+			LocalAddress:      t.LocalAddress,
+			LocalPort:         t.LocalPort, // rule P4
+			ReloginBackoff:    opts.ReloginBackoff,
+			MaxReloginBackoff: opts.MaxReloginBackoff,
+			NoRelogin:         opts.NoRelogin,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", t.Name, err)
@@ -188,166 +209,3 @@ func (e *FlashError) Error() string {
 // ErrVersionUnchanged is returned (wrapped) when the flash completed but the version did not
 // move to the wanted one.
 var ErrVersionUnchanged = errors.New("firmware version unchanged after the flash")
-
-// Update flashes fw, reporting progress, and verifies the new version.
-func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(driver.Progress)) (driver.Result, error) {
-	if report == nil {
-		report = func(driver.Progress) {}
-	}
-	if fw.Component == driver.ComponentSmartComponent && isFwpkg(fw) {
-		return d.updateSmartComponent(ctx, fw, report) // fwpkg.go
-	}
-	before, err := d.rawVersion(ctx, fw.Component, fw.Version)
-	if err != nil {
-		return driver.Result{}, fmt.Errorf("reading the version before the flash: %w", err)
-	}
-	res := driver.Result{VersionBefore: NormalizeVersion(before)}
-	if fw.Version != "" && res.VersionBefore != "" && res.VersionBefore == NormalizeVersion(fw.Version) {
-		res.VersionAfter, res.NotNeeded = res.VersionBefore, true
-		res.Message = "already at version " + res.VersionBefore
-		return res, nil
-	}
-
-	report(driver.Progress{Phase: driver.PhaseFlashing, Message: "requesting the flash"})
-	ilo4 := d.t.Type == driver.TypeILO4
-	var acc redfish.UpdateAccepted
-	switch {
-	case fw.Component == driver.ComponentSmartComponent:
-		if ilo4 {
-			return res, fmt.Errorf("target %s: Smart Components are installed through the host on iLO 4, not Redfish: %w", d.t.Name, driver.ErrUnsupported)
-		}
-		err = d.c.AddFromURI(ctx, redfish.AddFromURIRequest{ImageURI: fw.URL, UpdateRepository: true, UpdateTarget: true})
-	case fw.Component != driver.ComponentILO && fw.Component != driver.ComponentSystemROM:
-		return res, fmt.Errorf("target %s: component %q: %w", d.t.Name, fw.Component, driver.ErrUnsupported)
-	case ilo4:
-		err = d.c.InstallFromURI(ctx, fw.URL)
-	default:
-		acc, err = d.c.SimpleUpdate(ctx, fw.URL)
-	}
-	if err != nil {
-		return res, fmt.Errorf("target %s: %w", d.t.Name, err)
-	}
-	if err := d.follow(ctx, ilo4, acc, report); err != nil {
-		return res, err
-	}
-
-	report(driver.Progress{Phase: driver.PhaseVerifying, Percent: 100, Message: "reading the new version"})
-	after, err := d.verify(ctx, fw, res.VersionBefore)
-	res.VersionAfter = after
-	if err != nil {
-		return res, err
-	}
-	res.RebootRequired = fw.Component == driver.ComponentSystemROM || fw.Component == driver.ComponentSmartComponent
-	res.Message = fmt.Sprintf("%s updated from %s to %s", fw.Component, orNone(res.VersionBefore), after)
-	return res, nil
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "(unknown)"
-	}
-	return s
-}
-
-// follow polls the update state until Complete, reporting progress.
-func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccepted, report func(driver.Progress)) error {
-	ctx, cancel := context.WithTimeout(ctx, d.opts.FlashTimeout)
-	defer cancel()
-	tick := time.NewTicker(d.opts.PollInterval)
-	defer tick.Stop()
-	seenActive, polls := false, 0
-	var last redfish.UpdateStatus
-	for {
-		var st redfish.UpdateStatus
-		var err error
-		if ilo4 {
-			st, err = d.c.ILO4UpdateStatus(ctx)
-		} else {
-			st, err = d.c.UpdateStatus(ctx)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("target %s: flash did not complete (last state %s): %w", d.t.Name, orNone(last.State), ctx.Err())
-			}
-			return fmt.Errorf("target %s: following the flash: %w", d.t.Name, err)
-		}
-		last = st
-		polls++
-		switch {
-		case st.Active():
-			seenActive = true
-			pct := 0
-			if st.State == redfish.StateUpdating {
-				pct = st.Percent
-			}
-			report(driver.Progress{Phase: driver.PhaseFlashing, Percent: pct, Message: st.State})
-		case st.State == redfish.StateError && (seenActive || polls >= d.opts.StaleTerminalPolls):
-			return &FlashError{Target: d.t.Name, MessageID: st.MessageID}
-		case st.State == redfish.StateComplete && (seenActive || polls >= d.opts.StaleTerminalPolls):
-			if acc.TaskURI != "" {
-				if t, err := d.c.Task(ctx, acc.TaskURI); err == nil && strings.EqualFold(t.TaskState, "Exception") {
-					id := ""
-					if len(t.Messages) > 0 {
-						id = t.Messages[0].MessageID
-					}
-					return &FlashError{Target: d.t.Name, MessageID: id}
-				}
-			}
-			report(driver.Progress{Phase: driver.PhaseFlashing, Percent: 100, Message: st.State})
-			return nil
-		case st.State == redfish.StateIdle && seenActive:
-			// The iLO went back to Idle without a result (a Smart Component sent through
-			// SimpleUpdate does this); verification decides.
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("target %s: flash did not complete (last state %s): %w", d.t.Name, st.State, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
-// verify waits for the version to show the flash: the wanted version when given, else any
-// change from before.
-func (d *Driver) verify(ctx context.Context, fw driver.Firmware, before string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.opts.VerifyTimeout)
-	defer cancel()
-	tick := time.NewTicker(d.opts.PollInterval)
-	defer tick.Stop()
-	want := NormalizeVersion(fw.Version)
-	var last string
-	var lastErr error
-	for {
-		raw, err := d.rawVersion(ctx, fw.Component, fw.Version)
-		switch {
-		case err != nil && ctx.Err() != nil:
-			// The deadline cut this read short: judge on the reads before it.
-		case err == nil:
-			last, lastErr = NormalizeVersion(raw), nil
-			switch {
-			case want != "" && last == want:
-				return last, nil
-			case want == "" && fw.Component == driver.ComponentSmartComponent:
-				// Nothing to compare with: Complete is all the iLO tells.
-				return last, nil
-			case want == "" && last != "" && last != before:
-				return last, nil
-			}
-		default:
-			// The iLO may be resetting after flashing itself; keep trying until the deadline.
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			if lastErr != nil {
-				return last, fmt.Errorf("target %s: verifying the version: %w", d.t.Name, lastErr)
-			}
-			if want != "" {
-				return last, fmt.Errorf("target %s: %w: %s is at %q, want %q", d.t.Name, ErrVersionUnchanged, fw.Component, orNone(last), want)
-			}
-			return last, fmt.Errorf("target %s: %w: %s still at %q", d.t.Name, ErrVersionUnchanged, fw.Component, orNone(last))
-		case <-tick.C:
-		}
-	}
-}

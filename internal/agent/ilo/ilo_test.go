@@ -24,9 +24,11 @@ const (
 
 func mockupDir(*testing.T) string { return shared.Mockup(shared.DL325) }
 
-var fast = similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4}
+// fast keeps the iLO reset and the host POST on, short (about a second in all).
+var fast = similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4,
+	ResetDelay: 30 * time.Millisecond, ILOReset: 500 * time.Millisecond, HalfUp: 300 * time.Millisecond, POST: 200 * time.Millisecond}
 
-var testOpts = Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 300 * time.Millisecond}
+var testOpts = Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 5 * time.Second}
 
 func startSim(t *testing.T, cfg similo.Config) *similo.Sim {
 	t.Helper()
@@ -181,9 +183,21 @@ func TestUpdate(t *testing.T) {
 			if st := s.Stats(); st.FlashesCompleted != 1 {
 				t.Fatalf("simulator stats %+v", st)
 			}
-			if tc.fw.Component != driver.ComponentSmartComponent {
+			switch tc.fw.Component {
+			case driver.ComponentSystemROM:
+				// Staged: the running ROM changes at the next reboot only.
+				if v, _ := d.Version(ctx, tc.fw.Component); v != tc.wantBefore || s.StagedROM() != tc.wantAfter {
+					t.Fatalf("running ROM %q, staged %q", v, s.StagedROM())
+				}
+				if !strings.Contains(res.Message, "activates at the next reboot") {
+					t.Fatalf("message %q", res.Message)
+				}
+			case driver.ComponentILO:
 				if v, _ := d.Version(ctx, tc.fw.Component); v != tc.wantAfter {
 					t.Fatalf("Version after = %q", v)
+				}
+				if st := s.Stats(); st.ILOResets != 1 {
+					t.Fatalf("the iLO did not reset: %+v", st)
 				}
 			}
 		})
@@ -320,7 +334,8 @@ func TestFlashTimeout(t *testing.T) {
 // port (rule P4), and checks the fleet saw them flash concurrently.
 func TestSourcePortAndConcurrency(t *testing.T) {
 	cfg := similo.Config{MockupDir: mockupDir(t), Username: user, Password: pass,
-		Timings: similo.Timings{Upload: 10 * time.Millisecond, Update: 300 * time.Millisecond, Steps: 3}}
+		Timings: similo.Timings{Upload: 10 * time.Millisecond, Update: 300 * time.Millisecond, Steps: 3,
+			ResetDelay: fast.ResetDelay, ILOReset: fast.ILOReset, HalfUp: fast.HalfUp}}
 	fleet, err := similo.StartFleet(cfg, 3, "127.0.0.1:0", true)
 	if err != nil {
 		t.Fatal(err)

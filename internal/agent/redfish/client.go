@@ -38,6 +38,14 @@ type Options struct {
 	MaxRetryWait time.Duration
 	// RequestTimeout bounds each request on top of the caller's context (default 60s).
 	RequestTimeout time.Duration
+	// ReloginBackoff is the wait before a second consecutive attempt to log in again after a
+	// 401; it doubles with each failed attempt up to MaxReloginBackoff (defaults 1s and 30s).
+	// An iLO that flashed itself resets and forgets every session it issued.
+	ReloginBackoff    time.Duration
+	MaxReloginBackoff time.Duration
+	// NoRelogin turns logging in again off; it serves the tests that show what an iLO reset
+	// does to a client that never logs in again.
+	NoRelogin bool
 }
 
 // Client talks to one Redfish service. It is safe for concurrent use, although the agent uses
@@ -54,7 +62,24 @@ type Client struct {
 	token      string
 	sessionURI string
 	basic      bool
+
+	// loginMu serialises logging in again; reloginFails counts the attempts that failed in a
+	// row, relogins the sessions opened again.
+	loginMu      sync.Mutex
+	reloginFails int
+	relogins     int
 }
+
+// authMode says how a request authenticates.
+type authMode int
+
+const (
+	noAuth authMode = iota
+	// withAuth sends the session token (or Basic credentials) and logs in again on a 401.
+	withAuth
+	// withAuthOnce sends them and takes a 401 as the answer (logging out).
+	withAuthOnce
+)
 
 // New makes a client; it does not connect. Call Login before other calls.
 func New(opts Options) (*Client, error) {
@@ -84,6 +109,12 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.RequestTimeout == 0 {
 		opts.RequestTimeout = 60 * time.Second
+	}
+	if opts.ReloginBackoff <= 0 {
+		opts.ReloginBackoff = time.Second
+	}
+	if opts.MaxReloginBackoff <= 0 {
+		opts.MaxReloginBackoff = 30 * time.Second
 	}
 	tlsConf, err := opts.TLS.config(u.Hostname())
 	if err != nil {
@@ -117,7 +148,7 @@ func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastRe
 // back to Basic auth for every request.
 func (c *Client) Login(ctx context.Context) error {
 	body := map[string]string{"UserName": c.user, "Password": c.pass}
-	resp, err := c.do(ctx, http.MethodPost, "/redfish/v1/SessionService/Sessions", body, nil, false)
+	resp, err := c.do(ctx, http.MethodPost, "/redfish/v1/SessionService/Sessions", body, nil, noAuth)
 	if err != nil {
 		var re *Error
 		if errors.As(err, &re) {
@@ -127,7 +158,7 @@ func (c *Client) Login(ctx context.Context) error {
 				c.basic = true
 				c.mu.Unlock()
 				// Check the credentials now rather than at the first real call.
-				_, err := c.do(ctx, http.MethodGet, "/redfish/v1/SessionService", nil, nil, true)
+				_, err := c.do(ctx, http.MethodGet, "/redfish/v1/SessionService", nil, nil, withAuthOnce)
 				if err != nil {
 					return fmt.Errorf("redfish: login with Basic auth (sessions refused): %w", err)
 				}
@@ -179,7 +210,7 @@ func (c *Client) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := c.do(ctx, http.MethodDelete, uri, nil, nil, true)
+	_, err := c.do(ctx, http.MethodDelete, uri, nil, nil, withAuthOnce)
 	c.mu.Lock()
 	c.token, c.sessionURI = "", ""
 	c.mu.Unlock()
@@ -191,18 +222,19 @@ func (c *Client) Close() error {
 
 // Get reads path into out.
 func (c *Client) Get(ctx context.Context, path string, out any) error {
-	_, err := c.do(ctx, http.MethodGet, path, nil, out, true)
+	_, err := c.do(ctx, http.MethodGet, path, nil, out, withAuth)
 	return err
 }
 
 // Post sends body to path and decodes the answer into out (when non-nil and the body is JSON).
 func (c *Client) Post(ctx context.Context, path string, body, out any) (*http.Response, error) {
-	return c.do(ctx, http.MethodPost, path, body, out, true)
+	return c.do(ctx, http.MethodPost, path, body, out, withAuth)
 }
 
-// do runs one request with retries on 503 + Retry-After. The returned response's body is
-// already consumed and closed.
-func (c *Client) do(ctx context.Context, method, path string, body, out any, auth bool) (*http.Response, error) {
+// do runs one request with retries on 503 + Retry-After, and once more after logging in again
+// when a session the service issued is refused (401). The returned response's body is already
+// consumed and closed.
+func (c *Client) do(ctx context.Context, method, path string, body, out any, auth authMode) (*http.Response, error) {
 	var payload []byte
 	if body != nil {
 		var err error
@@ -213,10 +245,21 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any, aut
 	u := *c.base
 	p, q, _ := strings.Cut(path, "?")
 	u.Path, u.RawQuery = p, q
+	relogged := false
 	for attempt := 0; ; attempt++ {
-		resp, data, err := c.once(ctx, method, u.String(), payload, auth)
+		tok := c.currentToken()
+		resp, data, err := c.once(ctx, method, u.String(), payload, auth != noAuth)
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized && auth == withAuth && tok != "" && !relogged && !c.opts.NoRelogin {
+			// The session is gone: an iLO that reset (after flashing itself, say) forgets
+			// every session it issued. Log in again and repeat the request once.
+			relogged = true
+			if lerr := c.relogin(ctx, tok); lerr != nil {
+				return resp, fmt.Errorf("%s %s: the service ended the session (HTTP 401) and logging in again failed: %w", method, path, lerr)
+			}
+			continue
 		}
 		if resp.StatusCode == http.StatusServiceUnavailable && attempt < c.opts.MaxRetries {
 			if wait, ok := parseRetryAfter(resp.Header.Get("Retry-After")); ok {
@@ -241,6 +284,51 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any, aut
 		}
 		return resp, nil
 	}
+}
+
+// currentToken is the session token in use ("" with Basic auth or before Login).
+func (c *Client) currentToken() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// Relogins is how many times the client opened a new session after a 401.
+func (c *Client) Relogins() int {
+	c.loginMu.Lock()
+	defer c.loginMu.Unlock()
+	return c.relogins
+}
+
+// relogin opens a new session in place of stale, unless another request already did; attempts
+// that follow failed ones wait ReloginBackoff, doubling up to MaxReloginBackoff.
+func (c *Client) relogin(ctx context.Context, stale string) error {
+	c.loginMu.Lock()
+	defer c.loginMu.Unlock()
+	if cur := c.currentToken(); cur != "" && cur != stale {
+		return nil
+	}
+	if c.reloginFails > 0 {
+		wait := c.opts.ReloginBackoff << min(c.reloginFails-1, 16)
+		wait = min(wait, c.opts.MaxReloginBackoff)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("waiting %s before logging in again: %w", wait, ctx.Err())
+		}
+	}
+	c.mu.Lock()
+	c.token, c.sessionURI = "", ""
+	c.mu.Unlock()
+	if err := c.Login(ctx); err != nil {
+		c.reloginFails++
+		return err
+	}
+	c.reloginFails = 0
+	c.relogins++
+	return nil
 }
 
 func (c *Client) once(ctx context.Context, method, u string, payload []byte, auth bool) (*http.Response, []byte, error) {

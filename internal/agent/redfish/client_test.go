@@ -30,7 +30,9 @@ func mockup(t *testing.T, name string) string {
 
 const dl325 = "ilo5-dl325-gen10plus-v2.46"
 
-var fast = similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 40 * time.Millisecond, Steps: 4}
+// fast keeps the iLO reset and the host POST on, short.
+var fast = similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 40 * time.Millisecond, Steps: 4,
+	ResetDelay: 30 * time.Millisecond, ILOReset: 300 * time.Millisecond, HalfUp: 200 * time.Millisecond, POST: 100 * time.Millisecond}
 
 func startSim(t *testing.T, cfg similo.Config) *similo.Sim {
 	t.Helper()
@@ -276,7 +278,8 @@ func TestUpdateFlows(t *testing.T) {
 		{name: "iLO 5 SimpleUpdate with task", cfg: similo.Config{Model: similo.ILO5, SimpleUpdateTask: true},
 			start:  func(c *Client) (UpdateAccepted, error) { return c.SimpleUpdate(context.Background(), base+"/rom.bin") },
 			status: func(c *Client) func(context.Context) (UpdateStatus, error) { return c.UpdateStatus },
-			entry:  "System ROM", wantVer: "2.68", wantTask: true, wantModel: "iLO 5"},
+			// A ROM flash is staged on the redundant side until the next reboot.
+			entry: "Redundant System ROM", wantVer: "2.68", wantTask: true, wantModel: "iLO 5"},
 		{name: "iLO 6 SimpleUpdate", cfg: similo.Config{Model: similo.ILO6},
 			start:  func(c *Client) (UpdateAccepted, error) { return c.SimpleUpdate(context.Background(), base+"/ilo.bin") },
 			status: func(c *Client) func(context.Context) (UpdateStatus, error) { return c.UpdateStatus },
@@ -324,6 +327,16 @@ func TestUpdateFlows(t *testing.T) {
 			}
 			if !sawUpdating {
 				t.Fatalf("never saw Updating: %+v", seen)
+			}
+			if strings.HasPrefix(tc.entry, "iLO") {
+				// The iLO resets after flashing itself and forgets the session: the client
+				// logs in again at its first read afterwards.
+				waitCond(t, "the iLO's reset", func() bool { return s.Stats().ILOResets == 1 && s.ILOPhase() == "" })
+				defer func() {
+					if n := c.Relogins(); n != 1 {
+						t.Errorf("relogins = %d, want 1", n)
+					}
+				}()
 			}
 			after := inventoryVersion(t, c, tc.entry)
 			if after == before || !strings.Contains(after, tc.wantVer) {
@@ -611,5 +624,16 @@ func TestErrorDecoding(t *testing.T) {
 	err = decodeError("GET", "/y", &http.Response{StatusCode: 500, Header: http.Header{}}, []byte(oem))
 	if !errors.As(err, &re) || re.MessageID != "iLO.2.14.UpdateFailed" {
 		t.Fatalf("%#v", err)
+	}
+}
+
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -139,7 +139,7 @@ func (c *Client) CreateUpdateTask(ctx context.Context, req UpdateTaskRequest) er
 
 // Delete deletes a resource (a repository component, an update task).
 func (c *Client) Delete(ctx context.Context, path string) error {
-	if _, err := c.do(ctx, http.MethodDelete, path, nil, nil, true); err != nil {
+	if _, err := c.do(ctx, http.MethodDelete, path, nil, nil, withAuth); err != nil {
 		return fmt.Errorf("redfish: %w", err)
 	}
 	return nil
@@ -178,15 +178,36 @@ func (c *Client) PushComponent(ctx context.Context, req PushRequest) error {
 	case us.HTTPPushURI != "":
 		target = us.HTTPPushURI
 	}
-	c.mu.Lock()
-	tok, basic := c.token, c.basic
-	c.mu.Unlock()
-
 	etag := "sum" + strings.NewReplacer(".", "", "-", "", "_", "").Replace(req.Filename)
 	params, _ := json.Marshal(map[string]any{
 		"UpdateRepository": req.UpdateRepository, "UpdateTarget": req.UpdateTarget,
 		"ETag": etag, "Section": 0, "UpdateRecoverySet": false,
 	})
+	// An upload takes longer than a read: allow a megabyte per second on top of the usual bound.
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout+time.Duration(len(req.Data)>>20)*time.Second)
+	defer cancel()
+	for relogged := false; ; relogged = true {
+		tok := c.currentToken()
+		status, data, err := c.pushOnce(ctx, target, tok, params, req)
+		if err != nil {
+			return fmt.Errorf("redfish: POST %s: %w", target, err)
+		}
+		if status.StatusCode == http.StatusUnauthorized && tok != "" && !relogged && !c.opts.NoRelogin {
+			// The iLO forgot the session (it reset): log in again and send once more.
+			if lerr := c.relogin(ctx, tok); lerr != nil {
+				return fmt.Errorf("redfish: uploading %s: the service ended the session (HTTP 401) and logging in again failed: %w", req.Filename, lerr)
+			}
+			continue
+		}
+		if status.StatusCode != http.StatusOK {
+			return fmt.Errorf("redfish: uploading %s: %w", req.Filename, decodeError(http.MethodPost, target, status, data))
+		}
+		return nil
+	}
+}
+
+// pushOnce sends one multipart upload with the session key tok.
+func (c *Client) pushOnce(ctx context.Context, target, tok string, params []byte, req PushRequest) (*http.Response, []byte, error) {
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	_ = mw.WriteField("sessionKey", tok)
@@ -206,15 +227,15 @@ func (c *Client) PushComponent(ctx context.Context, req PushRequest) error {
 
 	u := *c.base
 	u.Path = target
-	// An upload takes longer than a read: allow a megabyte per second on top of the usual bound.
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout+time.Duration(len(req.Data)>>20)*time.Second)
-	defer cancel()
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), &body)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	hr.Header.Set("Content-Type", mw.FormDataContentType())
 	hr.Header.Set("Accept", "application/json")
+	c.mu.Lock()
+	basic := c.basic
+	c.mu.Unlock()
 	switch {
 	case tok != "":
 		hr.Header.Set("X-Auth-Token", tok)
@@ -224,14 +245,11 @@ func (c *Client) PushComponent(ctx context.Context, req PushRequest) error {
 	}
 	resp, err := c.hc.Do(hr)
 	if err != nil {
-		return fmt.Errorf("redfish: POST %s: %w", target, scrub(err))
+		return nil, nil, scrub(err)
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("redfish: uploading %s: %w", req.Filename, decodeError(http.MethodPost, target, resp, data))
-	}
-	return nil
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp, data, scrub(err)
 }
 
 func extOf(name string) string {

@@ -245,3 +245,42 @@ func (c *Client) Manager(ctx context.Context) (Manager, error) {
 	}
 	return m, nil
 }
+
+// PathSystem is the managed server.
+const (
+	PathSystem      = "/redfish/v1/Systems/1"
+	PathSystemReset = "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"
+)
+
+// POST states of HPE's Systems/1 Oem.Hpe.PostState.
+const (
+	PostStateFinished = "FinishedPost"
+	PostStatePowerOff = "PowerOff"
+)
+
+// System is the part of Systems/1 the client reads.
+type System struct {
+	PowerState string `json:"PowerState"`
+	Oem        struct {
+		Hpe struct {
+			PostState string `json:"PostState"`
+		} `json:"Hpe"`
+	} `json:"Oem"`
+}
+
+// System reads Systems/1.
+func (c *Client) System(ctx context.Context) (System, error) {
+	var s System
+	if err := c.Get(ctx, PathSystem, &s); err != nil {
+		return System{}, fmt.Errorf("redfish: system: %w", err)
+	}
+	return s, nil
+}
+
+// ResetSystem posts ComputerSystem.Reset with resetType (GracefulRestart, say).
+func (c *Client) ResetSystem(ctx context.Context, resetType string) error {
+	if _, err := c.Post(ctx, PathSystemReset, map[string]string{"ResetType": resetType}, nil); err != nil {
+		return fmt.Errorf("redfish: ComputerSystem.Reset %s: %w", resetType, err)
+	}
+	return nil
+}

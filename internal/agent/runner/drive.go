@@ -58,6 +58,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	fw := driver.Firmware{
 		Component: driver.Component(a.cfg.Firmware.Component), URL: url, LocalPath: img.Path,
 		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
+		RebootIfRequired: a.cfg.RebootIfRequired,
 	}
 
 	// rule P4: free the held session port just before the driver dials from it.

@@ -135,6 +135,7 @@ func (s *Sim) postInstallFromURI(w http.ResponseWriter, r *http.Request) {
 // startFlash accepts a flash request and runs it in the background.
 func (s *Sim) startFlash(w http.ResponseWriter, req flashReq) {
 	s.mu.Lock()
+	s.stats.FlashRequests++
 	if s.flashing {
 		s.mu.Unlock()
 		writeError(w, http.StatusBadRequest, MsgUpdateInProgress, "an update is already in progress")
@@ -292,7 +293,11 @@ func (s *Sim) flash(req flashReq) {
 	s.setState("Complete", 100, "iLO.2.14.Success", req.taskPath)
 	s.logf("flash complete (%s %s)", hdr.Component, hdr.Version)
 	if hdr.Component == "iLO" {
-		s.resetILO(ctx, req.taskPath, newILO)
+		s.flashWG.Add(1)
+		go func() {
+			defer s.flashWG.Done()
+			s.resetILO(s.flashCtx, req.taskPath, newILO)
+		}()
 	}
 }
 

@@ -172,6 +172,9 @@ type Stats struct {
 	MaxConcurrent    int   `json:"maxConcurrentFlashes"`
 	SourcePorts      []int `json:"sourcePorts"`
 	Requests         int   `json:"requests"`
+	// FlashRequests counts the flash requests, refused ones included (a second flash asked
+	// while one runs is refused with UpdateInProgress).
+	FlashRequests int `json:"flashRequests"`
 	// ILOResets counts the resets of the iLO after flashing itself; HostBoots the host's POSTs.
 	ILOResets int `json:"iloResets"`
 	HostBoots int `json:"hostBoots"`
