@@ -369,6 +369,7 @@ func (d *Driver) waitForComponent(ctx context.Context, name string) (redfish.Com
 	defer cancel()
 	tick := time.NewTicker(d.opts.PollInterval)
 	defer tick.Stop()
+	listed := true // until a read of the repository misses it
 	for {
 		st, err := d.c.UpdateStatus(ctx)
 		switch {
@@ -386,11 +387,14 @@ func (d *Driver) waitForComponent(ctx context.Context, name string) (redfish.Com
 					return c, nil
 				}
 			}
-			return redfish.Component{}, fmt.Errorf("target %s: the iLO accepted %s but does not list it in its repository", d.t.Name, name)
+			listed = false
 		}
 		select {
 		case <-ctx.Done():
-			return redfish.Component{}, fmt.Errorf("target %s: the iLO still processes %s: %w", d.t.Name, name, ctx.Err())
+			if listed {
+				return redfish.Component{}, fmt.Errorf("target %s: the iLO still processes %s: %w", d.t.Name, name, ctx.Err())
+			}
+			return redfish.Component{}, fmt.Errorf("target %s: the iLO accepted %s but does not list it in its repository: %w", d.t.Name, name, ctx.Err())
 		case <-tick.C:
 		}
 	}

@@ -22,10 +22,8 @@ const (
 	targetOCPNIC = "a6b1a447-382a-5a4f-1077-807010770073" // Marvell 2P 25GbE OCP3 08.50.78
 	targetROM    = "00000000-0000-0000-0000-000001413433" // System ROM A43 v2.52
 	targetAbsent = "a6b1a447-382a-5a4f-14e4-16d714e40000" // no member of this server
+	targetILO    = "c0bcf2b9-1141-49af-aab8-c73791f0349c" // iLO 5 2.46
 )
-
-var fastWithHost = similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond,
-	Update: 60 * time.Millisecond, Steps: 4, POST: 100 * time.Millisecond}
 
 type smartKind int
 
@@ -34,6 +32,7 @@ const (
 	smartDirectReset
 	smartUefi
 	smartHostOS
+	smartILO // the iLO's own firmware: the iLO resets after flashing it
 )
 
 // smartComponent writes a one-device .fwpkg for target at version and returns the firmware to
@@ -47,6 +46,8 @@ func smartComponent(t *testing.T, kind smartKind, file, target, version string, 
 	case smartDirectReset:
 		im.ResetRequired, im.UefiFlashable = true, true
 		h = fwimage.Header{Component: "SystemROM", Version: version}
+	case smartILO:
+		h = fwimage.Header{Component: "iLO", Version: version}
 	case smartUefi, smartHostOS:
 		p.UpdatableBy = []string{fwpkg.Uefi}
 		if kind == smartHostOS {
@@ -80,7 +81,7 @@ func update(t *testing.T, d driver.Driver, fw driver.Firmware) (driver.Result, e
 }
 
 func TestSmartComponentDirect(t *testing.T) {
-	s := startSim(t, similo.Config{Timings: fastWithHost})
+	s := startSim(t, similo.Config{Timings: fast})
 	d := open(t, s, target(s, driver.TypeILO5))
 	res, err := update(t, d, smartComponent(t, smartDirect, "cp900001.fwpkg", targetVideo, "2.6", true))
 	if err != nil {
@@ -100,8 +101,25 @@ func TestSmartComponentDirect(t *testing.T) {
 	}
 }
 
+// The iLO's own firmware as a .fwpkg: the iLO resets after the flash and forgets the session;
+// the driver follows it through the reset and reads the new version.
+func TestSmartComponentILOFirmware(t *testing.T) {
+	s := startSim(t, similo.Config{Timings: fast})
+	d := open(t, s, target(s, driver.TypeILO5))
+	res, err := update(t, d, smartComponent(t, smartILO, "ilo5_278.fwpkg", targetILO, "2.78", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.VersionBefore != "2.46" || res.VersionAfter != "2.78" {
+		t.Fatalf("result %+v", res)
+	}
+	if st := s.Stats(); st.FlashesStarted != 1 || st.ILOResets != 1 {
+		t.Fatalf("stats %+v, want one flash and one reset", st)
+	}
+}
+
 func TestSmartComponentDirectWithReset(t *testing.T) {
-	s := startSim(t, similo.Config{Timings: fastWithHost})
+	s := startSim(t, similo.Config{Timings: fast})
 	d := open(t, s, target(s, driver.TypeILO5))
 	res, err := update(t, d, smartComponent(t, smartDirectReset, "U46_2.60.fwpkg", targetROM, "2.60", false))
 	if err != nil {
@@ -119,7 +137,7 @@ func TestSmartComponentDirectWithReset(t *testing.T) {
 // a resumed agent does not queue it again; after the reboot the next run finds it applied and
 // removes the task and the component.
 func TestSmartComponentUefiQueue(t *testing.T) {
-	s := startSim(t, similo.Config{Timings: fastWithHost})
+	s := startSim(t, similo.Config{Timings: fast})
 	d := open(t, s, target(s, driver.TypeILO5))
 	fw := smartComponent(t, smartUefi, "cp900003.fwpkg", targetOCPNIC, "08.60.12", true)
 	res, err := update(t, d, fw)
@@ -169,7 +187,7 @@ func TestSmartComponentUefiQueue(t *testing.T) {
 }
 
 func TestSmartComponentNotApplicable(t *testing.T) {
-	s := startSim(t, similo.Config{Timings: fastWithHost})
+	s := startSim(t, similo.Config{Timings: fast})
 	d := open(t, s, target(s, driver.TypeILO5))
 	res, err := update(t, d, smartComponent(t, smartDirect, "cp900004.fwpkg", targetAbsent, "1.0", false))
 	if err != nil {
@@ -184,7 +202,7 @@ func TestSmartComponentNotApplicable(t *testing.T) {
 }
 
 func TestSmartComponentRefusals(t *testing.T) {
-	s := startSim(t, similo.Config{Timings: fastWithHost})
+	s := startSim(t, similo.Config{Timings: fast})
 	d := open(t, s, target(s, driver.TypeILO5))
 	_, err := update(t, d, smartComponent(t, smartHostOS, "cp900005.fwpkg", targetOCPNIC, "08.60.12", false))
 	if err == nil || !strings.Contains(err.Error(), "Linux target") {

@@ -276,7 +276,8 @@ func (s *Sim) flash(req flashReq) {
 	switch {
 	case unchanged:
 	case pkg != nil:
-		s.installPackageLocked(pkg)
+		// An iLO image in the package resets the iLO like any self-flash (reset.go).
+		newILO = s.installPackageLocked(pkg)
 	case generic:
 	case hdr.Component == "SmartComponent" && req.route != routeAddFromURI && req.route != routeTask:
 		// SimpleUpdate takes iLO and ROM binaries; a Smart Component "succeeds" and changes
@@ -292,7 +293,7 @@ func (s *Sim) flash(req flashReq) {
 	ok = true
 	s.setState("Complete", 100, "iLO.2.14.Success", req.taskPath)
 	s.logf("flash complete (%s %s)", hdr.Component, hdr.Version)
-	if hdr.Component == "iLO" {
+	if hdr.Component == "iLO" || newILO != "" {
 		s.flashWG.Add(1)
 		go func() {
 			defer s.flashWG.Done()

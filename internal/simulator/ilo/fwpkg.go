@@ -72,12 +72,17 @@ func (s *Sim) devicesFor(target string) []map[string]any {
 	return out
 }
 
-// installPackageLocked records what a direct (Bmc) flash of pkg changes; uefi selects the images
-// the system ROM applies at POST instead. It returns how many devices it updated.
-func (s *Sim) installPackageLocked(pkg *fwpkg.Package) int { return s.applyPackageLocked(pkg, false) }
+// installPackageLocked records what a direct (Bmc) flash of pkg changes. It returns the iLO
+// firmware version the package flashed, if any: the iLO runs it only after its reset.
+func (s *Sim) installPackageLocked(pkg *fwpkg.Package) (iloVersion string) {
+	_, iloVersion = s.applyPackageLocked(pkg, false)
+	return iloVersion
+}
 
-func (s *Sim) applyPackageLocked(pkg *fwpkg.Package, uefi bool) int {
-	n := 0
+// applyPackageLocked applies pkg's images to the devices they target: the directly flashable
+// ones, or with uefi the ones the system ROM applies at POST. It returns how many devices it
+// updated and the new iLO version, when the package holds the iLO's own firmware.
+func (s *Sim) applyPackageLocked(pkg *fwpkg.Package, uefi bool) (n int, iloVersion string) {
 	for _, d := range pkg.Payload.Devices.Device {
 		entries := s.devicesFor(d.Target)
 		for _, im := range d.FirmwareImages {
@@ -92,18 +97,21 @@ func (s *Sim) applyPackageLocked(pkg *fwpkg.Package, uefi bool) int {
 				continue
 			}
 			for _, e := range entries {
-				s.setDeviceVersionLocked(e, version, im.ResetRequired && !uefi)
+				if s.setDeviceVersionLocked(e, version, im.ResetRequired && !uefi) {
+					iloVersion = version
+				}
 				n++
 			}
 		}
 	}
-	return n
+	return n, iloVersion
 }
 
-// setDeviceVersionLocked writes a flashed version where clients read it: the iLO and the system
-// ROM through applyVersion (which knows how each reports it); another device at once, or at the
-// next POST when its image needs a reset.
-func (s *Sim) setDeviceVersionLocked(e map[string]any, version string, atPOST bool) {
+// setDeviceVersionLocked writes a flashed version where clients read it: the system ROM through
+// applyVersion (staged until the next POST); another device at once, or at the next POST when
+// its image needs a reset. It writes nothing for the iLO itself and says so: the iLO's new
+// firmware runs after its reset.
+func (s *Sim) setDeviceVersionLocked(e map[string]any, version string, atPOST bool) (isILO bool) {
 	id := str(e["@odata.id"])
 	is := func(component string) bool {
 		c := s.inventoryEntry(component, "")
@@ -111,7 +119,7 @@ func (s *Sim) setDeviceVersionLocked(e map[string]any, version string, atPOST bo
 	}
 	switch {
 	case is("iLO"):
-		s.applyVersion("iLO", version, "")
+		return true
 	case is("SystemROM"):
 		s.applyVersion("SystemROM", version, "")
 	case atPOST:
@@ -119,6 +127,7 @@ func (s *Sim) setDeviceVersionLocked(e map[string]any, version string, atPOST bo
 	default:
 		e["Version"] = version
 	}
+	return false
 }
 
 // activatePendingLocked applies, at POST, the versions of images that needed a reset.

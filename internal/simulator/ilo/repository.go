@@ -391,7 +391,14 @@ func (s *Sim) pushUploadHandler(w http.ResponseWriter, r *http.Request) {
 	delete(s.repo.uploads, pp.ETag)
 	data := up.buf.Bytes()
 	if pp.UpdateRepository && !pp.UpdateTarget {
+		// The UpdateService reports the outcome of the upload, as ilorest's uploadcomp reads it
+		// (it waits for COMPLETE or IDLE and takes ERROR as a failed upload).
 		msgID, why := s.storeComponentLocked(filename, data, up.sig)
+		if msgID != "" {
+			s.setStateLocked("Error", 0, msgID, "")
+		} else {
+			s.setStateLocked("Complete", 100, "iLO.2.14.Success", "")
+		}
 		s.mu.Unlock()
 		if msgID != "" {
 			writeError(w, http.StatusBadRequest, msgID, why)

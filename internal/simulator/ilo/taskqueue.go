@@ -245,7 +245,7 @@ func (s *Sim) applyUefiTaskLocked(t map[string]any) string {
 	if s.faults.VersionUnchanged {
 		return ""
 	}
-	if s.applyPackageLocked(pkg, true) == 0 {
+	if n, _ := s.applyPackageLocked(pkg, true); n == 0 {
 		return MsgNotApplicable
 	}
 	return ""
