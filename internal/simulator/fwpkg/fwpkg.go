@@ -80,7 +80,7 @@ const maxFile = 512 << 20
 func Open(b []byte) (*Package, error) {
 	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotFwpkg, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotFwpkg, err)
 	}
 	p := &Package{Files: map[string][]byte{}}
 	for _, f := range zr.File {
