@@ -91,7 +91,8 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 		}
 		startFleet(fleet.Options{Name: "mixed", ILO4: iLOs, ILO5: 19, ILO6: 19, OA: 2, Linux: linux,
 			Timings: ilo.Timings{Upload: 20 * time.Millisecond, Verify: 20 * time.Millisecond, Write: 20 * time.Millisecond,
-				Update: 300 * time.Millisecond, Steps: 3}})
+				Update: 300 * time.Millisecond, Steps: 3, ResetDelay: 20 * time.Millisecond, ILOReset: time.Second,
+				HalfUp: 200 * time.Millisecond, POST: 200 * time.Millisecond}})
 		gomega.Expect(f.Targets()).To(gomega.HaveLen(60))
 
 		const maxConcurrent = 8
@@ -165,7 +166,8 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 	ginkgo.It("finishes a rollout across a manager restart without flashing a target twice or forgetting one", func() {
 		startFleet(fleet.Options{Name: "restart", ILO5: 12, ILO6: 8,
 			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
-				Update: 600 * time.Millisecond, Steps: 3}})
+				Update: 600 * time.Millisecond, Steps: 3, ResetDelay: 20 * time.Millisecond, ILOReset: time.Second,
+				HalfUp: 200 * time.Millisecond, POST: 200 * time.Millisecond}})
 		job := createJob("restart", fwv1.ComponentILO, 4)
 
 		// Stop the manager mid-rollout: some targets done, others still to start.

@@ -224,8 +224,11 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	fl, err := fleet.Start(ctx, fleet.Options{Name: "demo", ILO4: o.ILO4, ILO5: o.ILO5, ILO6: o.ILO6, OA: o.OA, Linux: linux,
 		OARestartDelay: time.Second,
 		// Upload and verify are short; the write and the activation take the flash time, in
-		// ten progress steps so that the percentages move.
-		Timings: similo.Timings{Upload: flashTime / 6, Verify: flashTime / 6, Write: flashTime / 3, Update: flashTime / 2, Steps: 10}})
+		// ten progress steps so that the percentages move. The iLOs reset after flashing
+		// themselves and hosts POST, in proportion.
+		Timings: similo.Timings{Upload: flashTime / 6, Verify: flashTime / 6, Write: flashTime / 3, Update: flashTime / 2, Steps: 10,
+			ResetDelay: max(flashTime/6, time.Millisecond), ILOReset: max(flashTime/2, time.Millisecond),
+			HalfUp: max(flashTime/6, time.Millisecond), POST: max(flashTime/2, time.Millisecond)}})
 	if err != nil {
 		return nil, err
 	}

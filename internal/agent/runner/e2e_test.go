@@ -103,7 +103,8 @@ func (e *e2e) run(cfg config.Config, opts ...Option) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	opts = append([]Option{WithClient(e.c), WithMinWriteInterval(200 * time.Millisecond),
-		WithILOOptions(ilo.Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 2 * time.Second}),
+		WithILOOptions(ilo.Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 10 * time.Second,
+			RebootTimeout: 10 * time.Second, ReloginBackoff: 20 * time.Millisecond, MaxReloginBackoff: 200 * time.Millisecond}),
 		WithOAOptions(oa.Options{ReconnectBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, DownWait: 5 * time.Second,
 			Timeouts: driver.Timeouts{Connect: 5 * time.Second, Flash: 20 * time.Second}}),
 	}, opts...)
@@ -159,12 +160,17 @@ func TestEndToEnd(t *testing.T) {
 	imgSrv := e.serveImages()
 
 	iloImage := fwimage.Build("iLO", "2.78", []byte(strings.Repeat("iLO firmware payload ", 500)))
+	romImage := fwimage.Build("SystemROM", "2.68", []byte("system ROM payload"))
 	oaImage := fwimage.Build("OA", "5.00", []byte("OA firmware payload"))
 	script := []byte("#!/bin/sh\necho 'smart component: installed, reboot to activate'\nexit 1\n")
 	e.images["ilo5_278.bin"], e.images["oa_500.bin"], e.images["cp012345.scexe"] = iloImage, oaImage, script
+	e.images["a43_268.fwpkg"] = romImage
 
 	mockup := shared.Mockup(shared.DL325)
-	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4}
+	// The iLOs reset after flashing themselves (about a second) and stage system ROMs until the
+	// host reboots, as real ones do.
+	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4,
+		ResetDelay: 50 * time.Millisecond, ILOReset: time.Second, HalfUp: 300 * time.Millisecond, POST: 300 * time.Millisecond}
 	sims := map[string]*similo.Sim{}
 	before := map[string]string{"ilo4": "2.80", "ilo5": "2.46", "ilo6": "1.55"}
 	for _, m := range []similo.Model{similo.ILO4, similo.ILO5, similo.ILO6} {
@@ -207,8 +213,9 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("%s: phase %s, %q -> %q (%s); want Succeeded %s -> 2.78", tg.Name, s.Phase, s.VersionBefore, s.VersionAfter, s.Message, before[tg.Name])
 			}
 			st := sims[tg.Name].Stats()
-			if st.FlashesStarted != 1 || st.FlashesCompleted != 1 {
-				t.Errorf("%s: simulator saw %d flashes started, %d completed; want 1", tg.Name, st.FlashesStarted, st.FlashesCompleted)
+			if st.FlashRequests != 1 || st.FlashesStarted != 1 || st.FlashesCompleted != 1 || st.ILOResets != 1 {
+				t.Errorf("%s: simulator saw %d flash requests, %d started, %d completed, %d resets; want 1 each",
+					tg.Name, st.FlashRequests, st.FlashesStarted, st.FlashesCompleted, st.ILOResets)
 			}
 			if !onlyPort(st.SourcePorts, tg.SessionPort) || int(s.SessionPort) != tg.SessionPort { // rule P4
 				t.Errorf("%s: source ports %v, status sessionPort %d; want only %d", tg.Name, st.SourcePorts, s.SessionPort, tg.SessionPort)
@@ -239,6 +246,45 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if n := sims["ilo5"].Stats().FlashesStarted; n != 1 {
 			t.Errorf("%d flashes, want 1", n)
+		}
+	})
+
+	// --- A system ROM: staged until the host reboots, never flashed twice; with
+	// --reboot-if-required the agent reboots the host and verifies after POST.
+	romFW := config.Firmware{URL: imgSrv.URL + "/a43_268.fwpkg", SHA256: digest(romImage), Version: "2.68", Component: "SystemROM"}
+	romJob := func(name string, reboot bool) config.Config {
+		cfg := e.job(name, romFW, iloTargets[1:2])
+		cfg.RebootIfRequired = reboot
+		mountCredentials(t, cfg, "ilo5", "Administrator", e2ePassword)
+		return cfg
+	}
+	t.Run("SystemROM staged", func(t *testing.T) {
+		for _, name := range []string{"rom", "rom-again"} {
+			if err := e.run(romJob(name, false)); err != nil {
+				t.Fatalf("agent: %v\n%s", err, e.out.String())
+			}
+			s := e.status(name, "ilo5")
+			if s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || s.VersionAfter != "2.68" || !strings.Contains(s.Message, "activates at the next reboot") {
+				t.Errorf("%s: status %+v", name, s)
+			}
+		}
+		if st := sims["ilo5"].Stats(); st.FlashRequests != 2 || st.HostBoots != 0 { // the iLO flash above, then one ROM flash
+			t.Errorf("stats %+v; want 2 flash requests in all, no reboot", st)
+		}
+	})
+	t.Run("SystemROM with reboot", func(t *testing.T) {
+		if err := e.run(romJob("rom-reboot", true)); err != nil {
+			t.Fatalf("agent: %v\n%s", err, e.out.String())
+		}
+		s := e.status("rom-reboot", "ilo5")
+		if s.Phase != fwv1.TargetPhaseSucceeded || s.RebootRequired || s.VersionAfter != "2.68" || !strings.Contains(s.Message, "rebooted") {
+			t.Errorf("status %+v", s)
+		}
+		if st := sims["ilo5"].Stats(); st.FlashRequests != 2 || st.HostBoots != 1 {
+			t.Errorf("stats %+v; want no new flash and one reboot", st)
+		}
+		if v := sims["ilo5"].Version("SystemROM"); !strings.Contains(v, "v2.68") {
+			t.Errorf("running ROM %q", v)
 		}
 	})
 
