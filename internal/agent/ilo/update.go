@@ -19,6 +19,9 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	if report == nil {
 		report = func(driver.Progress) {}
 	}
+	if fw.Component == driver.ComponentSmartComponent && isFwpkg(fw) {
+		return d.updateSmartComponent(ctx, fw, report) // fwpkg.go
+	}
 	before, err := d.rawVersion(ctx, fw.Component, fw.Version)
 	if err != nil {
 		return driver.Result{}, fmt.Errorf("reading the version before the flash: %w", err)

@@ -2,6 +2,7 @@ package ilo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -34,6 +35,8 @@ const (
 	routeSimpleUpdate route = iota
 	routeAddFromURI
 	routeInstallFromURI
+	// routeTask is an UpdateTaskQueue ApplyUpdate task run by the iLO (UpdatableBy Bmc).
+	routeTask
 )
 
 type flashReq struct {
@@ -41,6 +44,15 @@ type flashReq struct {
 	imageURI     string
 	signatureURI string
 	taskPath     string
+	// data is the file when it was pushed (HttpPushUri) or comes from the repository (an
+	// update task); imageURI is then unused.
+	data     []byte
+	filename string
+	// repository stores the file in the iLO Repository (AddFromUri and pushes with
+	// UpdateRepository); signed says a compsig came with it.
+	repository, signed bool
+	// done, when set, learns the outcome (the update task queue).
+	done func(ok bool, msgID string)
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -93,12 +105,12 @@ func (s *Sim) postAddFromURI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if body.UpdateTarget == nil || !*body.UpdateTarget {
-		// Repository only: record it, flash nothing.
-		s.addToRepository(body.ImageURI)
-		writeError(w, http.StatusOK, "Base.1.4.Success", "added to the component repository")
+		// Repository only: download and store it, flash nothing (repository.go).
+		s.postAddToRepository(w, body.ImageURI, body.ComponentSignatureURI)
 		return
 	}
-	s.startFlash(w, flashReq{route: routeAddFromURI, imageURI: body.ImageURI, signatureURI: body.ComponentSignatureURI})
+	s.startFlash(w, flashReq{route: routeAddFromURI, imageURI: body.ImageURI, signatureURI: body.ComponentSignatureURI,
+		filename: path.Base(body.ImageURI), repository: body.UpdateRepository == nil || *body.UpdateRepository})
 }
 
 func (s *Sim) postInstallFromURI(w http.ResponseWriter, r *http.Request) {
@@ -118,17 +130,6 @@ func (s *Sim) postInstallFromURI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.startFlash(w, flashReq{route: routeInstallFromURI, imageURI: body.FirmwareURI})
-}
-
-func (s *Sim) addToRepository(uri string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.nextID++
-	id := itoa(s.nextID)
-	p := "/redfish/v1/UpdateService/ComponentRepository/" + id
-	s.tree.addMember("/redfish/v1/UpdateService/ComponentRepository", p, map[string]any{
-		"@odata.id": p, "Id": id, "Filename": path.Base(uri), "Name": path.Base(uri),
-	})
 }
 
 // startFlash accepts a flash request and runs it in the background.
@@ -156,21 +157,9 @@ func (s *Sim) startFlash(w http.ResponseWriter, req flashReq) {
 		s.tree.addMember("/redfish/v1/TaskService/Tasks", req.taskPath, task)
 		task = deepCopy(task).(map[string]any)
 	}
-	if req.route == routeAddFromURI {
-		s.mu.Unlock()
-		s.addToRepository(req.imageURI)
-		s.mu.Lock()
-	}
 	s.setStateLocked("Uploading", 0, "", req.taskPath)
 	s.mu.Unlock()
-
-	s.local.inc()
-	if s.cfg.Counter != nil {
-		s.cfg.Counter.inc()
-	}
-	s.flashWG.Add(1)
-	go s.flash(req)
-	s.logf("flash started from %s", req.imageURI)
+	s.launchFlash(req)
 
 	if task != nil {
 		w.Header().Set("Location", req.taskPath)
@@ -181,12 +170,24 @@ func (s *Sim) startFlash(w http.ResponseWriter, req flashReq) {
 	writeError(w, http.StatusOK, "Base.1.4.Success", "the update has started")
 }
 
+// launchFlash runs an accepted flash (s.flashing set, counted) in the background.
+func (s *Sim) launchFlash(req flashReq) {
+	s.local.inc()
+	if s.cfg.Counter != nil {
+		s.cfg.Counter.inc()
+	}
+	s.flashWG.Add(1)
+	go s.flash(req)
+	s.logf("flash started from %s", cmp.Or(req.imageURI, req.filename))
+}
+
 // flash runs one update: download, verify, write, update, then record the new version.
 func (s *Sim) flash(req flashReq) {
 	defer s.flashWG.Done()
 	start := time.Now()
 	tm := s.cfg.Timings
-	ok := false
+	ok, failedID := false, ""
+	defer s.kickQueue() // a queued Bmc task may have waited for this flash (taskqueue.go)
 	defer func() {
 		s.local.dec()
 		if s.cfg.Counter != nil {
@@ -200,18 +201,25 @@ func (s *Sim) flash(req flashReq) {
 			s.stats.FlashesFailed++
 		}
 		s.mu.Unlock()
+		if req.done != nil {
+			req.done(ok, failedID)
+		}
 	}()
 	fail := func(msgID, why string) {
+		failedID = msgID
 		s.logf("flash failed: %s: %s", msgID, why)
 		s.setState("Error", 0, msgID, req.taskPath)
 	}
 	ctx, cancel := context.WithTimeout(s.flashCtx, 10*time.Minute)
 	defer cancel()
 
-	img, err := s.download(ctx, req.imageURI)
-	if err != nil {
-		fail(MsgDownloadFailed, err.Error())
-		return
+	img := req.data
+	if img == nil && req.imageURI != "" {
+		var err error
+		if img, err = s.download(ctx, req.imageURI); err != nil {
+			fail(MsgDownloadFailed, err.Error())
+			return
+		}
 	}
 	if req.signatureURI != "" {
 		if _, err := s.download(ctx, req.signatureURI); err != nil {
@@ -226,11 +234,25 @@ func (s *Sim) flash(req flashReq) {
 	if !sleepCtx(ctx, tm.Verify) {
 		return
 	}
+	pkg, msgID, why := s.verifyPackage(img)
+	if msgID != "" {
+		fail(msgID, why)
+		return
+	}
 	hdr, perr := fwimage.Parse(bytes.NewReader(img))
 	generic := errors.Is(perr, fwimage.ErrGeneric)
 	if perr != nil && !generic {
 		fail(MsgInvalidImage, perr.Error())
 		return
+	}
+	if req.repository {
+		s.mu.Lock()
+		msgID, why = s.storeComponentLocked(req.filename, img, req.signed || req.signatureURI != "")
+		s.mu.Unlock()
+		if msgID != "" {
+			fail(msgID, why)
+			return
+		}
 	}
 	s.setState("Writing", 0, "", req.taskPath)
 	if !sleepCtx(ctx, tm.Write) {
@@ -252,8 +274,12 @@ func (s *Sim) flash(req flashReq) {
 	s.mu.Lock()
 	newILO := ""
 	switch {
-	case generic, unchanged:
-	case hdr.Component == "SmartComponent" && req.route != routeAddFromURI:
+	case unchanged:
+	case pkg != nil:
+		// An iLO image in the package resets the iLO like any self-flash (reset.go).
+		newILO = s.installPackageLocked(pkg)
+	case generic:
+	case hdr.Component == "SmartComponent" && req.route != routeAddFromURI && req.route != routeTask:
 		// SimpleUpdate takes iLO and ROM binaries; a Smart Component "succeeds" and changes
 		// nothing, as on a real iLO.
 	case hdr.Component == "OA":
@@ -267,7 +293,7 @@ func (s *Sim) flash(req flashReq) {
 	ok = true
 	s.setState("Complete", 100, "iLO.2.14.Success", req.taskPath)
 	s.logf("flash complete (%s %s)", hdr.Component, hdr.Version)
-	if hdr.Component == "iLO" {
+	if hdr.Component == "iLO" || newILO != "" {
 		s.flashWG.Add(1)
 		go func() {
 			defer s.flashWG.Done()

@@ -58,6 +58,10 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == key(sessionsPath) && r.Method == http.MethodPost:
 		s.login(w, r)
 		return
+	case p == key(httpPushPath) && r.Method == http.MethodPost && s.cfg.Model != ILO4:
+		// Authenticated by its sessionKey form field or cookie (repository.go).
+		s.pushUploadHandler(w, r)
+		return
 	}
 	if !s.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="iLO"`)
@@ -77,6 +81,8 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.postSimpleUpdate(w, r)
 		case key(addFromURI):
 			s.postAddFromURI(w, r)
+		case key(taskQueuePath):
+			s.postTask(w, r)
 		case key(systemResetPath):
 			s.postSystemReset(w, r)
 		case key(ilo4UpdatePath):
@@ -89,7 +95,14 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusMethodNotAllowed, "Base.1.4.ActionNotSupported", "POST is not supported on "+r.URL.Path)
 		}
 	case http.MethodDelete:
-		s.logout(w, r, p)
+		switch {
+		case strings.HasPrefix(p, key(repositoryPath)+"/"):
+			s.deleteComponent(w, p)
+		case strings.HasPrefix(p, key(taskQueuePath)+"/"):
+			s.deleteTask(w, p)
+		default:
+			s.logout(w, r, p)
+		}
 	default:
 		writeError(w, http.StatusMethodNotAllowed, "Base.1.4.ActionNotSupported", r.Method+" is not supported")
 	}

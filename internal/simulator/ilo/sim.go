@@ -192,6 +192,7 @@ type Sim struct {
 	stats    Stats
 	flashing bool
 	local    Counter // this instance's concurrency
+	repo     repoState
 	host     hostState
 	reset    resetState
 
@@ -228,6 +229,7 @@ func New(cfg Config) (*Sim, error) {
 	s := &Sim{cfg: cfg, tree: t, sessions: map[string]string{}, done: make(chan struct{})}
 	s.flashCtx, s.flashCancel = context.WithCancel(context.Background())
 	s.adapt()
+	s.initRepository()
 	return s, nil
 }
 
