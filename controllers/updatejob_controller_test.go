@@ -111,8 +111,9 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 			gomega.Expect(ports).To(gomega.HaveKey(int32(60000)), "P4 on %s", node)
 			gomega.Expect(ports).To(gomega.HaveKey(int32(61000)), "P5 on %s", node)
 		}
+		// The status follows the pods at the end of a successful pass.
+		gomega.Eventually(func() []fwv1.AgentStatus { return getJob(job).Status.Agents }).ShouldNot(gomega.BeEmpty(), "status lists the agents and their ports")
 		cur := getJob(job)
-		gomega.Expect(cur.Status.Agents).NotTo(gomega.BeEmpty(), "status lists the agents and their ports")
 		var controls []int32
 		for _, a := range cur.Status.Agents {
 			controls = append(controls, a.Ports.Control)
