@@ -44,6 +44,20 @@ func Hold(ctx context.Context, address string, port int) (net.Listener, error) {
 	return lc.Listen(ctx, "tcp", net.JoinHostPort(address, strconv.Itoa(port)))
 }
 
+// HoldListener binds a TCP listener for a server port (rules P1, P2, P5) and returns it
+// open. Unlike Hold it keeps the SO_REUSEADDR that Go sets: an earlier server's connection
+// lingering in TIME_WAIT does not make the port busy, or an agent that restarts (or follows
+// another on the node) within a minute of serving would find the whole P2 fallback range
+// busy. A port that another socket listens on is still busy (Linux refuses the bind). Source
+// ports (P4) keep Hold: a new connection from a port in TIME_WAIT to the same target fails.
+func HoldListener(ctx context.Context, address string, port int) (net.Listener, error) {
+	if port < 1 || port > MaxPort {
+		return nil, fmt.Errorf("port %d is outside 1-%d", port, MaxPort)
+	}
+	var lc net.ListenConfig
+	return lc.Listen(ctx, "tcp", net.JoinHostPort(address, strconv.Itoa(port)))
+}
+
 // HeldAssignment is an Assignment whose ports are held by open listeners
 // until the agent takes them over (Take), lets them go one by one (Release),
 // or closes them all (Close). It is safe for concurrent use.

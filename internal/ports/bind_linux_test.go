@@ -66,6 +66,15 @@ func TestBindProbe_TimeWaitIsBusy(t *testing.T) {
 	if (BindProbe{Address: loopback}).Free(port) {
 		t.Fatalf("port %d in TIME_WAIT seen free", port)
 	}
+	// A server port may serve again at once: TIME_WAIT holds no listener.
+	server, err := HoldListener(context.Background(), loopback, port)
+	if err != nil {
+		t.Fatalf("HoldListener on port %d in TIME_WAIT: %v", port, err)
+	}
+	if _, err := HoldListener(context.Background(), loopback, port); err == nil {
+		t.Fatalf("HoldListener took port %d while another listener holds it", port)
+	}
+	server.Close()
 	l2, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Skipf("no TIME_WAIT to compare against (plain listen failed too): %v", err)

@@ -40,7 +40,7 @@ var (
 	kubeconfig string
 	// keepWorkDir keeps the manager logs and etcd data of a run in which a spec failed.
 	keepWorkDir bool
-	nodes      = []string{"node-a", "node-b"}
+	nodes       = []string{"node-a", "node-b"}
 )
 
 // reportGrace is the manager's --agent-report-grace: short, so that a silent agent's targets

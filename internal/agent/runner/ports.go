@@ -95,6 +95,9 @@ type binder struct {
 	reserved map[int]bool
 	h        *held
 	rand     func(n int) int
+	// source is set while binding P4 session ports, which are source ports of outbound
+	// connections: a port in TIME_WAIT is busy for them, not for listeners.
+	source bool
 }
 
 func (b *binder) hold(addr string, port int) bool {
@@ -104,7 +107,11 @@ func (b *binder) hold(addr string, port int) bool {
 	if _, ok := b.h.ls[port]; ok {
 		return false
 	}
-	l, err := ports.Hold(b.ctx, addr, port)
+	hold := ports.HoldListener
+	if b.source {
+		hold = ports.Hold
+	}
+	l, err := hold(b.ctx, addr, port)
 	if err != nil {
 		return false
 	}
@@ -198,6 +205,7 @@ func bindPorts(ctx context.Context, cfg config.Config, rnd func(int) int) (Bound
 	}
 
 	// rule P4: each target's session port, else the next free one upward (no cap).
+	b.source = true
 	for _, t := range cfg.Targets {
 		if t.SessionPort == 0 {
 			out.Sessions[t.Name] = 0
@@ -211,6 +219,7 @@ func bindPorts(ctx context.Context, cfg config.Config, rnd func(int) int) (Bound
 		out.Sessions[t.Name] = q
 	}
 
+	b.source = false
 	// rule P5: the inter-process channel, local to the node, then the receive ports.
 	if p.IPC != 0 {
 		own(p.IPC)()
