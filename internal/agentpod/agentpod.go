@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -221,8 +220,8 @@ func Build(in Input) *corev1.Pod {
 				Args:            append([]string{"agent"}, cfg.Args()...),
 				Ports:           containerPorts(in.Ports),
 				SecurityContext: containerSecurity(cfg.Ports.FirmwareServer),
-				LivenessProbe:   probe("/healthz", cfg.Ports.Control),
-				ReadinessProbe:  probe("/readyz", cfg.Ports.Control),
+				LivenessProbe:   probe(in.Job.Namespace, name, "/healthz"),
+				ReadinessProbe:  probe(in.Job.Namespace, name, "/readyz"),
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{
 						corev1.ResourceCPU:    resource.MustParse("50m"),
@@ -334,15 +333,22 @@ func containerSecurity(firmwarePort int) *corev1.SecurityContext {
 	return sc
 }
 
-func probe(path string, port int) *corev1.Probe {
+// probe asks the agent over its probe socket (`agent probe`), not on the assigned control
+// port: the agent may bind the next port when something holds that one (rule P1), and an
+// HTTP probe fixed at the assigned port would then ask someone else and kill the agent.
+func probe(namespace, pod, path string) *corev1.Probe {
 	return &corev1.Probe{
-		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: path, Port: intOrPort(port), Host: "127.0.0.1",
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+			Command: []string{Entrypoint, "agent", "probe", "--namespace=" + namespace, "--pod=" + pod, "--path=" + path},
 		}},
 		PeriodSeconds:    10,
+		TimeoutSeconds:   5,
 		FailureThreshold: 3,
 	}
 }
+
+// Entrypoint is the binary in the image (the Dockerfile's ENTRYPOINT).
+const Entrypoint = "/firmware-operator"
 
 // addVolumes mounts, for each target, only the Secrets that target refers to, plus the node's
 // firmware cache and the job's firmware source when it is a volume.
@@ -381,5 +387,3 @@ func addVolumes(pod *corev1.Pod, in Input) {
 		}
 	}
 }
-
-func intOrPort(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }

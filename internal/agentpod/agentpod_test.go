@@ -95,8 +95,10 @@ func TestBuild(t *testing.T) {
 		{"no privilege escalation", *c.SecurityContext.AllowPrivilegeEscalation, false},
 		{"read-only root", *c.SecurityContext.ReadOnlyRootFilesystem, true},
 		{"no cache init needed as root", len(pod.Spec.InitContainers), 0},
-		{"liveness on the P1 control port", c.LivenessProbe.HTTPGet.Port.IntValue(), 62286},
-		{"readiness on /readyz", c.ReadinessProbe.HTTPGet.Path, "/readyz"},
+		{"liveness asks the agent over its probe socket, wherever its P1 port went", c.LivenessProbe.Exec.Command,
+			[]string{"/firmware-operator", "agent", "probe", "--namespace=" + pod.Namespace, "--pod=" + pod.Name, "--path=/healthz"}},
+		{"readiness on /readyz", c.ReadinessProbe.Exec.Command[len(c.ReadinessProbe.Exec.Command)-1], "--path=/readyz"},
+		{"no HTTP probe on a fixed port", c.LivenessProbe.HTTPGet == nil && c.ReadinessProbe.HTTPGet == nil, true},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.field, tc.got, tc.want)
