@@ -233,9 +233,9 @@ func Build(in Input) *corev1.Pod {
 		},
 	}
 	addVolumes(pod, in)
-	if cfg.Ports.FirmwareServer >= 1024 {
-		pod.Spec.InitContainers = []corev1.Container{cacheInit(in.Image)}
-	}
+	// Root agents (port 80) and non-root ones share the node's cache: every agent has it
+	// handed to the agents' group first, whichever ran before.
+	pod.Spec.InitContainers = []corev1.Container{cacheInit(in.Image)}
 	return pod
 }
 
@@ -243,7 +243,8 @@ func Build(in Input) *corev1.Pod {
 const AgentUID = 65532
 
 // CacheInitCommand is the verb of the init container that hands the node's firmware cache to
-// AgentUID: the hostPath is created by the kubelet as root, and a non-root agent must write it.
+// AgentUID and its group: the hostPath is created by the kubelet as root, and root and
+// non-root agents must each write what the other wrote.
 const CacheInitCommand = "cache-init"
 
 func cacheInit(image string) corev1.Container {
@@ -258,7 +259,8 @@ func cacheInit(image string) corev1.Container {
 			ReadOnlyRootFilesystem:   ptr.To(true),
 			Capabilities: &corev1.Capabilities{
 				Drop: []corev1.Capability{"ALL"},
-				Add:  []corev1.Capability{"CHOWN"},
+				// CHOWN and FOWNER to hand over and chmod entries other agents created.
+				Add: []corev1.Capability{"CHOWN", "FOWNER"},
 			},
 		},
 		VolumeMounts: []corev1.VolumeMount{{Name: "firmware-cache", MountPath: config.CacheDir}},
