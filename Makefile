@@ -105,6 +105,10 @@ demo: ## Local control plane + simulated fleet + manager + agents: a rollout, li
 	hack/envtest-assets.sh $(ENVTEST_ASSETS)
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run . demo $(DEMO_ARGS)
 
+.PHONY: demo-cluster
+demo-cluster: cluster-assets ## The same rollout on a real single-node Kubernetes (kubelet, containerd; run as root): the chart's manager, agents as real pods.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) CLUSTER_ASSETS=$(CLUSTER_ASSETS) $(GO) run . demo --cluster $(DEMO_ARGS)
+
 .PHONY: test
 test: envtest-assets cluster-assets verify lint ## Every test, unit to end-to-end, against a real API server, and on a real node (test/cluster).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) CLUSTER_ASSETS=$(CLUSTER_ASSETS) $(GO) test -race -count=1 -timeout 30m ./...

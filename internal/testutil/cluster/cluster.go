@@ -180,7 +180,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 
 	// etcd
-	etcdPort, peerPort := freePort(), freePort()
+	etcdPort, peerPort := FreePort(), FreePort()
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
 	etcd, err := c.start("etcd", filepath.Join(o.EnvtestAssets, "etcd"),
@@ -216,17 +216,16 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	// kube-controller-manager (ServiceAccounts, kube-root-ca.crt, the garbage collector) and
 	// kube-scheduler, with the admin's credentials.
 	insecure := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // their self-signed serving certificates, on loopback
-	cmPort := freePort()
+	cmPort := FreePort()
 	cm, err := c.start("kube-controller-manager", filepath.Join(o.Assets, "kube-controller-manager"),
 		"--kubeconfig="+admin, "--authentication-kubeconfig="+admin, "--authorization-kubeconfig="+admin,
 		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(cmPort), "--leader-elect=false",
 		"--service-account-private-key-file="+c.pki.SAKey, "--root-ca-file="+c.pki.CAFile,
-		"--use-service-account-credentials=false", "--cert-dir="+filepath.Join(dir, "cm-certs"),
-		"--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle-controller,-persistentvolume-binder-controller,-persistentvolume-expander-controller,-persistentvolume-attach-detach-controller")
+		"--use-service-account-credentials=false", "--cert-dir="+filepath.Join(dir, "cm-certs"))
 	if err != nil {
 		return c, err
 	}
-	schedPort := freePort()
+	schedPort := FreePort()
 	sched, err := c.start("kube-scheduler", filepath.Join(o.Assets, "kube-scheduler"),
 		"--kubeconfig="+admin, "--authentication-kubeconfig="+admin, "--authorization-kubeconfig="+admin,
 		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(schedPort), "--leader-elect=false",
@@ -266,7 +265,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return c, err
 	}
 	kcfg := filepath.Join(dir, "kubelet-config.yaml")
-	if err := os.WriteFile(kcfg, []byte(kubeletConfig(c, freePort(), freePort())), 0o644); err != nil {
+	if err := os.WriteFile(kcfg, []byte(kubeletConfig(c, FreePort(), FreePort())), 0o644); err != nil {
 		return c, err
 	}
 	if c.kubelet, err = c.start("kubelet", filepath.Join(o.Assets, "kubelet"),
@@ -334,8 +333,8 @@ func pickServiceIP() (net.IP, error) {
 	return nil, errors.New("no free loopback address for the API server")
 }
 
-// freePort returns a TCP port free on 127.0.0.1 just now.
-func freePort() int {
+// FreePort returns a TCP port free on 127.0.0.1 just now.
+func FreePort() int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0
