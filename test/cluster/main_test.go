@@ -100,16 +100,30 @@ func newNamespace(ctx context.Context, t *testing.T, name string) string {
 // eventually polls cond until it returns nil, or fails the test with its last error.
 func eventually(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func(context.Context) error) {
 	t.Helper()
+	if err := poll(ctx, timeout, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// errFinal ends a poll at once: waiting longer cannot help.
+type errFinal struct{ error }
+
+// poll calls cond until it returns nil or an errFinal, or timeout passes.
+func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last error
 	for {
-		if last = cond(ctx); last == nil {
-			return
+		last := cond(ctx)
+		if last == nil {
+			return nil
+		}
+		var final errFinal
+		if errors.As(last, &final) {
+			return final.error
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("%s: not within %s: %v", what, timeout, last)
+			return fmt.Errorf("not within %s: %w", timeout, last)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
