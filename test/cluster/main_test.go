@@ -34,7 +34,8 @@ var (
 func TestMain(m *testing.M) {
 	// The agents' hostPath cache is on this machine: remove it afterwards unless it was here.
 	_, statErr := os.Stat(config.CacheDir)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	// From nothing, setup compiles the operator and helm (go tool helm): minutes on 2 cores.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	setupErr = setup(ctx)
 	cancel()
 	code := m.Run()
