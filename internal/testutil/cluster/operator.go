@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -42,8 +44,8 @@ func (c *Cluster) InstallOperator(ctx context.Context) error {
 		"--kubeconfig", c.Kubeconfig, "--namespace", OperatorNamespace, "--create-namespace",
 		"--set", "image.repository="+OperatorImageRepo, "--set", "image.tag="+OperatorImageTag,
 		"--set", "manager.hostNetwork=true",
-		"--set", "manager.healthProbePort="+strconv.Itoa(FreePort()),
-		"--set", "manager.metricsPort="+strconv.Itoa(FreePort()),
+		"--set", "manager.healthProbePort="+strconv.Itoa(freeHostPort()),
+		"--set", "manager.metricsPort="+strconv.Itoa(freeHostPort()),
 		"--wait", "--timeout", "5m")
 	cmd.Dir = root
 	var out bytes.Buffer
@@ -69,4 +71,19 @@ func (c *Cluster) ManagerLog(ctx context.Context) string {
 		b.WriteString(c.PodLogs(OperatorNamespace, p.Name)["manager"])
 	}
 	return b.String()
+}
+
+// freeHostPort picks a port free on every address, below the ephemeral range: the manager
+// binds ":port" on the host's network, and a port of the ephemeral range may be taken by any
+// outgoing connection on this machine meanwhile.
+func freeHostPort() int {
+	for range 100 {
+		p := 20000 + rand.IntN(10000)
+		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+		if err == nil {
+			_ = ln.Close()
+			return p
+		}
+	}
+	return FreePort()
 }
