@@ -98,16 +98,16 @@ cluster-assets: envtest-assets ## Build kube-scheduler, kube-controller-manager 
 	hack/cluster-assets.sh $(CLUSTER_ASSETS)
 
 # demo builds (once) or reuses the envtest binaries, then runs the demo against them. DEMO_ARGS
-# passes flags, e.g. DEMO_ARGS=--keep; 'go run . demo --help' lists them.
+# passes flags, e.g. DEMO_ARGS=--keep; 'go run -tags demo . demo --help' lists them.
 DEMO_ARGS ?=
 .PHONY: demo
 demo: ## Local control plane + simulated fleet + manager + agents: a rollout, live, then a summary.
 	hack/envtest-assets.sh $(ENVTEST_ASSETS)
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run . demo $(DEMO_ARGS)
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run -tags demo . demo $(DEMO_ARGS)
 
 .PHONY: demo-cluster
 demo-cluster: cluster-assets ## The same rollout on a real single-node Kubernetes (kubelet, containerd; run as root): the chart's manager, agents as real pods.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) CLUSTER_ASSETS=$(CLUSTER_ASSETS) $(GO) run . demo --cluster $(DEMO_ARGS)
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) CLUSTER_ASSETS=$(CLUSTER_ASSETS) $(GO) run -tags demo . demo --cluster $(DEMO_ARGS)
 
 .PHONY: test
 test: envtest-assets cluster-assets verify lint ## Every test, unit to end-to-end, against a real API server, and on a real node (test/cluster).
