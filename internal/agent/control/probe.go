@@ -22,7 +22,8 @@ func ProbeSocket(namespace, pod string) string {
 
 // ListenProbe listens on the probe socket.
 func ListenProbe(namespace, pod string) (net.Listener, error) {
-	return net.Listen("unix", ProbeSocket(namespace, pod))
+	var lc net.ListenConfig
+	return lc.Listen(context.Background(), "unix", ProbeSocket(namespace, pod))
 }
 
 // ServeProbes serves /healthz and /readyz on l until it is closed.

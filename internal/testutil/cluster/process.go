@@ -47,7 +47,7 @@ func startProcess(name, logDir, bin string, args ...string) (*process, error) {
 func (p *process) exited() error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 15))
+		return fmt.Errorf("%s exited (%w); last lines of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 15))
 	default:
 		return nil
 	}
@@ -85,7 +85,7 @@ func (p *process) waitFor(ctx context.Context, what string, timeout time.Duratio
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not become %s within %s (last: %v); last lines of %s:\n%s",
+			return fmt.Errorf("%s did not become %s within %s (last: %w); last lines of %s:\n%s",
 				p.name, what, timeout, last, p.logPath, tail(p.logPath, 15))
 		case <-p.done:
 		case <-time.After(200 * time.Millisecond):
