@@ -4,6 +4,7 @@ SHELL := /usr/bin/env bash -o pipefail
 
 BIN ?= $(CURDIR)/bin
 ENVTEST_ASSETS ?= $(BIN)/envtest
+CLUSTER_ASSETS ?= $(BIN)/cluster
 GO ?= go
 CONTROLLER_GEN ?= $(GO) tool controller-gen
 GOLANGCI_LINT ?= $(GO) tool golangci-lint
@@ -92,17 +93,28 @@ undeploy: ## Remove what 'make deploy' installed; deleting the CRDs deletes ever
 envtest-assets: ## Build kube-apiserver and etcd from their Go modules into bin/envtest (cached).
 	hack/envtest-assets.sh $(ENVTEST_ASSETS)
 
+.PHONY: cluster-assets
+cluster-assets: envtest-assets ## Build kube-scheduler, kube-controller-manager and kubelet from k8s.io/kubernetes into bin/cluster (cached).
+	hack/cluster-assets.sh $(CLUSTER_ASSETS)
+
 # demo builds (once) or reuses the envtest binaries, then runs the demo against them. DEMO_ARGS
-# passes flags, e.g. DEMO_ARGS=--keep; 'go run . demo --help' lists them.
+# passes flags, e.g. DEMO_ARGS=--keep; 'go run -tags demo . demo --help' lists them.
 DEMO_ARGS ?=
 .PHONY: demo
 demo: ## Local control plane + simulated fleet + manager + agents: a rollout, live, then a summary.
 	hack/envtest-assets.sh $(ENVTEST_ASSETS)
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run . demo $(DEMO_ARGS)
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run -tags demo . demo $(DEMO_ARGS)
+
+.PHONY: demo-cluster
+demo-cluster: cluster-assets ## The same rollout on a real single-node Kubernetes (kubelet, containerd; run as root): the chart's manager, agents as real pods.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) CLUSTER_ASSETS=$(CLUSTER_ASSETS) $(GO) run -tags demo . demo --cluster $(DEMO_ARGS)
 
 .PHONY: test
-test: envtest-assets verify lint ## Every test, unit to end-to-end, against a real API server.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -race -count=1 -timeout 30m ./...
+test: envtest-assets cluster-assets verify lint ## Every test, unit to end-to-end, against a real API server, and on a real node (test/cluster).
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -v /test/cluster)
+	@# The cluster suite alone: its agents bind the node's (this machine's) ports, which the
+	@# in-process agents of other packages would contend for.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) CLUSTER_ASSETS=$(CLUSTER_ASSETS) $(GO) test -race -count=1 -timeout 30m ./test/cluster
 	$(MAKE) fuzz
 
 FUZZTIME ?= 20s

@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -221,8 +220,8 @@ func Build(in Input) *corev1.Pod {
 				Args:            append([]string{"agent"}, cfg.Args()...),
 				Ports:           containerPorts(in.Ports),
 				SecurityContext: containerSecurity(cfg.Ports.FirmwareServer),
-				LivenessProbe:   probe("/healthz", cfg.Ports.Control),
-				ReadinessProbe:  probe("/readyz", cfg.Ports.Control),
+				LivenessProbe:   probe(in.Job.Namespace, name, "/healthz"),
+				ReadinessProbe:  probe(in.Job.Namespace, name, "/readyz"),
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{
 						corev1.ResourceCPU:    resource.MustParse("50m"),
@@ -234,9 +233,9 @@ func Build(in Input) *corev1.Pod {
 		},
 	}
 	addVolumes(pod, in)
-	if cfg.Ports.FirmwareServer >= 1024 {
-		pod.Spec.InitContainers = []corev1.Container{cacheInit(in.Image)}
-	}
+	// Root agents (port 80) and non-root ones share the node's cache: every agent has it
+	// handed to the agents' group first, whichever ran before.
+	pod.Spec.InitContainers = []corev1.Container{cacheInit(in.Image)}
 	return pod
 }
 
@@ -244,7 +243,8 @@ func Build(in Input) *corev1.Pod {
 const AgentUID = 65532
 
 // CacheInitCommand is the verb of the init container that hands the node's firmware cache to
-// AgentUID: the hostPath is created by the kubelet as root, and a non-root agent must write it.
+// AgentUID and its group: the hostPath is created by the kubelet as root, and root and
+// non-root agents must each write what the other wrote.
 const CacheInitCommand = "cache-init"
 
 func cacheInit(image string) corev1.Container {
@@ -259,7 +259,8 @@ func cacheInit(image string) corev1.Container {
 			ReadOnlyRootFilesystem:   ptr.To(true),
 			Capabilities: &corev1.Capabilities{
 				Drop: []corev1.Capability{"ALL"},
-				Add:  []corev1.Capability{"CHOWN"},
+				// CHOWN and FOWNER to hand over and chmod entries other agents created.
+				Add: []corev1.Capability{"CHOWN", "FOWNER"},
 			},
 		},
 		VolumeMounts: []corev1.VolumeMount{{Name: "firmware-cache", MountPath: config.CacheDir}},
@@ -334,15 +335,22 @@ func containerSecurity(firmwarePort int) *corev1.SecurityContext {
 	return sc
 }
 
-func probe(path string, port int) *corev1.Probe {
+// probe asks the agent over its probe socket (`agent probe`), not on the assigned control
+// port: the agent may bind the next port when something holds that one (rule P1), and an
+// HTTP probe fixed at the assigned port would then ask someone else and kill the agent.
+func probe(namespace, pod, path string) *corev1.Probe {
 	return &corev1.Probe{
-		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: path, Port: intOrPort(port), Host: "127.0.0.1",
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+			Command: []string{Entrypoint, "agent", "probe", "--namespace=" + namespace, "--pod=" + pod, "--path=" + path},
 		}},
 		PeriodSeconds:    10,
+		TimeoutSeconds:   5,
 		FailureThreshold: 3,
 	}
 }
+
+// Entrypoint is the binary in the image (the Dockerfile's ENTRYPOINT).
+const Entrypoint = "/firmware-operator"
 
 // addVolumes mounts, for each target, only the Secrets that target refers to, plus the node's
 // firmware cache and the job's firmware source when it is a volume.
@@ -381,5 +389,3 @@ func addVolumes(pod *corev1.Pod, in Input) {
 		}
 	}
 }
-
-func intOrPort(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }

@@ -94,9 +94,11 @@ func TestBuild(t *testing.T) {
 		{"every other capability dropped", c.SecurityContext.Capabilities.Drop, []corev1.Capability{"ALL"}},
 		{"no privilege escalation", *c.SecurityContext.AllowPrivilegeEscalation, false},
 		{"read-only root", *c.SecurityContext.ReadOnlyRootFilesystem, true},
-		{"no cache init needed as root", len(pod.Spec.InitContainers), 0},
-		{"liveness on the P1 control port", c.LivenessProbe.HTTPGet.Port.IntValue(), 62286},
-		{"readiness on /readyz", c.ReadinessProbe.HTTPGet.Path, "/readyz"},
+		{"the cache is handed to the agents' group as root too (a non-root agent may have written it)", pod.Spec.InitContainers[0].Args[0], CacheInitCommand},
+		{"liveness asks the agent over its probe socket, wherever its P1 port went", c.LivenessProbe.Exec.Command,
+			[]string{"/firmware-operator", "agent", "probe", "--namespace=" + pod.Namespace, "--pod=" + pod.Name, "--path=/healthz"}},
+		{"readiness on /readyz", c.ReadinessProbe.Exec.Command[len(c.ReadinessProbe.Exec.Command)-1], "--path=/readyz"},
+		{"no HTTP probe on a fixed port", c.LivenessProbe.HTTPGet == nil && c.ReadinessProbe.HTTPGet == nil, true},
 	} {
 		if !reflect.DeepEqual(tc.got, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.field, tc.got, tc.want)
@@ -137,8 +139,8 @@ func TestBuildRunsAsNonRootWithoutPort80(t *testing.T) {
 	if len(pod.Spec.InitContainers) != 1 || pod.Spec.InitContainers[0].Args[0] != CacheInitCommand {
 		t.Fatalf("a non-root agent needs the cache handed over: %+v", pod.Spec.InitContainers)
 	}
-	if add := pod.Spec.InitContainers[0].SecurityContext.Capabilities.Add; !reflect.DeepEqual(add, []corev1.Capability{"CHOWN"}) {
-		t.Errorf("cache-init capabilities = %v, want CHOWN only", add)
+	if add := pod.Spec.InitContainers[0].SecurityContext.Capabilities.Add; !reflect.DeepEqual(add, []corev1.Capability{"CHOWN", "FOWNER"}) {
+		t.Errorf("cache-init capabilities = %v, want CHOWN and FOWNER only", add)
 	}
 	cfg, err := config.Parse(c.Args[1:])
 	if err != nil {

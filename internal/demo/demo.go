@@ -70,6 +70,10 @@ type Options struct {
 	ANSI bool
 	// Out receives everything the demo prints.
 	Out io.Writer
+	// Cluster runs the rollout on a real single-node Kubernetes (internal/testutil/cluster):
+	// the manager installed with the Helm chart, agents as real pods of a kubelet and
+	// containerd. It needs root, containerd and hack/cluster-assets.sh's binaries.
+	Cluster bool
 }
 
 // DefaultOptions is what `make demo` runs: a dozen iLOs, an OA and a Linux host.
@@ -94,6 +98,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Dir, "dir", o.Dir, "folder for the kubeconfig and the logs")
 	fs.BoolVar(&o.Keep, "keep", false, "leave the control plane, fleet and manager running after the summary, until Ctrl-C")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "give up on the rollout after this long")
+	fs.BoolVar(&o.Cluster, "cluster", false, "run on a real single-node Kubernetes (kubelet, containerd; needs root and make cluster-assets) instead of in-process agents")
 	plain := fs.Bool("plain", false, "print progress lines instead of redrawing a table, even on a terminal")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -164,25 +169,17 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		}
 	}()
 
-	// 1. Control plane.
-	assets, err := apiserver.AssetsDir()
-	if err != nil {
-		return nil, fmt.Errorf("%w\n(make demo runs hack/envtest-assets.sh first; it builds kube-apiserver and etcd once)", err)
-	}
-	p.step("Starting a local control plane: kube-apiserver and etcd from %s, CRDs from config/crd/bases", assets)
-	env, cfg, err := apiserver.Start()
-	if err != nil {
-		return nil, err
-	}
-	cleanups = append(cleanups, func() {
-		p.step("Stopping the control plane")
-		if err := env.Stop(); err != nil {
-			p.say("  control plane stop: %v", err)
+	// 1. Control plane (and, with --cluster, the node and the operator).
+	var cfg *rest.Config
+	var kubeconfig string
+	if o.Cluster {
+		if cfg, kubeconfig, err = startRealNode(ctx, p, o.Dir, &cleanups); err != nil {
+			return nil, err
 		}
-	})
-	kubeconfig, err := apiserver.WriteKubeconfig(env, o.Dir, Namespace)
-	if err != nil {
-		return nil, err
+	} else {
+		if cfg, kubeconfig, err = startControlPlane(p, o.Dir, &cleanups); err != nil {
+			return nil, err
+		}
 	}
 	p.say("")
 	p.say("  kubeconfig: %s", kubeconfig)
@@ -203,10 +200,12 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	}
 
 	// 2. Nodes.
-	p.step("Creating nodes %s (Ready; no kubelet runs here, the demo plays it)", strings.Join(Nodes, ", "))
-	for _, n := range Nodes {
-		if err := apiserver.CreateReadyNode(ctx, c, n); err != nil {
-			return nil, err
+	if !o.Cluster {
+		p.step("Creating nodes %s (Ready; no kubelet runs here, the demo plays it)", strings.Join(Nodes, ", "))
+		for _, n := range Nodes {
+			if err := apiserver.CreateReadyNode(ctx, c, n); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -251,32 +250,37 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	}
 
 	// 4. Manager and kubelet. They get their own context so that they stop before the fleet
-	// and the control plane do.
-	runCtx, stopRun := context.WithCancel(ctx)
-	p.step("Starting the manager in-process (UpdateJob, UpdateTarget and PortPolicy controllers; log: %s)", logs.managerPath)
-	mgrDone := make(chan error, 1)
-	go func() {
-		mgrDone <- manager.Start(runCtx, manager.Options{Config: cfg, AgentImage: agentImage, LeaderElect: false,
-			MetricsAddr: "0", ProbeAddr: "0", Logger: slog.New(slog.NewJSONHandler(logs.manager, nil))})
-	}()
-	p.step("Playing the kubelet: each agent pod the controller creates runs in-process (log: %s)", logs.agentsPath)
-	kubelet := kubeletsim.New(c)
-	kubelet.Use(fl.AgentFunc(c, fleet.AgentOptions{Log: logs.agents}))
-	kubeletDone := make(chan struct{})
-	go func() { kubelet.Run(runCtx); close(kubeletDone) }()
-	cleanups = append(cleanups, func() {
-		p.step("Stopping the manager and the agents")
-		stopRun()
-		<-kubeletDone
-		select {
-		case err := <-mgrDone:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				p.say("  manager: %v", err)
+	// and the control plane do. On the real node the chart's Deployment is the manager and
+	// the kubelet runs the agent pods.
+	if o.Cluster {
+		p.step("The manager runs as the chart's Deployment; each agent pod runs in containerd under the kubelet (logs: %s)", filepath.Join(o.Dir, "cluster-logs"))
+	} else {
+		runCtx, stopRun := context.WithCancel(ctx)
+		p.step("Starting the manager in-process (UpdateJob, UpdateTarget and PortPolicy controllers; log: %s)", logs.managerPath)
+		mgrDone := make(chan error, 1)
+		go func() {
+			mgrDone <- manager.Start(runCtx, manager.Options{Config: cfg, AgentImage: agentImage, LeaderElect: false,
+				MetricsAddr: "0", ProbeAddr: "0", Logger: slog.New(slog.NewJSONHandler(logs.manager, nil))})
+		}()
+		p.step("Playing the kubelet: each agent pod the controller creates runs in-process (log: %s)", logs.agentsPath)
+		kubelet := kubeletsim.New(c)
+		kubelet.Use(fl.AgentFunc(c, fleet.AgentOptions{Log: logs.agents}))
+		kubeletDone := make(chan struct{})
+		go func() { kubelet.Run(runCtx); close(kubeletDone) }()
+		cleanups = append(cleanups, func() {
+			p.step("Stopping the manager and the agents")
+			stopRun()
+			<-kubeletDone
+			select {
+			case err := <-mgrDone:
+				if err != nil && !errors.Is(err, context.Canceled) {
+					p.say("  manager: %v", err)
+				}
+			case <-time.After(40 * time.Second):
+				p.say("  manager: still stopping after 40s, going on")
 			}
-		case <-time.After(40 * time.Second):
-			p.say("  manager: still stopping after 40s, going on")
-		}
-	})
+		})
+	}
 
 	// 5. Objects.
 	policy, policyPath, err := loadPortPolicy()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -51,7 +52,7 @@ type Options struct {
 	Clock clock.PassiveClock
 	// Config replaces Kubeconfig (tests).
 	Config *rest.Config
-	// Logger defaults to JSON on stderr.
+	// Logger defaults to JSON on the process's stderr.
 	Logger *slog.Logger
 }
 
@@ -75,18 +76,27 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	o.QPS = float32(*qps)
+	// As the Deployment runs it: JSON on stderr, which the kubelet keeps as the pod's log.
+	o.Logger = slog.New(slog.NewJSONHandler(stderr, nil))
 	return Start(ctx, o)
 }
 
-// Start runs the manager until ctx ends.
-func Start(ctx context.Context, o Options) error {
+// Start runs the manager until ctx ends. What stops it is logged as well as returned: the
+// log is what a person reads of a manager pod.
+func Start(ctx context.Context, o Options) (err error) {
 	logger := o.Logger
 	if logger == nil {
-		logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
 	lr := logr.FromSlogHandler(logger.Handler())
 	ctrl.SetLogger(lr)
 	ctx = log.IntoContext(ctx, lr)
+	logger.Info("starting manager", "agentImage", o.AgentImage, "leaderElection", o.LeaderElect)
+	defer func() {
+		if err != nil {
+			logger.Error("manager stopped", "error", err.Error())
+		}
+	}()
 
 	cfg := o.Config
 	if cfg == nil {
@@ -137,7 +147,6 @@ func Start(ctx context.Context, o Options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	logger.Info("starting manager", "agentImage", o.AgentImage, "leaderElection", o.LeaderElect)
 	return mgr.Start(ctx)
 }
 

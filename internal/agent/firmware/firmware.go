@@ -123,7 +123,9 @@ func (c *Cache) Get(ctx context.Context, src Source) (Image, error) {
 	}
 
 	for _, d := range []string{filepath.Join(c.Dir, "sha256"), filepath.Join(c.Dir, "locks")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		// Group-writable (the agent's umask permits it): agents of the node share the cache
+		// through their group, root or not (cache-init).
+		if err := os.MkdirAll(d, 0o775); err != nil {
 			return Image{}, fmt.Errorf("firmware: cache: %w", err)
 		}
 	}
@@ -328,7 +330,7 @@ func (c *Cache) remove(digest string) {
 // lock held.
 func (c *Cache) download(ctx context.Context, log *slog.Logger, rawURL, digest string) (int64, error) {
 	partial := c.imagePath(digest) + ".partial"
-	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE, 0o664)
 	if err != nil {
 		return 0, fmt.Errorf("firmware: cache: %w", err)
 	}
@@ -415,7 +417,7 @@ func (c *Cache) copyFile(ctx context.Context, src, digest string) (int64, error)
 		return 0, fmt.Errorf("firmware: source Path: %s is not a regular file", src)
 	}
 	partial := c.imagePath(digest) + ".partial"
-	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o664)
 	if err != nil {
 		return 0, fmt.Errorf("firmware: cache: %w", err)
 	}
@@ -517,6 +519,11 @@ func writeFileAtomic(p string, b []byte) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
+	// Readable by the node's other agents, root or not (cache-init); CreateTemp makes 0600.
+	if err := tmp.Chmod(0o664); err != nil {
+		tmp.Close()
+		return err
+	}
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		return err
@@ -532,7 +539,7 @@ func writeFileAtomic(p string, b []byte) error {
 // two processes do.
 func lockFile(ctx context.Context, p string) (unlock func(), err error) {
 	// Read-only is enough for flock, and lets agents running as other users share the lock.
-	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o664)
 	if err != nil {
 		return nil, err
 	}

@@ -76,6 +76,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 	if len(args) > 0 && args[0] == "status" {
 		return statusMain(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "probe" {
+		return probeMain(ctx, args[1:], stdout, stderr)
+	}
 	var o options
 	for _, f := range opts {
 		f(&o)
@@ -147,6 +150,30 @@ func statusMain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	return PrintStatus(stdout, snap)
+}
+
+// probeMain is `agent probe --namespace NS --pod NAME --path /healthz`, the pods' exec probe:
+// it asks the agent over its probe socket, wherever its control port went (rule P1).
+func probeMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("agent probe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ns := fs.String("namespace", "", "the agent pod's namespace")
+	pod := fs.String("pod", "", "the agent pod's name")
+	path := fs.String("path", "/healthz", "/healthz or /readyz")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the agent")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *ns == "" || *pod == "" {
+		return errors.New("--namespace and --pod are required")
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := control.Probe(ctx, control.ProbeSocket(*ns, *pod), *path); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(stdout, "ok")
+	return err
 }
 
 // PrintStatus writes a snapshot as a table: the agent, its ports, then one line per target.

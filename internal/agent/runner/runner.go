@@ -194,6 +194,17 @@ func (a *agent) serveControl() (stop func()) {
 	}
 	cl := a.held.take(a.bound.Control)
 	serve("control", func() error { return ctl.Serve(cl) })
+	// The kubelet's probes come through the probe socket, wherever the control port went
+	// (rule P1); without a pod name (in-process tests) there is no kubelet to serve.
+	var pl net.Listener
+	if a.cfg.Pod != "" {
+		var err error
+		if pl, err = control.ListenProbe(a.cfg.Namespace, a.cfg.Pod); err != nil {
+			a.log.Error("probe socket: the kubelet's probes will fail", "err", err)
+		} else {
+			serve("probe", func() error { return ctl.ServeProbes(pl) })
+		}
+	}
 	var ipc *http.Server
 	var il net.Listener
 	if a.bound.IPC != 0 {
@@ -212,6 +223,9 @@ func (a *agent) serveControl() (stop func()) {
 		}
 		// Shutdown before Serve got going is a no-op: closing the listeners ends Serve then.
 		_ = cl.Close()
+		if pl != nil {
+			_ = pl.Close()
+		}
 		if il != nil {
 			_ = il.Close()
 		}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"golang.org/x/sys/unix"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 )
@@ -236,25 +237,24 @@ func ClientConfig(t driver.Target) (*ssh.ClientConfig, error) {
 	return cfg, nil
 }
 
-// knownHostsCallback parses known_hosts content. knownhosts only reads files, so the content
-// goes through a private temp file that is removed at once.
+// knownHostsCallback parses known_hosts content. knownhosts only reads files, and an agent
+// pod has a read-only root file system with no writable /tmp, so the content goes through an
+// anonymous in-memory file (memfd) that knownhosts opens by its /proc/self/fd path.
 func knownHostsCallback(content []byte) (ssh.HostKeyCallback, error) {
-	f, err := os.CreateTemp("", "fwops-known-hosts-*")
+	fd, err := unix.MemfdCreate("fwops-known-hosts", unix.MFD_CLOEXEC)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("in-memory file for known_hosts: %w", err)
 	}
-	defer os.Remove(f.Name())
+	f := os.NewFile(uintptr(fd), "known_hosts")
+	defer f.Close()
 	if _, err := f.Write(content); err != nil {
-		f.Close()
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	cb, err := knownhosts.New(f.Name())
+	path := "/proc/self/fd/" + strconv.Itoa(fd)
+	cb, err := knownhosts.New(path)
 	if err != nil {
-		// The temp file name means nothing to the user.
-		return nil, errors.New(strings.ReplaceAll(err.Error(), f.Name(), "known_hosts"))
+		// The descriptor's path means nothing to the user.
+		return nil, errors.New(strings.ReplaceAll(err.Error(), path, "known_hosts"))
 	}
 	return cb, nil
 }

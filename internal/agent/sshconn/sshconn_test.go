@@ -258,3 +258,15 @@ func TestHashedKnownHosts(t *testing.T) {
 		t.Fatalf("garbage known_hosts: %v", err)
 	}
 }
+
+// An agent pod has a read-only root file system and no writable /tmp: parsing known_hosts
+// must not need a temp file (TMPDIR pointing nowhere stands for it).
+func TestKnownHostsWithoutWritableTempDir(t *testing.T) {
+	s := sshd.Start(t)
+	t.Setenv("TMPDIR", t.TempDir()+"/does-not-exist")
+	c, err := Dial(context.Background(), target(s), Options{})
+	if err != nil {
+		t.Fatalf("dial with no writable temp folder: %v", err)
+	}
+	_ = c.Close()
+}
