@@ -128,7 +128,8 @@ var _ = ginkgo.Describe("A rollout under faults", func() {
 	ginkgo.It("survives 20 SIGKILLs of the manager during a 200-target rollout", func() {
 		startFleet(fleet.Options{Name: "kills", ILO5: 120, ILO6: 80,
 			Timings: ilo.Timings{Upload: 100 * time.Millisecond, Verify: 100 * time.Millisecond, Write: 100 * time.Millisecond,
-				Update: 3 * time.Second, Steps: 3}})
+				Update: 3 * time.Second, Steps: 3,
+				ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}})
 		kubelet.Use(f.AgentFunc(k8sClient, fleet.AgentOptions{Log: logs}))
 		mgr.start()
 		const maxConcurrent = 20
@@ -152,7 +153,8 @@ var _ = ginkgo.Describe("A rollout under faults", func() {
 	ginkgo.It("rides out etcd stopping and starting again mid-rollout", func() {
 		startFleet(fleet.Options{Name: "etcd", ILO5: 20,
 			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
-				Update: 2 * time.Second, Steps: 3}})
+				Update: 2 * time.Second, Steps: 3,
+				ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}})
 		kubelet.Use(f.AgentFunc(k8sClient, fleet.AgentOptions{Log: logs}))
 		mgr.start()
 		const maxConcurrent = 5
@@ -172,7 +174,8 @@ var _ = ginkgo.Describe("A rollout under faults", func() {
 	ginkgo.It("fails or re-places, within the per-target timeout, the targets of a node that dies with its agent", func() {
 		startFleet(fleet.Options{Name: "deadnode", ILO5: 8,
 			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
-				Update: 500 * time.Millisecond, Steps: 3}})
+				Update: 500 * time.Millisecond, Steps: 3,
+				ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}})
 		real := f.AgentFunc(k8sClient, fleet.AgentOptions{Log: logs})
 		// node-b's agents start and then say nothing, as on a node that lost power.
 		kubelet.Use(func(ctx context.Context, pod *corev1.Pod, args []string) error {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/agent/linux"
 	"github.com/fwops/firmware-operator/internal/scheme"
 	"github.com/fwops/firmware-operator/internal/testutil/cluster"
 )
@@ -34,6 +35,11 @@ var (
 func TestMain(m *testing.M) {
 	// The agents' hostPath cache is on this machine: remove it afterwards unless it was here.
 	_, statErr := os.Stat(config.CacheDir)
+	// The suite's Linux host is this machine, where agents record the versions they install
+	// (linux.DefaultStateDir): a version recorded by an earlier run would make the rollout
+	// skip the host as already current. Start from none, and leave none.
+	_, stateErr := os.Stat(linux.DefaultStateDir)
+	_ = os.RemoveAll(linux.DefaultStateDir)
 	// From nothing, setup compiles the operator and helm (go tool helm): minutes on 2 cores.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	setupErr = setup(ctx)
@@ -48,6 +54,9 @@ func TestMain(m *testing.M) {
 	}
 	if os.IsNotExist(statErr) {
 		_ = os.RemoveAll(config.CacheDir)
+	}
+	if os.IsNotExist(stateErr) {
+		_ = os.RemoveAll(linux.DefaultStateDir)
 	}
 	os.Exit(code)
 }
