@@ -115,7 +115,7 @@ test: envtest-assets cluster-assets verify lint ## Every test, unit to end-to-en
 	@# The chaos suite alone too, for the same reason, and without the race detector: its
 	@# in-process fleet of 200 simulated iLOs does not fit this machine under it (the manager
 	@# it kills is a separate binary; the packages above run the same code under -race).
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -count=1 -timeout 30m ./test/chaos
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -count=1 -timeout 30m -v ./test/chaos -args -ginkgo.v
 	@# The cluster suite alone: its agents bind the node's (this machine's) ports, which the
 	@# in-process agents of other packages would contend for.
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) CLUSTER_ASSETS=$(CLUSTER_ASSETS) $(GO) test -race -count=1 -timeout 30m ./test/cluster
