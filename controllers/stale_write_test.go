@@ -20,15 +20,7 @@ import (
 // with a conflict, never put a Succeeded target back into Downloading.
 func TestClaimFromAStaleCopyDoesNotUndoTheAgentsResult(t *testing.T) {
 	ctx := context.Background()
-	tu := &fwv1.TargetUpdate{
-		ObjectMeta: metav1.ObjectMeta{Name: "job-ilo", Namespace: "fleet"},
-		Spec:       fwv1.TargetUpdateSpec{JobName: "job", TargetName: "ilo"},
-	}
-	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(tu).WithStatusSubresource(tu).Build()
-	stale := &fwv1.TargetUpdate{}
-	if err := c.Get(ctx, client.ObjectKeyFromObject(tu), stale); err != nil {
-		t.Fatal(err)
-	}
+	c, tu, stale := staleTargetUpdate(t)
 	// The agent reports success meanwhile.
 	agentCopy := stale.DeepCopy()
 	agentCopy.Status.Phase, agentCopy.Status.Message = fwv1.TargetPhaseSucceeded, "flashed and verified"
@@ -78,15 +70,7 @@ func TestClaimStartedAfterAConflict(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			tu := &fwv1.TargetUpdate{
-				ObjectMeta: metav1.ObjectMeta{Name: "job-ilo", Namespace: "fleet"},
-				Spec:       fwv1.TargetUpdateSpec{JobName: "job", TargetName: "ilo"},
-			}
-			fc := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(tu).WithStatusSubresource(tu).Build()
-			stale := &fwv1.TargetUpdate{}
-			if err := fc.Get(ctx, client.ObjectKeyFromObject(tu), stale); err != nil {
-				t.Fatal(err)
-			}
+			fc, tu, stale := staleTargetUpdate(t)
 			other := stale.DeepCopy()
 			c.meanwhile(&other.Status)
 			if err := fc.Status().Update(ctx, other); err != nil {
@@ -106,4 +90,20 @@ func TestClaimStartedAfterAConflict(t *testing.T) {
 			}
 		})
 	}
+}
+
+// staleTargetUpdate stores a TargetUpdate in a fake client and returns a copy of it that the
+// test makes stale by writing the stored one.
+func staleTargetUpdate(t *testing.T) (client.Client, *fwv1.TargetUpdate, *fwv1.TargetUpdate) {
+	t.Helper()
+	tu := &fwv1.TargetUpdate{
+		ObjectMeta: metav1.ObjectMeta{Name: "job-ilo", Namespace: "fleet"},
+		Spec:       fwv1.TargetUpdateSpec{JobName: "job", TargetName: "ilo"},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme.New()).WithObjects(tu).WithStatusSubresource(tu).Build()
+	stale := &fwv1.TargetUpdate{}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(tu), stale); err != nil {
+		t.Fatal(err)
+	}
+	return c, tu, stale
 }
