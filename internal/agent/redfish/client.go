@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fwops/firmware-operator/internal/ports"
 )
 
 // Options configure a Client.
@@ -416,7 +418,7 @@ func dialFunc(addr string, port int) func(ctx context.Context, network, address 
 	d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(addr), Port: port}
 	d.Control = reuseAddr
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, address)
+		c, err := ports.DialWhileTupleBusy(ctx, d, network, address, ports.TupleBusyWait)
 		if err != nil {
 			return nil, err
 		}
