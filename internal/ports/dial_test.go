@@ -14,7 +14,7 @@ import (
 // source port per target).
 func holdTuple(t *testing.T, port int, to net.Addr) *net.TCPConn {
 	t.Helper()
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, Control: reuseAddrForTest}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, Control: ReuseAddr}
 	c, err := d.Dial("tcp", to.String())
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func TestP4_DialWaitsForABusyTuple(t *testing.T) {
 		}
 	}()
 	port := freePort(t)
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, Control: reuseAddrForTest}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, Control: ReuseAddr}
 
 	held := holdTuple(t, port, l.Addr())
 	if _, err := d.Dial("tcp", l.Addr().String()); !errors.Is(err, syscall.EADDRNOTAVAIL) {
@@ -83,7 +83,7 @@ func TestP4_DialWaitsForABusyTuple(t *testing.T) {
 	t.Log(err)
 
 	// A local address that is not this machine's fails at once: waiting would not mend it.
-	bad := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: port}, Control: reuseAddrForTest}
+	bad := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: port}, Control: ReuseAddr}
 	start := time.Now()
 	if _, err := DialWhileTupleBusy(context.Background(), bad, "tcp", l.Addr().String(), time.Minute); !errors.Is(err, syscall.EADDRNOTAVAIL) {
 		t.Fatalf("dial from a foreign address: err = %v, want EADDRNOTAVAIL from bind", err)
@@ -99,12 +99,3 @@ func TestP4_DialWaitsForABusyTuple(t *testing.T) {
 	}
 }
 
-func reuseAddrForTest(_, _ string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
-}

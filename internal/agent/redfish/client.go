@@ -416,7 +416,7 @@ func dialFunc(addr string, port int) func(ctx context.Context, network, address 
 		return d.DialContext
 	}
 	d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(addr), Port: port}
-	d.Control = reuseAddr
+	d.Control = ports.ReuseAddr
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		c, err := ports.DialWhileTupleBusy(ctx, d, network, address, ports.TupleBusyWait)
 		if err != nil {

@@ -188,7 +188,7 @@ func dialer(t driver.Target) (*net.Dialer, error) {
 	d.LocalAddr = la
 	// rule P4: the same source port serves every (re)connection to this target, so a
 	// previous connection's TIME_WAIT must not block the bind.
-	d.Control = reuseAddr
+	d.Control = ports.ReuseAddr
 	return d, nil
 }
 
