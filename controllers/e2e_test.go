@@ -141,24 +141,36 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 
 		// rule P4: every connection a target accepted came from the session port the agent
 		// bound for it, which the TargetUpdate reports, in the 60000 range.
-		stepped := 0
+		assigned := map[string]int{}
 		for _, tu := range all {
 			sp := int(tu.Status.SessionPort)
 			// The assigned port, or the next free one above it when something held it.
-			assigned := assignedSessionPort(ns, tu)
-			gomega.Expect(assigned).To(gomega.BeNumerically(">=", 60000), "%s: assigned session port", tu.Name)
-			gomega.Expect(sp).To(gomega.BeNumerically(">=", assigned), "%s: bound session port below the assigned %d", tu.Name, assigned)
-			if sp != assigned {
-				stepped++
-				fmt.Fprintf(ginkgo.GinkgoWriter, "%s: session port %d assigned, %d bound\n", tu.Name, assigned, sp)
+			assigned[tu.Name] = assignedSessionPort(ns, tu)
+			gomega.Expect(assigned[tu.Name]).To(gomega.BeNumerically(">=", 60000), "%s: assigned session port", tu.Name)
+			gomega.Expect(sp).To(gomega.BeNumerically(">=", assigned[tu.Name]), "%s: bound session port below the assigned %d", tu.Name, assigned[tu.Name])
+			if sp != assigned[tu.Name] {
+				// Allowed by P4 and not the controller's to prevent (docs/ports.md, "Free port"):
+				// the previous agent's connection from that port still in TIME_WAIT, or any
+				// outbound connection on the machine, since 60000-60999 lie inside Linux's
+				// default ephemeral range (32768-60999). How often depends on the machine's load.
+				fmt.Fprintf(ginkgo.GinkgoWriter, "%s: session port %d assigned, %d bound\n", tu.Name, assigned[tu.Name], sp)
 			}
 			ports := f.SourcePorts(tu.Spec.TargetName)
 			gomega.Expect(ports).NotTo(gomega.BeEmpty(), "%s: the target saw no connection", tu.Name)
 			gomega.Expect(ports).To(gomega.HaveEach(sp), "%s: connections from ports %v, want only %d", tu.Name, ports, sp)
 		}
-		// Stepping is allowed by the rules but should be rare here: the controller keeps the
-		// agents of a node apart.
-		gomega.Expect(stepped).To(gomega.BeNumerically("<=", len(all)/10), "%d of %d session ports stepped", stepped, len(all))
+		// What the controller does own: targets in flight at the same time on one node never
+		// get the same session port, nor one another's bound port.
+		for i, a := range all {
+			for _, b := range all[i+1:] {
+				if a.Status.Node != b.Status.Node || !inFlightTogether(a, b) {
+					continue
+				}
+				gomega.Expect(assigned[a.Name]).NotTo(gomega.Equal(assigned[b.Name]), "%s and %s, in flight together, were assigned one session port", a.Name, b.Name)
+				gomega.Expect(int(b.Status.SessionPort)).NotTo(gomega.Equal(assigned[a.Name]), "%s was assigned the port %s had bound", a.Name, b.Name)
+				gomega.Expect(int(a.Status.SessionPort)).NotTo(gomega.Equal(assigned[b.Name]), "%s was assigned the port %s had bound", b.Name, a.Name)
+			}
+		}
 		if !linux {
 			ginkgo.Skip("the Linux host over sshd was not tested: " + fleet.Available().Error())
 		}
@@ -192,6 +204,14 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 
 // assignedSessionPort is the rule P4 port that the controller assigned to tu's target in
 // the arguments of the agent pod that worked on it.
+// inFlightTogether says whether the last attempts of two targets overlapped in time.
+func inFlightTogether(a, b fwv1.TargetUpdate) bool {
+	if a.Status.StartTime == nil || b.Status.StartTime == nil || a.Status.CompletionTime == nil || b.Status.CompletionTime == nil {
+		return true
+	}
+	return a.Status.StartTime.Before(b.Status.CompletionTime) && b.Status.StartTime.Before(a.Status.CompletionTime)
+}
+
 func assignedSessionPort(ns string, tu fwv1.TargetUpdate) int {
 	pod := &corev1.Pod{}
 	gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: tu.Status.AgentPod}, pod)).To(gomega.Succeed())

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -239,6 +240,9 @@ func (r *UpdateJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Man
 			UpdateFunc: func(_ context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				oldTU, newTU := e.ObjectOld.(*fwv1.TargetUpdate), e.ObjectNew.(*fwv1.TargetUpdate)
 				r.observeTargetTransition(oldTU, newTU)
+				if !targetChangeMatters(oldTU, newTU) {
+					return
+				}
 				q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: newTU.Namespace, Name: newTU.Spec.JobName}})
 			},
 			DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -294,4 +298,18 @@ func requestsFor(jobs []fwv1.UpdateJob) []reconcile.Request {
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: j.Namespace, Name: j.Name}})
 	}
 	return out
+}
+
+// targetChangeMatters says whether a TargetUpdate change can alter what the job's controller
+// decides or reports. Progress alone (percent, the progress message) cannot: an agent writes it
+// every few seconds per target, and at thousands of targets waking the job for each would make
+// the controller's cost grow with flash progress rather than with the events of the rollout.
+func targetChangeMatters(oldTU, newTU *fwv1.TargetUpdate) bool {
+	if oldTU.Generation != newTU.Generation || !oldTU.DeletionTimestamp.Equal(newTU.DeletionTimestamp) {
+		return true
+	}
+	before, after := oldTU.Status.DeepCopy(), newTU.Status.DeepCopy()
+	before.Percent, after.Percent = 0, 0
+	before.Message, after.Message = "", ""
+	return !equality.Semantic.DeepEqual(before, after)
 }

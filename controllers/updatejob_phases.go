@@ -376,6 +376,38 @@ func (r *UpdateJobReconciler) claim(ctx context.Context, tu *fwv1.TargetUpdate, 
 	return r.patchTU(ctx, tu, before)
 }
 
+// claimStarted records the claim of a pod just created. The cached copy is often a write
+// behind (the pending message this controller wrote, or the new agent's first report), and the
+// optimistic lock then refuses it: re-read, and claim only a target nobody has taken since.
+// Anything else is left as the API server has it; syncInFlight reconciles it next pass.
+func (r *UpdateJobReconciler) claimStarted(ctx context.Context, tu *fwv1.TargetUpdate, pod *corev1.Pod, attempt int32) error {
+	err := r.claim(ctx, tu, pod, attempt)
+	if !apierrors.IsConflict(err) {
+		return err
+	}
+	fresh := &fwv1.TargetUpdate{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tu), fresh); err != nil {
+		return fmt.Errorf("re-reading TargetUpdate %s after a conflict: %w", tu.Name, err)
+	}
+	*tu = *fresh
+	switch {
+	case fresh.Status.Phase.Finished() || fresh.Status.Attempts != attempt-1:
+		return nil
+	case fresh.Status.AgentPod == "":
+		return r.claim(ctx, tu, pod, attempt)
+	case fresh.Status.AgentPod == pod.Name:
+		// The agent reported first: count the attempt, and leave its phase and message alone.
+		before := tu.DeepCopy()
+		now := metav1.NewTime(r.Clock.Now())
+		tu.Status.Attempts = attempt
+		tu.Status.Node = nodeOf(pod)
+		tu.Status.StartTime = &now
+		tu.Status.CompletionTime, tu.Status.RetryAfter = nil, nil
+		return r.patchTU(ctx, tu, before)
+	}
+	return nil
+}
+
 // finish ends a target from the controller's side (the agents end the others).
 func (r *UpdateJobReconciler) finish(ctx context.Context, tu *fwv1.TargetUpdate, phase fwv1.TargetPhase, reason, msg string) error {
 	before := tu.DeepCopy()

@@ -293,7 +293,7 @@ func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJo
 		return nil, agentPodError(pod.Name, err)
 	}
 	for _, t := range targets {
-		if err := r.claim(ctx, tus[t.Target.Name], pod, t.Attempt); err != nil {
+		if err := r.claimStarted(ctx, tus[t.Target.Name], pod, t.Attempt); err != nil {
 			return nil, err
 		}
 	}

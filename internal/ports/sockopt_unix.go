@@ -16,3 +16,16 @@ func noReuseAddr(_, _ string, c syscall.RawConn) error {
 	}
 	return serr
 }
+
+// ReuseAddr sets SO_REUSEADDR before bind, for dialers from rule P4's fixed source port: the
+// bind must not be refused while an earlier socket on the port lingers.
+func ReuseAddr(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}

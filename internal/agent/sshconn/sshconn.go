@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/ports"
 )
 
 // DefaultPort is the SSH port used when neither the address nor Target.SSH.Port names one
@@ -120,7 +121,14 @@ func Dial(ctx context.Context, t driver.Target, opts Options) (*ssh.Client, erro
 	if err != nil {
 		return nil, err
 	}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	dial := d.DialContext
+	if t.LocalPort != 0 {
+		// rule P4: the redial meets its own earlier 4-tuple until that has closed.
+		dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+			return ports.DialWhileTupleBusy(ctx, d, network, address, ports.TupleBusyWait)
+		}
+	}
+	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: dial %s%s: %w", t.Name, addr, fromPort(t), err)
 	}
@@ -180,7 +188,7 @@ func dialer(t driver.Target) (*net.Dialer, error) {
 	d.LocalAddr = la
 	// rule P4: the same source port serves every (re)connection to this target, so a
 	// previous connection's TIME_WAIT must not block the bind.
-	d.Control = reuseAddr
+	d.Control = ports.ReuseAddr
 	return d, nil
 }
 
