@@ -246,8 +246,11 @@ func TestAgentMovesWhenPortsAreHeld(t *testing.T) {
 			return err
 		}
 		tus, err := targetUpdates(ctx, ns, job.Name)
-		if err != nil || len(tus) != 1 {
-			return fmt.Errorf("TargetUpdates: %d, %v", len(tus), err)
+		if err != nil {
+			return err
+		}
+		if len(tus) != 1 {
+			return fmt.Errorf("%d TargetUpdates, want 1", len(tus))
 		}
 		rep := tus[0].Status
 		for _, a := range cur.Status.Agents {
