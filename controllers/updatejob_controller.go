@@ -154,7 +154,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 			return ctrl.Result{}, err
 		}
 	}
-	r.updateStatus(job, s, gate, pods)
+	r.updateStatus(job, s, gate, pods, tus)
 	return requeue(r.Clock.Now(), retryAt, wait, deadline), nil
 }
 

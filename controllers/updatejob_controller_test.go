@@ -1,10 +1,12 @@
 package controllers_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
@@ -123,6 +125,60 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
 	})
 
+	ginkgo.It("shows in status.agents the ports an agent reports bound, and the assigned ones until it reports (rules P1, P2, P4, P5)", func() {
+		targets := createILOTargets(ns, "rack-bound", 1)
+		report, finish := make(chan struct{}), make(chan struct{})
+		var closeReport, closeFinish sync.Once
+		ginkgo.DeferCleanup(func() { closeReport.Do(func() { close(report) }); closeFinish.Do(func() { close(finish) }) })
+		// The agent of a node where a process outside Kubernetes holds every assigned port:
+		// it binds the next ones and reports them on its TargetUpdate, as the agent does.
+		kubelet.Use(func(ctx context.Context, pod *corev1.Pod, args []string) error {
+			select {
+			case <-report:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			declared := declaredPorts(pod)
+			if err := reportPorts(ctx, pod, func(s *fwv1.TargetUpdateStatus) {
+				s.ControlPort, s.FirmwareServerPort = declared["control"]+1, fallbackPort(declared["firmware"])
+				s.SessionPort, s.IPCPort, s.ReceivePorts = declared["s0"]+1, declared["ipc"]+1, []int32{declared["r0"] + 1}
+			}); err != nil {
+				return err
+			}
+			select {
+			case <-finish:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return agent.run(ctx, pod, args)
+		})
+		job := newJob(ns, "bound", "rack-bound", policy, func(j *fwv1.UpdateJob) { j.Spec.Rollout.MaxConcurrent = 1 })
+		gomega.Eventually(func() []fwv1.AgentStatus { return getJob(job).Status.Agents }).Should(gomega.HaveLen(1))
+		pods := agentPodsOf(ns, job.Name)
+		gomega.Expect(pods).To(gomega.HaveLen(1))
+		declared := declaredPorts(&pods[0])
+		assigned := fwv1.AgentPorts{Control: declared["control"], FirmwareServer: declared["firmware"],
+			Sessions: []int32{declared["s0"]}, IPC: declared["ipc"], Reverse: []int32{declared["r0"]}}
+		gomega.Expect(assigned.Control).NotTo(gomega.BeZero(), "the pod declares its control port: %v", declared)
+		agents := getJob(job).Status.Agents
+		gomega.Expect(agents[0].Pod).To(gomega.Equal(pods[0].Name))
+		gomega.Expect(agents[0].Targets).To(gomega.Equal(targets))
+		gomega.Expect(agents[0].Ports).To(gomega.Equal(assigned), "before the agent reports, the ports declared on its pod")
+
+		closeReport.Do(func() { close(report) })
+		bound := fwv1.AgentPorts{Control: assigned.Control + 1, FirmwareServer: fallbackPort(assigned.FirmwareServer),
+			Sessions: []int32{assigned.Sessions[0] + 1}, IPC: assigned.IPC + 1, Reverse: []int32{assigned.Reverse[0] + 1}}
+		gomega.Eventually(func() fwv1.AgentPorts {
+			if a := getJob(job).Status.Agents; len(a) == 1 {
+				return a[0].Ports
+			}
+			return fwv1.AgentPorts{}
+		}).Should(gomega.Equal(bound), "once the agent reported, the ports it bound")
+
+		closeFinish.Do(func() { close(finish) })
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
+	})
+
 	ginkgo.It("stops starting targets once maxFailures is exceeded", func() {
 		targets := createILOTargets(ns, "rack3", 6)
 		agent.fail[targets[1]] = true
@@ -148,17 +204,32 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 	ginkgo.It("retries a failed target with backoff up to the limit", func() {
 		targets := createILOTargets(ns, "rack4", 2)
 		agent.failOnce[targets[0]] = true
+		// Each agent reports the ports it bound, as the agent does.
+		kubelet.Use(func(ctx context.Context, pod *corev1.Pod, args []string) error {
+			declared := declaredPorts(pod)
+			if err := reportPorts(ctx, pod, func(s *fwv1.TargetUpdateStatus) {
+				s.ControlPort, s.FirmwareServerPort, s.SessionPort = declared["control"], declared["firmware"], declared["s0"]
+			}); err != nil {
+				return err
+			}
+			return agent.run(ctx, pod, args)
+		})
 		job := newJob(ns, "retry", "rack4", policy, func(j *fwv1.UpdateJob) {
 			j.Spec.Rollout.Retries = fwv1.RetryPolicy{Limit: 1, Backoff: &metav1.Duration{Duration: time.Minute}}
 		})
+		var waiting fwv1.TargetUpdateStatus
 		gomega.Eventually(func() string {
 			for _, tu := range targetUpdates(ns, job.Name) {
 				if tu.Spec.TargetName == targets[0] && tu.Status.RetryAfter != nil {
+					waiting = tu.Status
 					return string(tu.Status.Phase)
 				}
 			}
 			return ""
 		}).Should(gomega.Equal("Pending"))
+		// The failed attempt's agent is gone: its ports must not pass for the next agent's.
+		gomega.Expect([]int32{waiting.ControlPort, waiting.FirmwareServerPort, waiting.SessionPort}).To(gomega.Equal([]int32{0, 0, 0}),
+			"a target waiting to retry keeps no reported ports")
 		gomega.Consistently(func() int { return agent.flashCount(targets[0]) }, "1s").Should(gomega.Equal(1), "the backoff holds the retry")
 		fakeClock.Step(2 * time.Minute)
 		// Any change wakes the controller; the clock alone does not.
@@ -499,4 +570,40 @@ func fetchTable(ns, resource string) metav1.Table {
 	var table metav1.Table
 	gomega.Expect(json.NewDecoder(resp.Body).Decode(&table)).To(gomega.Succeed())
 	return table
+}
+
+// declaredPorts are the agent container's declared ports by name ("control", "firmware",
+// "ipc", "s0", "r0", ...), as the pod builder names them.
+func declaredPorts(pod *corev1.Pod) map[string]int32 {
+	out := map[string]int32{}
+	for _, cp := range pod.Spec.Containers[0].Ports {
+		out[cp.Name] = cp.ContainerPort
+	}
+	return out
+}
+
+// fallbackPort is a rule P2 fallback port other than the assigned one.
+func fallbackPort(assigned int32) int32 {
+	if assigned == 63003 {
+		return 63004
+	}
+	return 63003
+}
+
+// reportPorts writes, as an agent does on its first status write, the ports it bound on each
+// TargetUpdate the pod claims.
+func reportPorts(ctx context.Context, pod *corev1.Pod, set func(*fwv1.TargetUpdateStatus)) error {
+	for _, c := range strings.Split(pod.Annotations[agentpod.AnnotationTargets], ",") {
+		name, _, _ := strings.Cut(c, ":")
+		tu := &fwv1.TargetUpdate{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: name}, tu); err != nil {
+			return err
+		}
+		before := tu.DeepCopy()
+		set(&tu.Status)
+		if err := k8sClient.Status().Patch(ctx, tu, client.MergeFrom(before)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

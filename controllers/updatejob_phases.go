@@ -478,6 +478,7 @@ func (r *UpdateJobReconciler) scheduleRetries(ctx context.Context, job *fwv1.Upd
 			tu.Status.Phase = fwv1.TargetPhasePending
 			tu.Status.AgentPod = ""
 			tu.Status.Percent = 0
+			forgetReportedPorts(&tu.Status)
 			tu.Status.RetryAfter = &at
 			tu.Status.Message = fmt.Sprintf("retry %d of %d at %s after: %s", tu.Status.Attempts, retries.Limit,
 				at.UTC().Format(time.RFC3339), tu.Status.Message)

@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
-	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agentpod"
 	"github.com/fwops/firmware-operator/internal/rollout"
 )
@@ -38,7 +37,7 @@ func blocked(job *fwv1.UpdateJob, reason, msg string) {
 
 // updateStatus derives the job's phase and conditions from the counts. The counts are the
 // whole truth: nothing else is remembered between passes.
-func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate string, pods []corev1.Pod) {
+func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate string, pods []corev1.Pod, tus map[string]*fwv1.TargetUpdate) {
 	c := s.counts
 	job.Status.Counts = c
 	done := c.Succeeded + c.Failed + c.Skipped
@@ -47,7 +46,7 @@ func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate 
 	if s.started && job.Status.StartTime == nil {
 		job.Status.StartTime = &now
 	}
-	job.Status.Agents = liveAgents(pods)
+	job.Status.Agents = liveAgents(pods, tus)
 
 	failures := s.budgetFailures()
 	budget := rollout.BudgetExceeded(failures, s.allowed)
@@ -106,35 +105,60 @@ func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate 
 	}
 }
 
-// liveAgents lists the running agent pods with the ports they declare.
-func liveAgents(pods []corev1.Pod) []fwv1.AgentStatus {
+// liveAgents lists the running agent pods with their targets and ports. The ports are the
+// ones the agent reports bound on its TargetUpdates once it did, and before that the ones the
+// controller assigned and declared on the pod (ports.md, "Across the cluster": a process
+// outside Kubernetes may hold an assigned port, and the agent then binds the next one).
+func liveAgents(pods []corev1.Pod, tus map[string]*fwv1.TargetUpdate) []fwv1.AgentStatus {
+	byName := make(map[string]*fwv1.TargetUpdate, len(tus))
+	for _, tu := range tus {
+		byName[tu.Name] = tu
+	}
 	var out []fwv1.AgentStatus
 	for i := range pods {
 		p := &pods[i]
 		if podFinished(p) {
 			continue
 		}
-		st := fwv1.AgentStatus{Node: agentpod.Node(p), Pod: p.Name}
-		if len(p.Spec.Containers) > 0 {
-			if cfg, err := config.Parse(p.Spec.Containers[0].Args[1:]); err == nil {
-				for _, t := range cfg.Targets {
-					st.Targets = append(st.Targets, t.Name)
-					if t.SessionPort != 0 {
-						st.Ports.Sessions = append(st.Ports.Sessions, int32(t.SessionPort))
-					}
-				}
-				st.Ports.Control = int32(cfg.Ports.Control)
-				st.Ports.FirmwareServer = int32(cfg.Ports.FirmwareServer)
-				st.Ports.IPC = int32(cfg.Ports.IPC)
-				for _, r := range cfg.Ports.Reverse {
-					st.Ports.Reverse = append(st.Ports.Reverse, int32(r))
-				}
+		st := fwv1.AgentStatus{Node: agentpod.Node(p), Pod: p.Name, Ports: agentPorts(agentpod.DeclaredPorts(p))}
+		var reported bool
+		// Claims are in the order of the pod's targets, as are its session ports (rule P4).
+		for slot, c := range podClaims(p) {
+			tu := byName[c.name]
+			if tu == nil {
+				continue
+			}
+			st.Targets = append(st.Targets, tu.Spec.TargetName)
+			if !reportedPorts(tu, p.Name, c.attempt) {
+				continue
+			}
+			s := tu.Status
+			if slot < len(st.Ports.Sessions) && s.SessionPort != 0 {
+				st.Ports.Sessions[slot] = s.SessionPort
+			}
+			if !reported { // the agent's own ports are the same on each of its targets
+				reported = true
+				st.Ports.Control, st.Ports.FirmwareServer, st.Ports.IPC = s.ControlPort, s.FirmwareServerPort, s.IPCPort
+				st.Ports.Reverse = append([]int32(nil), s.ReceivePorts...)
 			}
 		}
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pod < out[j].Pod })
 	return out
+}
+
+// reportedPorts says whether the agent of pod reported its bound ports on tu for this
+// attempt: the controller's claim names the pod and the attempt, the agent's first write adds
+// its control port (rule P1), which every agent binds.
+func reportedPorts(tu *fwv1.TargetUpdate, pod string, attempt int32) bool {
+	return tu.Status.AgentPod == pod && tu.Status.Attempts == attempt && tu.Status.ControlPort != 0
+}
+
+// forgetReportedPorts clears the ports an agent reported on a target that leaves it, so that
+// the next attempt's agent reports its own and none is taken for them.
+func forgetReportedPorts(s *fwv1.TargetUpdateStatus) {
+	s.ControlPort, s.FirmwareServerPort, s.SessionPort, s.IPCPort, s.ReceivePorts = 0, 0, 0, 0, nil
 }
 
 // emitTransitionEvents records the job's milestones as events, once each: they are derived

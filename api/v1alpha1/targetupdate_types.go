@@ -112,6 +112,28 @@ type TargetUpdateStatus struct {
 	// +optional
 	FirmwareServerPort int32 `json:"firmwareServerPort,omitempty"`
 
+	// controlPort is the agent's control listener as bound (P1): the assigned port (62286 by
+	// default) unless a process outside Kubernetes held it, then the next free one.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	ControlPort int32 `json:"controlPort,omitempty"`
+
+	// ipcPort is the agent's local inter-process channel as bound (P5, single-NIC IPv4).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	IPCPort int32 `json:"ipcPort,omitempty"`
+
+	// receivePorts are the ports the agent bound to receive messages from targets (P5), in
+	// the order of the pod's assigned receive ports.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10000
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
+	ReceivePorts []int32 `json:"receivePorts,omitempty"`
+
 	// startTime is when the current attempt started.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`

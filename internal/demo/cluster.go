@@ -58,16 +58,21 @@ func startControlPlane(p *printer, dir string, cleanups *[]func()) (*rest.Config
 func startRealNode(ctx context.Context, p *printer, dir string, cleanups *[]func()) (*rest.Config, string, error) {
 	logDir := filepath.Join(dir, "cluster-logs")
 	p.step("Starting a single-node Kubernetes on loopback: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, containerd, kubelet")
+	// The agent pods write the node's firmware cache and, through the Linux host's SSH, its
+	// version record on this machine: a record left by an earlier demo would skip the host.
+	restoreHost := cluster.PrepareHost()
 	node, err := cluster.Start(ctx, cluster.Options{})
 	if err != nil {
+		restoreHost()
 		return nil, "", err
 	}
 	*cleanups = append(*cleanups, func() {
 		p.step("Stopping the node (pods, containerd, kubelet, control plane); logs in %s", logDir)
-		_ = node.CollectLogs()
-		_ = os.RemoveAll(logDir)
-		_ = os.Rename(node.LogDir, logDir)
-		node.Stop(false)
+		// Logs are moved once everything has stopped, so that they hold the last lines.
+		if err := node.StopAndMoveLogs(logDir); err != nil {
+			p.say("  keeping the logs: %v", err)
+		}
+		restoreHost()
 	})
 	p.say("  node %s is Ready; API server %s", node.Node, node.Server)
 	p.step("Building the operator image from this checkout, importing it into containerd, installing charts/firmware-operator with helm")

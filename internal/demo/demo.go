@@ -288,10 +288,18 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		return nil, err
 	}
 	p.step("Applying PortPolicy %q from %s", policy.Name, policyPath)
-	if err := c.Create(ctx, policy); err != nil && !apierrors.IsAlreadyExists(err) {
+	switch err := c.Create(ctx, policy); {
+	case apierrors.IsAlreadyExists(err):
+		// On the real node the chart installs a policy of that name: the agents follow it.
+		p.say("  already there (the Helm chart installs it); the agents follow that one")
+	case err != nil:
 		return nil, fmt.Errorf("creating PortPolicy %s: %w", policy.Name, err)
 	}
-	p.say("  %s", describePolicy(policy))
+	live := &fwv1.PortPolicy{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(policy), live); err != nil {
+		return nil, fmt.Errorf("reading PortPolicy %s: %w", policy.Name, err)
+	}
+	p.say("  %s", describePolicy(live))
 	p.step("Applying %d UpdateTargets and their Secrets (credentials, CA bundles or pinned certificates, known_hosts)", len(fl.Targets()))
 	if err := fl.Apply(ctx, c, Namespace); err != nil {
 		return nil, err

@@ -237,6 +237,37 @@ func TestAgentMovesWhenPortsAreHeld(t *testing.T) {
 		}
 		return fmt.Errorf("not Ready: %s", podSummary(ctx, ns, job.Name))
 	})
+	// While the agent runs, the job's status.agents shows the ports it really bound, as it
+	// reported them on its TargetUpdate, not the assigned 62286 and 80 (rules P1, P2).
+	var shown fwv1.AgentPorts
+	eventually(ctx, t, 2*time.Minute, "status.agents showing the ports the agent bound", func(ctx context.Context) error {
+		cur := &fwv1.UpdateJob{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(job), cur); err != nil {
+			return err
+		}
+		tus, err := targetUpdates(ctx, ns, job.Name)
+		if err != nil {
+			return err
+		}
+		if len(tus) != 1 {
+			return fmt.Errorf("%d TargetUpdates, want 1", len(tus))
+		}
+		rep := tus[0].Status
+		for _, a := range cur.Status.Agents {
+			if a.Pod != pod.Name {
+				continue
+			}
+			if rep.ControlPort == 0 || a.Ports.Control != rep.ControlPort || a.Ports.FirmwareServer != rep.FirmwareServerPort {
+				return fmt.Errorf("status.agents ports %+v; the agent reported control %d, firmware %d", a.Ports, rep.ControlPort, rep.FirmwareServerPort)
+			}
+			shown = a.Ports
+			return nil
+		}
+		return fmt.Errorf("status.agents %+v does not list pod %s", cur.Status.Agents, pod.Name)
+	})
+	if shown.Control == 62286 || shown.FirmwareServer == 80 {
+		t.Errorf("status.agents shows control %d, firmware %d: a held port (rules P1, P2)", shown.Control, shown.FirmwareServer)
+	}
 	tus := waitSucceeded(ctx, t, ns, job.Name, 1, 5*time.Minute)
 	if n := f.Flashes(target); n != 1 {
 		t.Errorf("target flashed %d times", n)
@@ -252,10 +283,7 @@ func TestAgentMovesWhenPortsAreHeld(t *testing.T) {
 	if got := tus[0].Status.FirmwareServerPort; got == 80 || got == 0 {
 		t.Errorf("TargetUpdate firmwareServerPort %d, want the fallback port the agent bound (rule P2)", got)
 	}
-	// The agent says which ports it really bound. (UpdateJob.status.agents still shows the
-	// assigned ones, 62286 and 80, read from the pod's arguments: the agent reports its bound
-	// P2 and P4 ports on the TargetUpdate but its P1 port nowhere the controller reads. Left to
-	// the controller's owners; see the report of issue 12.)
+	// The agent's log names the same ports the job's status showed.
 	log := agentLog(ns, pod.Name)
 	m := regexp.MustCompile(`"msg":"ports bound".*?"control":(\d+),"firmwareServer":(\d+)`).FindStringSubmatch(log)
 	switch {
@@ -265,6 +293,8 @@ func TestAgentMovesWhenPortsAreHeld(t *testing.T) {
 		t.Errorf("the agent bound the held control port 62286 (rule P1): %s", m[0])
 	case m[2] == "80":
 		t.Errorf("the agent bound the held firmware port 80 (rule P2): %s", m[0])
+	case m[1] != fmt.Sprint(shown.Control) || m[2] != fmt.Sprint(shown.FirmwareServer):
+		t.Errorf("the agent bound control %s, firmware %s; status.agents showed %d, %d", m[1], m[2], shown.Control, shown.FirmwareServer)
 	}
 }
 

@@ -18,8 +18,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/fwops/firmware-operator/internal/agent/config"
-	"github.com/fwops/firmware-operator/internal/agent/linux"
 	"github.com/fwops/firmware-operator/internal/scheme"
 	"github.com/fwops/firmware-operator/internal/testutil/cluster"
 )
@@ -33,13 +31,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	// The agents' hostPath cache is on this machine: remove it afterwards unless it was here.
-	_, statErr := os.Stat(config.CacheDir)
-	// The suite's Linux host is this machine, where agents record the versions they install
-	// (linux.DefaultStateDir): a version recorded by an earlier run would make the rollout
-	// skip the host as already current. Start from none, and leave none.
-	_, stateErr := os.Stat(linux.DefaultStateDir)
-	_ = os.RemoveAll(linux.DefaultStateDir)
+	// The agents' hostPath cache and the Linux host's version record are on this machine.
+	restoreHost := cluster.PrepareHost()
 	// From nothing, setup compiles the operator and helm (go tool helm): minutes on 2 cores.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	setupErr = setup(ctx)
@@ -52,12 +45,7 @@ func TestMain(m *testing.M) {
 		}
 		node.Stop(keep)
 	}
-	if os.IsNotExist(statErr) {
-		_ = os.RemoveAll(config.CacheDir)
-	}
-	if os.IsNotExist(stateErr) {
-		_ = os.RemoveAll(linux.DefaultStateDir)
-	}
+	restoreHost()
 	os.Exit(code)
 }
 

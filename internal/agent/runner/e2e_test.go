@@ -76,12 +76,12 @@ func digest(b []byte) string {
 // job creates the TargetUpdates of a job and returns the agent's config for it.
 func (e *e2e) job(name string, fw config.Firmware, targets []config.Target) config.Config {
 	t := e.t
-	ps := freePorts(t, 3+len(targets))
+	ps := freePorts(t, 4+len(targets))
 	cfg := config.Config{
 		Namespace: testNS, Job: name, JobUID: "uid-" + name, Node: "node-1", Pod: name + "-agent",
 		Firmware: fw,
 		Ports: config.Ports{Control: ps[0], FirmwareServer: ps[1], FirmwareFallback: [2]int{ps[1] + 1, ps[1] + 3},
-			FirmwareSelection: "Random", IPC: ps[2]},
+			FirmwareSelection: "Random", IPC: ps[2], Reverse: ps[3+len(targets):]},
 		Timeout: 30 * time.Second, Address: "127.0.0.1", MountRoot: t.TempDir(),
 	}
 	for i, tg := range targets {
@@ -222,6 +222,12 @@ func TestEndToEnd(t *testing.T) {
 			}
 			if int(s.FirmwareServerPort) != iloCfg.Ports.FirmwareServer {
 				t.Errorf("%s: firmwareServerPort %d, want %d", tg.Name, s.FirmwareServerPort, iloCfg.Ports.FirmwareServer)
+			}
+			// Through the real API server: the CRD keeps the ports the agent reports (P1, P5).
+			if int(s.ControlPort) != iloCfg.Ports.Control || int(s.IPCPort) != iloCfg.Ports.IPC ||
+				len(s.ReceivePorts) != 1 || int(s.ReceivePorts[0]) != iloCfg.Ports.Reverse[0] {
+				t.Errorf("%s: status controlPort %d, ipcPort %d, receivePorts %v; want %d, %d, %v",
+					tg.Name, s.ControlPort, s.IPCPort, s.ReceivePorts, iloCfg.Ports.Control, iloCfg.Ports.IPC, iloCfg.Ports.Reverse)
 			}
 		}
 	})

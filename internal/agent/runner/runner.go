@@ -258,11 +258,10 @@ func (a *agent) run(ctx context.Context) {
 			continue
 		}
 		active = append(active, i)
-		sp := a.bound.Sessions[r.target.Name]
 		r.update(ctx, true, func(s *fwv1.TargetUpdateStatus) {
 			now := metav1.NewTime(a.deps.Now())
 			s.Node, s.AgentPod = a.cfg.Node, a.cfg.Pod
-			s.SessionPort, s.FirmwareServerPort = int32(sp), int32(a.bound.Firmware)
+			a.bound.reportTo(s, r.target.Name)
 			s.StartTime, s.CompletionTime = &now, nil
 			s.Message = "downloading and verifying the firmware image"
 			// A target the agent was flashing keeps its phase until its version is read.

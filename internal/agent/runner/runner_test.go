@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -340,9 +341,11 @@ func TestRefusesTargetUpdateOfAnotherJob(t *testing.T) {
 
 func TestPortsStepPastHeldPorts(t *testing.T) {
 	f := newFixture(t, 1, driver.FakeBehavior{Version: "1.0", Delay: 300 * time.Millisecond})
-	// Something outside Kubernetes holds the assigned control, firmware and session ports.
+	f.cfg.Ports.Reverse = freePorts(t, 1)
+	// Something outside Kubernetes holds every assigned port: control, firmware, session,
+	// inter-process and receive.
 	var hold []net.Listener
-	for _, p := range []int{f.cfg.Ports.Control, f.cfg.Ports.FirmwareServer, f.cfg.Targets[0].SessionPort} {
+	for _, p := range []int{f.cfg.Ports.Control, f.cfg.Ports.FirmwareServer, f.cfg.Targets[0].SessionPort, f.cfg.Ports.IPC, f.cfg.Ports.Reverse[0]} {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			t.Skipf("port %d taken meanwhile: %v", p, err)
@@ -402,9 +405,18 @@ func TestPortsStepPastHeldPorts(t *testing.T) {
 			t.Errorf("/status ports %v, bound %+v", got, b)
 		}
 	}
+	if b.IPC <= f.cfg.Ports.IPC || len(b.Reverse) != 1 || b.Reverse[0] <= f.cfg.Ports.Reverse[0] {
+		t.Errorf("ipc bound %d, receive %v; assigned %d, %v (held): want higher ports (rule P5)", b.IPC, b.Reverse, f.cfg.Ports.IPC, f.cfg.Ports.Reverse)
+	}
+	// The TargetUpdate carries every port really bound, where the controller reads them.
 	s := f.tu(t, "t0").Status
-	if int(s.FirmwareServerPort) != b.Firmware || int(s.SessionPort) != b.Sessions["t0"] {
-		t.Errorf("TargetUpdate reports ports %d/%d, bound %d/%d", s.FirmwareServerPort, s.SessionPort, b.Firmware, b.Sessions["t0"])
+	got := []int{int(s.ControlPort), int(s.FirmwareServerPort), int(s.SessionPort), int(s.IPCPort)}
+	for _, p := range s.ReceivePorts {
+		got = append(got, int(p))
+	}
+	want := append([]int{b.Control, b.Firmware, b.Sessions["t0"], b.IPC}, b.Reverse...)
+	if !slices.Equal(got, want) {
+		t.Errorf("TargetUpdate reports control, firmware, session, ipc, receive ports %v; bound %v", got, want)
 	}
 	if lp := f.fake.LocalPorts("t0"); len(lp) != 1 || lp[0] != b.Sessions["t0"] {
 		t.Errorf("driver dialled from %v, bound %d", lp, b.Sessions["t0"])
@@ -458,24 +470,30 @@ func TestMainAndStatusCommand(t *testing.T) {
 			t.Errorf("agent status output lacks %q:\n%s", want, out.String())
 		}
 	}
-	// /readyz: ready once the image is verified and the firmware server listens.
-	ready := false
-	for range 30 {
+	// /readyz: ready once the image is verified and the firmware server listens, asked until
+	// the agent ends (a loaded machine may take longer than any fixed number of tries).
+	ready, ended := false, false
+	var agentErr error
+	for !ready && !ended {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", b.Control))
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				ready = true
-				break
-			}
+			ready = resp.StatusCode == http.StatusOK
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case agentErr = <-errCh:
+			ended = true
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	if !ready {
 		t.Error("/readyz never answered 200 while the agent was flashing")
 	}
-	if err := <-errCh; err != nil {
-		t.Fatalf("agent: %v", err)
+	if !ended {
+		agentErr = <-errCh
+	}
+	if agentErr != nil {
+		t.Fatalf("agent: %v", agentErr)
 	}
 	if err := Main(context.Background(), []string{"status"}, &out, &out); err == nil {
 		t.Error("agent status without --addr succeeded")
