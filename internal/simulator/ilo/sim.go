@@ -90,6 +90,9 @@ func (t Timings) withDefaults() Timings {
 type Config struct {
 	// MockupDir is a Redfish-Mockup-Creator tree (the folder that is /redfish/v1).
 	MockupDir string
+	// Capture, when set, is the parsed capture to serve instead of MockupDir's: simulators
+	// made from one Capture share its documents (LoadCapture).
+	Capture *Capture
 	// Model defaults to ILO5.
 	Model Model
 	// Username and Password are the only accepted credentials.
@@ -222,13 +225,15 @@ func New(cfg Config) (*Sim, error) {
 		return nil, errors.New("a username is required")
 	}
 	cfg.Timings = cfg.Timings.withDefaults()
-	t, err := loadTree(cfg.MockupDir)
-	if err != nil {
-		return nil, err
+	if cfg.Capture == nil {
+		c, err := LoadCapture(cfg.MockupDir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Capture = c
 	}
-	s := &Sim{cfg: cfg, tree: t, sessions: map[string]string{}, done: make(chan struct{})}
+	s := &Sim{cfg: cfg, tree: cfg.Capture.newTree(cfg.Model), sessions: map[string]string{}, done: make(chan struct{})}
 	s.flashCtx, s.flashCancel = context.WithCancel(context.Background())
-	s.adapt()
 	s.initRepository()
 	return s, nil
 }
@@ -372,7 +377,7 @@ func (s *Sim) SourcePorts() []int { return s.Stats().SourcePorts }
 func (s *Sim) Version(component string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d := s.inventoryEntry(component, ""); d != nil {
+	if d := s.tree.get(s.tree.inventoryEntry(component, "")); d != nil {
 		v, _ := d["Version"].(string)
 		return v
 	}
@@ -387,7 +392,7 @@ func (s *Sim) State() string {
 		v, _ := s.tree.get(ilo4UpdatePath)["State"].(string)
 		return v
 	}
-	v, _ := obj(s.tree.get("/redfish/v1/UpdateService"), "Oem", "Hpe")["State"].(string)
+	v, _ := field(s.tree.get("/redfish/v1/UpdateService"), "Oem", "Hpe")["State"].(string)
 	return v
 }
 
