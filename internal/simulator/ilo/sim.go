@@ -174,7 +174,10 @@ type Stats struct {
 	FlashesFailed    int   `json:"flashesFailed"`
 	MaxConcurrent    int   `json:"maxConcurrentFlashes"`
 	SourcePorts      []int `json:"sourcePorts"`
-	Requests         int   `json:"requests"`
+	// Requests counts the Redfish requests served, faults included; ResetRefused those the
+	// reset refused (dropped while the iLO is down, 503 while it is half up).
+	Requests     int `json:"requests"`
+	ResetRefused int `json:"resetRefused"`
 	// FlashRequests counts the flash requests, refused ones included (a second flash asked
 	// while one runs is refused with UpdateInProgress).
 	FlashRequests int `json:"flashRequests"`
@@ -365,7 +368,7 @@ func (s *Sim) Stats() Stats {
 	st := s.stats
 	st.SourcePorts = append([]int(nil), s.stats.SourcePorts...)
 	st.MaxConcurrent = s.local.Max()
-	st.ILOResets, st.HostBoots = s.reset.count, s.host.boots
+	st.ILOResets, st.HostBoots, st.ResetRefused = s.reset.count, s.host.boots, s.reset.refused
 	return st
 }
 
