@@ -3,8 +3,6 @@ package ilo
 import (
 	"bytes"
 	"context"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
-	"github.com/fwops/firmware-operator/internal/testutil/shared"
 )
 
 // requestsTimings make one flash of an iLO 5's own firmware last about 4 s and its reset about
@@ -31,10 +28,10 @@ var requestsTimings = similo.Timings{Upload: time.Second, Verify: 500 * time.Mil
 // follows the reset and reads the new version back; ilorest returns at Complete). Run with
 // -benchtime=1x.
 func BenchmarkRedfishRequestsPerFlash(b *testing.B) {
-	url := requestsImageServer(b, fwimage.Build("iLO", "2.99", []byte("payload")))
+	url := imageServer(b, map[string][]byte{"ilo5_299.bin": fwimage.Build("iLO", "2.99", []byte("payload"))}) + "/ilo5_299.bin"
 	b.Run("impl=agent", func(b *testing.B) {
 		for b.Loop() {
-			s := requestsSim(b)
+			s := startSim(b, similo.Config{Model: similo.ILO5, Timings: requestsTimings})
 			reg := driver.Registry{}
 			Register(reg, Options{})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -61,7 +58,7 @@ func BenchmarkRedfishRequestsPerFlash(b *testing.B) {
 			b.Fatalf("ilorest, the reference, is missing (apt-get install -y ilorest): %v", err)
 		}
 		for b.Loop() {
-			s := requestsSim(b)
+			s := startSim(b, similo.Config{Model: similo.ILO5, Timings: requestsTimings})
 			home := b.TempDir()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			cmd := exec.CommandContext(ctx, bin, "--nologo", "--cache-dir", home+"/cache",
@@ -93,31 +90,4 @@ func reportRequests(b *testing.B, s *similo.Sim) {
 	}
 	b.ReportMetric(float64(st.Requests), "requests/flash")
 	b.ReportMetric(float64(st.ResetRefused), "refused/flash")
-}
-
-func requestsSim(b *testing.B) *similo.Sim {
-	b.Helper()
-	s, err := similo.New(similo.Config{MockupDir: shared.Mockup(shared.DL325), Model: similo.ILO5, Username: user, Password: pass,
-		Timings: requestsTimings})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	return s
-}
-
-func requestsImageServer(b *testing.B, img []byte) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(img) }),
-		ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	b.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String() + "/ilo5_299.bin"
 }
