@@ -190,7 +190,7 @@ func startFwserve(ctx context.Context, dir, src, digest string) (*server, error)
 	if err != nil {
 		s.stop()
 		b, _ := os.ReadFile(filepath.Join(dir, "fwserve.log"))
-		return nil, fmt.Errorf("firmware server did not start: %v: %s", err, b)
+		return nil, fmt.Errorf("firmware server did not start: %w: %s", err, b)
 	}
 	f := strings.Fields(line)
 	if len(f) != 2 {
@@ -219,7 +219,7 @@ func fwserve(args []string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
@@ -277,7 +277,7 @@ http {
 	}
 	s := &server{name: "nginx", cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d/%s", port, file)}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		if c, err := (&net.Dialer{}).DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
 			return s, nil
 		}
