@@ -121,6 +121,14 @@ test: envtest-assets cluster-assets verify lint ## Every test, unit to end-to-en
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) CLUSTER_ASSETS=$(CLUSTER_ASSETS) $(GO) test -race -count=1 -timeout 30m ./test/cluster
 	$(MAKE) fuzz
 
+# bench runs the benchmarks of BENCHMARKS.md, each beside its reference in the same run, and
+# prints one table of ratios. It needs nginx-light, wrk and ilorest (Debian); CI does not run
+# it. BENCH_ARGS passes flags, e.g. BENCH_ARGS='-only fwserver,requests'.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: envtest-assets ## Benchmarks beside their references (firmware server vs nginx, requests vs ilorest, fleet memory, rollout): a table of ratios.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run ./hack/bench $(BENCH_ARGS)
+
 FUZZTIME ?= 20s
 .PHONY: fuzz
 fuzz: ## Run the fuzzers briefly.

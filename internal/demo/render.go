@@ -121,6 +121,8 @@ type JobLine struct {
 	Name   string
 	Phase  fwv1.JobPhase
 	Counts fwv1.TargetCounts
+	// Started and Completed are the job's status.startTime and completionTime (zero when unset).
+	Started, Completed time.Time
 }
 
 // Succeeded counts the targets that succeeded.
@@ -411,7 +413,14 @@ func (w *watcher) frame() []string {
 func (w *watcher) summary() *Summary {
 	s := &Summary{Rows: append([]Row(nil), w.rows...)}
 	for _, j := range w.state {
-		s.Jobs = append(s.Jobs, JobLine{Name: j.Name, Phase: j.Status.Phase, Counts: j.Status.Counts})
+		line := JobLine{Name: j.Name, Phase: j.Status.Phase, Counts: j.Status.Counts}
+		if t := j.Status.StartTime; t != nil {
+			line.Started = t.Time
+		}
+		if t := j.Status.CompletionTime; t != nil {
+			line.Completed = t.Time
+		}
+		s.Jobs = append(s.Jobs, line)
 	}
 	return s
 }

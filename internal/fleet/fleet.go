@@ -181,6 +181,13 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 	if err := f.startImages(); err != nil {
 		return nil, err
 	}
+	var capture *similo.Capture
+	if nILO > 0 {
+		// One parsed capture for the whole fleet: each simulator keeps only what it changes.
+		if capture, err = similo.LoadCapture(opts.MockupDir); err != nil {
+			return nil, fmt.Errorf("fleet: iLO simulator: %w", err)
+		}
+	}
 	i := 0
 	for _, m := range []struct {
 		model similo.Model
@@ -191,7 +198,7 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			s, err := similo.New(similo.Config{MockupDir: opts.MockupDir, Model: m.model, Username: Username, Password: Password,
+			s, err := similo.New(similo.Config{Capture: capture, Model: m.model, Username: Username, Password: Password,
 				Timings: opts.Timings, SimpleUpdateTask: m.model == similo.ILO6 || k%2 == 1, Counter: f.counter, Logf: opts.Logf})
 			if err != nil {
 				return nil, fmt.Errorf("fleet: iLO simulator: %w", err)

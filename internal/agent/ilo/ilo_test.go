@@ -22,7 +22,7 @@ const (
 	pass = "An0ther-secret"
 )
 
-func mockupDir(*testing.T) string { return shared.Mockup(shared.DL325) }
+func mockupDir(testing.TB) string { return shared.Mockup(shared.DL325) }
 
 // fast keeps the iLO reset and the host POST on, short (about a second in all).
 var fast = similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4,
@@ -30,7 +30,7 @@ var fast = similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Milli
 
 var testOpts = Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 5 * time.Second}
 
-func startSim(t *testing.T, cfg similo.Config) *similo.Sim {
+func startSim(t testing.TB, cfg similo.Config) *similo.Sim {
 	t.Helper()
 	cfg.MockupDir = mockupDir(t)
 	cfg.Username, cfg.Password = user, pass
@@ -70,7 +70,7 @@ func open(t *testing.T, s *similo.Sim, tg driver.Target) driver.Driver {
 	return d
 }
 
-func imageServer(t *testing.T, images map[string][]byte) string {
+func imageServer(t testing.TB, images map[string][]byte) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

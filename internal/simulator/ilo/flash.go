@@ -384,7 +384,7 @@ var ilo4State = map[string]string{
 }
 
 func (s *Sim) setStateLocked(state string, percent int, msgID, taskPath string) {
-	hpe := obj(s.tree.get("/redfish/v1/UpdateService"), "Oem", "Hpe")
+	hpe := obj(s.tree.edit("/redfish/v1/UpdateService"), "Oem", "Hpe")
 	hpe["State"] = state
 	hpe["FlashProgressPercent"] = percent
 	if msgID != "" {
@@ -392,7 +392,7 @@ func (s *Sim) setStateLocked(state string, percent int, msgID, taskPath string) 
 	} else {
 		delete(hpe, "Result")
 	}
-	if d := s.tree.get(ilo4UpdatePath); d != nil {
+	if d := s.tree.edit(ilo4UpdatePath); d != nil {
 		d["State"] = ilo4State[state]
 		d["ProgressPercent"] = percent
 		if msgID != "" {
@@ -402,7 +402,7 @@ func (s *Sim) setStateLocked(state string, percent int, msgID, taskPath string) 
 	if taskPath == "" {
 		return
 	}
-	if t := s.tree.get(taskPath); t != nil {
+	if t := s.tree.edit(taskPath); t != nil {
 		t["PercentComplete"] = percent
 		switch state {
 		case "Complete":

@@ -13,7 +13,7 @@ type Fleet struct {
 	Counter *Counter
 }
 
-// StartFleet starts n simulators from cfg. With perPort false they listen on consecutive
+// StartFleet starts n simulators from cfg, sharing one parsed capture. With perPort false they listen on consecutive
 // addresses from listen's IP (127.0.1.1, 127.0.1.2, …: Linux routes all of 127/8 to lo), all on
 // listen's port; with perPort true they share listen's IP and take consecutive ports (or each
 // a free port when listen's port is 0).
@@ -32,6 +32,11 @@ func StartFleet(cfg Config, n int, listen string, perPort bool) (*Fleet, error) 
 	ip := net.ParseIP(host).To4()
 	if !perPort && n > 1 && ip == nil {
 		return nil, fmt.Errorf("--count over addresses needs an IPv4 listen address, got %q", host)
+	}
+	if cfg.Capture == nil {
+		if cfg.Capture, err = LoadCapture(cfg.MockupDir); err != nil {
+			return nil, err
+		}
 	}
 	f := &Fleet{Counter: cfg.Counter}
 	if f.Counter == nil {

@@ -55,16 +55,17 @@ func (s *Sim) verifyPackage(img []byte) (pkg *fwpkg.Package, msgID, why string) 
 	return pkg, "", ""
 }
 
-// devicesFor lists the inventory members whose Oem.Hpe.Targets hold target. Callers hold s.mu.
-func (s *Sim) devicesFor(target string) []map[string]any {
-	var out []map[string]any
+// devicesFor lists the paths of the inventory members whose Oem.Hpe.Targets hold target.
+// Callers hold s.mu.
+func (s *Sim) devicesFor(target string) []string {
+	var out []string
 	if target == "" {
 		return nil
 	}
-	for _, e := range s.tree.inventory() {
-		for _, t := range anyList(obj(e, "Oem", "Hpe")["Targets"]) {
+	for _, p := range s.tree.inventory() {
+		for _, t := range anyList(field(s.tree.get(p), "Oem", "Hpe")["Targets"]) {
 			if strings.EqualFold(str(t), target) {
-				out = append(out, e)
+				out = append(out, p)
 				break
 			}
 		}
@@ -111,11 +112,10 @@ func (s *Sim) applyPackageLocked(pkg *fwpkg.Package, uefi bool) (n int, iloVersi
 // applyVersion (staged until the next POST); another device at once, or at the next POST when
 // its image needs a reset. It writes nothing for the iLO itself and says so: the iLO's new
 // firmware runs after its reset.
-func (s *Sim) setDeviceVersionLocked(e map[string]any, version string, atPOST bool) (isILO bool) {
-	id := str(e["@odata.id"])
+func (s *Sim) setDeviceVersionLocked(p, version string, atPOST bool) (isILO bool) {
 	is := func(component string) bool {
-		c := s.inventoryEntry(component, "")
-		return c != nil && str(c["@odata.id"]) == id
+		c := s.tree.inventoryEntry(component, "")
+		return c != "" && key(c) == key(p)
 	}
 	switch {
 	case is("iLO"):
@@ -123,9 +123,9 @@ func (s *Sim) setDeviceVersionLocked(e map[string]any, version string, atPOST bo
 	case is("SystemROM"):
 		s.applyVersion("SystemROM", version, "")
 	case atPOST:
-		s.repo.pendingAtPOST[id] = version
+		s.repo.pendingAtPOST[p] = version
 	default:
-		e["Version"] = version
+		s.tree.edit(p)["Version"] = version
 	}
 	return false
 }
@@ -133,7 +133,7 @@ func (s *Sim) setDeviceVersionLocked(e map[string]any, version string, atPOST bo
 // activatePendingLocked applies, at POST, the versions of images that needed a reset.
 func (s *Sim) activatePendingLocked() {
 	for p, v := range s.repo.pendingAtPOST {
-		if e := s.tree.get(p); e != nil {
+		if e := s.tree.edit(p); e != nil {
 			e["Version"] = v
 		}
 		delete(s.repo.pendingAtPOST, p)

@@ -69,7 +69,7 @@ func (s *Sim) HostBoots() int {
 func (s *Sim) PostState() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v, _ := obj(s.tree.get(systemPath), "Oem", "Hpe")["PostState"].(string)
+	v, _ := field(s.tree.get(systemPath), "Oem", "Hpe")["PostState"].(string)
 	return v
 }
 
@@ -89,7 +89,7 @@ func (s *Sim) RebootHost() bool {
 }
 
 func (s *Sim) setPostStateLocked(power, post string) {
-	sys := s.tree.get(systemPath)
+	sys := s.tree.edit(systemPath)
 	if sys == nil {
 		return
 	}
@@ -205,10 +205,10 @@ func (s *Sim) post(hooks []POSTHook) {
 func (s *Sim) stageROMLocked(version string) {
 	s.host.stagedROM = version
 	full := s.romVersionString(version)
-	if e := s.inventoryEntryByDescription("SystemRomBackup"); e != nil {
+	if e := s.tree.edit(s.inventoryEntryByDescription("SystemRomBackup")); e != nil {
 		e["Version"] = full
 	}
-	if sys := s.tree.get(systemPath); sys != nil {
+	if sys := s.tree.edit(systemPath); sys != nil {
 		b := obj(sys, "Oem", "Hpe", "Bios", "Backup")
 		b["VersionString"], b["Date"] = full, time.Now().Format("01/02/2006")
 	}
@@ -220,8 +220,8 @@ func (s *Sim) activateStagedROMLocked() {
 	if s.host.stagedROM == "" {
 		return
 	}
-	active := s.inventoryEntry("SystemROM", "")
-	backup := s.inventoryEntryByDescription("SystemRomBackup")
+	active := s.tree.edit(s.tree.inventoryEntry("SystemROM", ""))
+	backup := s.tree.edit(s.inventoryEntryByDescription("SystemRomBackup"))
 	if active == nil {
 		s.host.stagedROM = ""
 		return
@@ -232,7 +232,7 @@ func (s *Sim) activateStagedROMLocked() {
 	if backup != nil {
 		backup["Version"] = oldActive
 	}
-	if sys := s.tree.get(systemPath); sys != nil {
+	if sys := s.tree.edit(systemPath); sys != nil {
 		sys["BiosVersion"] = newActive
 		bios := obj(sys, "Oem", "Hpe", "Bios")
 		obj(bios, "Current")["VersionString"] = newActive
@@ -246,7 +246,7 @@ func (s *Sim) activateStagedROMLocked() {
 // keeping the running ROM's family.
 func (s *Sim) romVersionString(version string) string {
 	family := ""
-	if e := s.inventoryEntry("SystemROM", ""); e != nil {
+	if e := s.tree.get(s.tree.inventoryEntry("SystemROM", "")); e != nil {
 		old, _ := e["Version"].(string)
 		family, _, _ = strings.Cut(old, " ")
 	}
@@ -256,13 +256,13 @@ func (s *Sim) romVersionString(version string) string {
 	return family + " v" + version + " (" + time.Now().Format("01/02/2006") + ")"
 }
 
-// inventoryEntryByDescription finds an inventory member by its Description
-// ("SystemRomBackup"). Callers hold s.mu.
-func (s *Sim) inventoryEntryByDescription(desc string) map[string]any {
-	for _, d := range s.tree.inventory() {
-		if d["Description"] == desc {
-			return d
+// inventoryEntryByDescription finds the path of an inventory member by its Description
+// ("SystemRomBackup"), or "". Callers hold s.mu.
+func (s *Sim) inventoryEntryByDescription(desc string) string {
+	for _, p := range s.tree.inventory() {
+		if s.tree.get(p)["Description"] == desc {
+			return p
 		}
 	}
-	return nil
+	return ""
 }

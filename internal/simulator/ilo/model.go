@@ -23,12 +23,13 @@ func (m Model) managerName() string {
 	return "iLO 5"
 }
 
-// adapt turns the captured (iLO 5) tree into the configured model, minimally, and resets the
-// dynamic parts of the capture (sessions, update state).
-func (s *Sim) adapt() {
-	t := s.tree
+// adaptTree turns the captured (iLO 5) tree into model m, minimally, and resets the dynamic
+// parts of the capture (sessions, update state, the repository's bookkeeping). It runs once per
+// capture and model (Capture.newTree).
+func adaptTree(t *tree, m Model) {
+	defer initRepositoryTree(t, m)
 	// Captured sessions are stale: start with none.
-	if coll := t.get("/redfish/v1/SessionService/Sessions"); coll != nil {
+	if coll := t.edit("/redfish/v1/SessionService/Sessions"); coll != nil {
 		for _, p := range memberPaths(coll) {
 			t.del(p)
 		}
@@ -41,7 +42,7 @@ func (s *Sim) adapt() {
 			"@odata.id": "/redfish/v1/TaskService/Tasks", "Name": "Tasks", "Members": []any{}, "Members@odata.count": 0,
 		})
 	}
-	us := t.get("/redfish/v1/UpdateService")
+	us := t.edit("/redfish/v1/UpdateService")
 	if us == nil {
 		us = map[string]any{"@odata.id": "/redfish/v1/UpdateService", "Id": "UpdateService"}
 		t.put("/redfish/v1/UpdateService", us)
@@ -55,16 +56,16 @@ func (s *Sim) adapt() {
 			"target": "/redfish/v1/UpdateService/Actions/Oem/Hpe/HpeiLOUpdateServiceExt.AddFromUri/"}
 	}
 
-	if s.cfg.Model == ILO5 {
+	if m == ILO5 {
 		return
 	}
-	name := s.cfg.Model.managerName()
-	ver := modelVersion[s.cfg.Model]
-	if m := t.get("/redfish/v1/Managers/1"); m != nil {
-		m["Model"] = name
-		m["FirmwareVersion"] = name + " v" + ver
+	name := m.managerName()
+	ver := modelVersion[m]
+	if mgr := t.edit("/redfish/v1/Managers/1"); mgr != nil {
+		mgr["Model"] = name
+		mgr["FirmwareVersion"] = name + " v" + ver
 	}
-	if root := t.get("/redfish/v1"); root != nil {
+	if root := t.edit("/redfish/v1"); root != nil {
 		if ms, ok := obj(root, "Oem", "Hpe")["Manager"].([]any); ok && len(ms) > 0 {
 			if m0, ok := ms[0].(map[string]any); ok {
 				m0["ManagerType"] = name
@@ -74,11 +75,11 @@ func (s *Sim) adapt() {
 		mon := obj(root, "Oem", "Hpe", "Moniker")
 		mon["PRODGEN"] = name
 	}
-	if e := s.inventoryEntry("iLO", ""); e != nil {
+	if e := t.edit(t.inventoryEntry("iLO", "")); e != nil {
 		e["Name"] = name
 		e["Version"] = ver + " " + time.Now().Format("Jan 02 2006")
 	}
-	if s.cfg.Model == ILO4 {
+	if m == ILO4 {
 		t.put(ilo4UpdatePath, map[string]any{
 			"@odata.id":       ilo4UpdatePath,
 			"@odata.type":     "#HpiLOFirmwareUpdate.1.0.0.HpiLOFirmwareUpdate",
@@ -93,28 +94,29 @@ func (s *Sim) adapt() {
 	}
 }
 
-// inventoryEntry finds the inventory member of a component; target names a Smart Component's
-// entry. Callers hold s.mu.
-func (s *Sim) inventoryEntry(component, target string) map[string]any {
-	for _, d := range s.tree.inventory() {
+// inventoryEntry finds the path of the inventory member of a component ("" when none); target
+// names a Smart Component's entry. Callers hold the Sim's mutex.
+func (t *tree) inventoryEntry(component, target string) string {
+	for _, p := range t.inventory() {
+		d := t.get(p)
 		name, _ := d["Name"].(string)
 		desc, _ := d["Description"].(string)
 		switch component {
 		case "iLO":
 			if desc == "SystemBMC" || strings.HasPrefix(name, "iLO") {
-				return d
+				return p
 			}
 		case "SystemROM":
 			if strings.EqualFold(name, "System ROM") || desc == "SystemRomActive" {
-				return d
+				return p
 			}
 		case "SmartComponent":
 			if target != "" && strings.EqualFold(name, target) {
-				return d
+				return p
 			}
 		}
 	}
-	return nil
+	return ""
 }
 
 // applyVersion records a flashed version where clients read it. Callers hold s.mu.
@@ -123,17 +125,17 @@ func (s *Sim) applyVersion(component, version, target string) {
 	switch component {
 	case "iLO":
 		name := s.cfg.Model.managerName()
-		if m := s.tree.get("/redfish/v1/Managers/1"); m != nil {
+		if m := s.tree.edit("/redfish/v1/Managers/1"); m != nil {
 			m["FirmwareVersion"] = name + " v" + version
 		}
-		if root := s.tree.get("/redfish/v1"); root != nil {
+		if root := s.tree.edit("/redfish/v1"); root != nil {
 			if ms, ok := obj(root, "Oem", "Hpe")["Manager"].([]any); ok && len(ms) > 0 {
 				if m0, ok := ms[0].(map[string]any); ok {
 					m0["ManagerFirmwareVersion"] = version
 				}
 			}
 		}
-		if e := s.inventoryEntry("iLO", ""); e != nil {
+		if e := s.tree.edit(s.tree.inventoryEntry("iLO", "")); e != nil {
 			e["Version"] = version + " " + now.Format("Jan 02 2006")
 		}
 	case "SystemROM":
@@ -143,7 +145,7 @@ func (s *Sim) applyVersion(component, version, target string) {
 		if target == "" {
 			target = "Smart Component"
 		}
-		if e := s.inventoryEntry("SmartComponent", target); e != nil {
+		if e := s.tree.edit(s.tree.inventoryEntry("SmartComponent", target)); e != nil {
 			e["Version"] = version
 			return
 		}

@@ -69,26 +69,29 @@ type pushUpload struct {
 
 func (s *Sim) initRepository() {
 	s.repo = repoState{data: map[string][]byte{}, uploads: map[string]*pushUpload{}, pendingAtPOST: map[string]string{}}
-	coll := s.tree.get(repositoryPath)
-	if coll == nil {
-		s.tree.put(repositoryPath, map[string]any{
+	// The system ROM applies queued Uefi tasks during POST (host.go runs the hook).
+	s.host.hooks = append(s.host.hooks, s.runUefiTasks)
+}
+
+// initRepositoryTree adds the repository's and the task queue's collections when the capture
+// lacks them (adaptTree).
+func initRepositoryTree(t *tree, m Model) {
+	if t.get(repositoryPath) == nil {
+		t.put(repositoryPath, map[string]any{
 			"@odata.id": repositoryPath, "@odata.type": "#HpeComponentCollection.HpeComponentCollection",
 			"Name": "Component Collection", "Members": []any{}, "Members@odata.count": 0,
 		})
 	}
-	if s.tree.get(taskQueuePath) == nil {
-		s.tree.put(taskQueuePath, map[string]any{
+	if t.get(taskQueuePath) == nil {
+		t.put(taskQueuePath, map[string]any{
 			"@odata.id": taskQueuePath, "@odata.type": "#HpeComponentUpdateTaskQueueCollection.HpeComponentUpdateTaskQueueCollection",
 			"Name": "Component Update Task Queue", "Members": []any{}, "Members@odata.count": 0,
 		})
 	}
-	us := s.tree.get("/redfish/v1/UpdateService")
-	if _, ok := us["HttpPushUri"]; !ok && s.cfg.Model != ILO4 {
-		us["HttpPushUri"] = httpPushPath
+	if _, ok := t.get("/redfish/v1/UpdateService")["HttpPushUri"]; !ok && m != ILO4 {
+		t.edit("/redfish/v1/UpdateService")["HttpPushUri"] = httpPushPath
 	}
-	s.refreshRepositoryLocked()
-	// The system ROM applies queued Uefi tasks during POST (host.go runs the hook).
-	s.host.hooks = append(s.host.hooks, s.runUefiTasks)
+	t.refreshRepository()
 }
 
 // componentInfo is what the iLO reads from a file it stores.
@@ -127,7 +130,7 @@ func (s *Sim) describe(filename string, data []byte) (componentInfo, error) {
 		return componentInfo{}, err
 	}
 	ci := componentInfo{version: h.Version, updatableBy: []string{fwpkg.Bmc}, activates: "Immediately"}
-	entry := s.inventoryEntry(h.Component, h.Target)
+	entry := s.tree.get(s.tree.inventoryEntry(h.Component, h.Target))
 	switch h.Component {
 	case "iLO":
 		ci.name = s.cfg.Model.managerName()
@@ -140,7 +143,7 @@ func (s *Sim) describe(filename string, data []byte) (componentInfo, error) {
 		}
 	}
 	if entry != nil {
-		hpe := obj(entry, "Oem", "Hpe")
+		hpe := field(entry, "Oem", "Hpe")
 		ci.deviceClass, _ = hpe["DeviceClass"].(string)
 		for _, t := range anyList(hpe["Targets"]) {
 			if ts, ok := t.(string); ok {
@@ -186,48 +189,53 @@ func (s *Sim) storeComponentLocked(filename string, data []byte, sig bool) (msgI
 	s.tree.addMember(repositoryPath, p, doc)
 	s.repo.data[id] = data
 	s.repo.added++
-	s.refreshRepositoryLocked()
+	s.tree.refreshRepository()
 	s.logf("component %s added to the repository (%s %s)", filename, ci.name, ci.version)
 	return "", ""
 }
 
-// refreshRepositoryLocked recomputes each component's Locked flag (referenced by a queued task
-// or an install set) and the collection's counts.
-func (s *Sim) refreshRepositoryLocked() {
+// refreshRepository recomputes each component's Locked flag (referenced by a queued task or an
+// install set) and the collection's counts. It edits only the documents whose values change.
+// Callers hold the Sim's mutex.
+func (t *tree) refreshRepository() {
 	refs := map[string]bool{}
-	for _, p := range memberPaths(s.tree.get(taskQueuePath)) {
-		if t := s.tree.get(p); t != nil {
-			refs[key(str(t["Component"]))] = true
+	for _, p := range memberPaths(t.get(taskQueuePath)) {
+		if task := t.get(p); task != nil {
+			refs[key(str(task["Component"]))] = true
 		}
 	}
-	for _, p := range memberPaths(s.tree.get(installSetPath)) {
-		set := s.tree.get(p)
+	for _, p := range memberPaths(t.get(installSetPath)) {
+		set := t.get(p)
 		for _, st := range anyList(set["Sequence"]) {
 			if m, ok := st.(map[string]any); ok {
 				refs[key(str(m["Component"]))] = true
 			}
 		}
 	}
-	coll := s.tree.get(repositoryPath)
 	var used int
-	members := memberPaths(coll)
+	members := memberPaths(t.get(repositoryPath))
 	for _, p := range members {
-		d := s.tree.get(p)
+		d := t.get(p)
 		if d == nil {
 			continue
 		}
-		d["Locked"] = refs[key(p)]
+		if locked := refs[key(p)]; d["Locked"] != locked {
+			t.edit(p)["Locked"] = locked
+		}
 		if n, ok := d["SizeBytes"].(int); ok {
 			used += n
 		} else if f, ok := d["SizeBytes"].(float64); ok {
 			used += int(f)
 		}
 	}
-	hpe := obj(coll, "Oem", "Hpe")
-	hpe["ComponentCount"] = len(members)
 	const total = 1073168384 // the captured TotalSizeBytes
-	hpe["TotalSizeBytes"] = total
-	hpe["FreeSizeBytes"] = max(total-used, 0)
+	counts := map[string]any{"ComponentCount": len(members), "TotalSizeBytes": total, "FreeSizeBytes": max(total-used, 0)}
+	hpe := field(t.get(repositoryPath), "Oem", "Hpe")
+	for k, v := range counts {
+		if hpe[k] != v {
+			obj(t.edit(repositoryPath), "Oem", "Hpe")[k] = v
+		}
+	}
 }
 
 // componentByFilename finds a repository component; callers hold s.mu.
@@ -255,7 +263,7 @@ func (s *Sim) deleteComponent(w http.ResponseWriter, p string) {
 	}
 	delete(s.repo.data, str(d["Id"]))
 	s.tree.removeMember(repositoryPath, p)
-	s.refreshRepositoryLocked()
+	s.tree.refreshRepository()
 	s.logf("component %s deleted from the repository", str(d["Filename"]))
 	writeError(w, http.StatusOK, "Base.1.4.Success", "component deleted")
 }

@@ -28,6 +28,8 @@ const (
 type resetState struct {
 	phase string
 	count int
+	// refused counts the requests dropped or answered 503 by the reset gate.
+	refused int
 }
 
 // ILOPhase is "" when the iLO is up, "down" while it resets and "halfUp" while it comes back.
@@ -86,16 +88,19 @@ func (s *Sim) forgetSessionsLocked() {
 func (s *Sim) resetGate(w http.ResponseWriter, p string) bool {
 	s.mu.Lock()
 	phase := s.reset.phase
-	s.mu.Unlock()
-	switch phase {
-	case resetDown:
-		dropConnection(w)
-		return true
-	case resetHalfUp:
-		if p == key("/redfish/v1/UpdateService") || strings.HasPrefix(p, key("/redfish/v1/UpdateService")+"/") {
-			writeError(w, http.StatusServiceUnavailable, "iLO.2.14.ResetInProgress", "a management processor reset is in progress")
-			return true
-		}
+	refuse := phase == resetDown || phase == resetHalfUp &&
+		(p == key("/redfish/v1/UpdateService") || strings.HasPrefix(p, key("/redfish/v1/UpdateService")+"/"))
+	if refuse {
+		s.reset.refused++
 	}
-	return false
+	s.mu.Unlock()
+	switch {
+	case !refuse:
+		return false
+	case phase == resetDown:
+		dropConnection(w)
+	default:
+		writeError(w, http.StatusServiceUnavailable, "iLO.2.14.ResetInProgress", "a management processor reset is in progress")
+	}
+	return true
 }

@@ -63,4 +63,8 @@ func TestILOResetsAfterFlashingItself(t *testing.T) {
 	if st := s.Stats(); st.ILOResets != 1 || st.FlashesStarted != 1 || st.FlashesCompleted != 1 {
 		t.Fatalf("stats %+v", st)
 	}
+	// The GET while down (dropped; the client may retry it once) and the 503 while half up.
+	if st := s.Stats(); st.ResetRefused < 2 {
+		t.Fatalf("ResetRefused = %d, want the dropped GET and the 503", st.ResetRefused)
+	}
 }

@@ -90,6 +90,9 @@ func (t Timings) withDefaults() Timings {
 type Config struct {
 	// MockupDir is a Redfish-Mockup-Creator tree (the folder that is /redfish/v1).
 	MockupDir string
+	// Capture, when set, is the parsed capture to serve instead of MockupDir's: simulators
+	// made from one Capture share its documents (LoadCapture).
+	Capture *Capture
 	// Model defaults to ILO5.
 	Model Model
 	// Username and Password are the only accepted credentials.
@@ -171,7 +174,10 @@ type Stats struct {
 	FlashesFailed    int   `json:"flashesFailed"`
 	MaxConcurrent    int   `json:"maxConcurrentFlashes"`
 	SourcePorts      []int `json:"sourcePorts"`
-	Requests         int   `json:"requests"`
+	// Requests counts the Redfish requests served, faults included; ResetRefused those the
+	// reset refused (dropped while the iLO is down, 503 while it is half up).
+	Requests     int `json:"requests"`
+	ResetRefused int `json:"resetRefused"`
 	// FlashRequests counts the flash requests, refused ones included (a second flash asked
 	// while one runs is refused with UpdateInProgress).
 	FlashRequests int `json:"flashRequests"`
@@ -222,13 +228,15 @@ func New(cfg Config) (*Sim, error) {
 		return nil, errors.New("a username is required")
 	}
 	cfg.Timings = cfg.Timings.withDefaults()
-	t, err := loadTree(cfg.MockupDir)
-	if err != nil {
-		return nil, err
+	if cfg.Capture == nil {
+		c, err := LoadCapture(cfg.MockupDir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Capture = c
 	}
-	s := &Sim{cfg: cfg, tree: t, sessions: map[string]string{}, done: make(chan struct{})}
+	s := &Sim{cfg: cfg, tree: cfg.Capture.newTree(cfg.Model), sessions: map[string]string{}, done: make(chan struct{})}
 	s.flashCtx, s.flashCancel = context.WithCancel(context.Background())
-	s.adapt()
 	s.initRepository()
 	return s, nil
 }
@@ -360,7 +368,7 @@ func (s *Sim) Stats() Stats {
 	st := s.stats
 	st.SourcePorts = append([]int(nil), s.stats.SourcePorts...)
 	st.MaxConcurrent = s.local.Max()
-	st.ILOResets, st.HostBoots = s.reset.count, s.host.boots
+	st.ILOResets, st.HostBoots, st.ResetRefused = s.reset.count, s.host.boots, s.reset.refused
 	return st
 }
 
@@ -372,7 +380,7 @@ func (s *Sim) SourcePorts() []int { return s.Stats().SourcePorts }
 func (s *Sim) Version(component string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d := s.inventoryEntry(component, ""); d != nil {
+	if d := s.tree.get(s.tree.inventoryEntry(component, "")); d != nil {
 		v, _ := d["Version"].(string)
 		return v
 	}
@@ -387,7 +395,7 @@ func (s *Sim) State() string {
 		v, _ := s.tree.get(ilo4UpdatePath)["State"].(string)
 		return v
 	}
-	v, _ := obj(s.tree.get("/redfish/v1/UpdateService"), "Oem", "Hpe")["State"].(string)
+	v, _ := field(s.tree.get("/redfish/v1/UpdateService"), "Oem", "Hpe")["State"].(string)
 	return v
 }
 

@@ -32,6 +32,9 @@ func startTest(t *testing.T, cfg Config) *Sim {
 	if cfg.MockupDir == "" {
 		cfg.MockupDir = mockupDir(t)
 	}
+	if cfg.Capture == nil {
+		cfg.Capture = testCapture(t, cfg.MockupDir)
+	}
 	cfg.Username, cfg.Password = testUser, testPass
 	if cfg.Timings == (Timings{}) {
 		cfg.Timings = Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 40 * time.Millisecond}

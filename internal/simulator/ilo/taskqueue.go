@@ -108,7 +108,7 @@ func (s *Sim) postTask(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.tree.addMember(taskQueuePath, p, task)
-	s.refreshRepositoryLocked()
+	s.tree.refreshRepository()
 	s.logf("update task %q queued (%s %s)", body.Name, body.Command, body.Filename)
 	s.runQueueLocked()
 	out := deepCopy(task)
@@ -130,7 +130,7 @@ func (s *Sim) deleteTask(w http.ResponseWriter, p string) {
 		return
 	}
 	s.tree.removeMember(taskQueuePath, p)
-	s.refreshRepositoryLocked()
+	s.tree.refreshRepository()
 	s.runQueueLocked()
 	writeError(w, http.StatusOK, "Base.1.4.Success", "task deleted")
 }
@@ -142,36 +142,35 @@ func (s *Sim) kickQueue() {
 	s.runQueueLocked()
 }
 
-// headTaskLocked is the first task that is not Complete, or nil.
-func (s *Sim) headTaskLocked() map[string]any {
+// headTaskLocked is the first task that is not Complete and its path, or nil.
+func (s *Sim) headTaskLocked() (string, map[string]any) {
 	for _, p := range memberPaths(s.tree.get(taskQueuePath)) {
 		if t := s.tree.get(p); t != nil && t["State"] != TaskComplete {
-			return t
+			return p, t
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // runQueueLocked starts the task at the head when the iLO itself can run it.
 func (s *Sim) runQueueLocked() {
-	t := s.headTaskLocked()
+	p, t := s.headTaskLocked()
 	if t == nil || t["State"] != TaskPending || s.flashCtx.Err() != nil {
 		// Nothing queued, a task running, or an Exception/Expired task stalling the queue.
 		return
 	}
 	switch {
 	case t["Command"] == "Wait":
-		s.setTaskLocked(t, TaskInProgress, "")
+		s.setTaskLocked(p, TaskInProgress, "")
 		wait := time.Duration(intOf(t["WaitTimeSeconds"])) * time.Second
-		p := str(t["@odata.id"])
 		s.flashWG.Add(1)
 		go func() {
 			defer s.flashWG.Done()
 			ok := sleepCtx(s.flashCtx, wait)
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if t := s.tree.get(p); t != nil && ok {
-				s.setTaskLocked(t, TaskComplete, "")
+			if s.tree.get(p) != nil && ok {
+				s.setTaskLocked(p, TaskComplete, "")
 				s.runQueueLocked()
 			}
 		}()
@@ -181,20 +180,17 @@ func (s *Sim) runQueueLocked() {
 		}
 		s.flashing = true
 		s.stats.FlashesStarted++
-		s.setTaskLocked(t, TaskInProgress, "")
+		s.setTaskLocked(p, TaskInProgress, "")
 		s.setStateLocked("Uploading", 0, "", "")
-		p := str(t["@odata.id"])
 		comp := s.tree.get(str(t["Component"]))
 		s.launchFlash(flashReq{route: routeTask, data: s.repo.data[str(comp["Id"])], filename: str(t["Filename"]),
 			done: func(ok bool, msgID string) {
 				s.mu.Lock()
 				defer s.mu.Unlock()
-				if t := s.tree.get(p); t != nil {
-					if ok {
-						s.setTaskLocked(t, TaskComplete, "")
-					} else {
-						s.setTaskLocked(t, TaskException, msgID)
-					}
+				if ok {
+					s.setTaskLocked(p, TaskComplete, "")
+				} else {
+					s.setTaskLocked(p, TaskException, msgID)
 				}
 			}})
 	}
@@ -209,7 +205,7 @@ func (s *Sim) runUefiTasks(ctx context.Context) {
 	defer s.mu.Unlock()
 	s.activatePendingLocked()
 	for ctx.Err() == nil {
-		t := s.headTaskLocked()
+		p, t := s.headTaskLocked()
 		if t == nil || t["State"] != TaskPending || t["Command"] != "ApplyUpdate" || !hasString(t["UpdatableBy"], fwpkg.Uefi) {
 			break
 		}
@@ -217,12 +213,12 @@ func (s *Sim) runUefiTasks(ctx context.Context) {
 		msgID := s.applyUefiTaskLocked(t)
 		if msgID != "" {
 			s.stats.FlashesFailed++
-			s.setTaskLocked(t, TaskException, msgID)
+			s.setTaskLocked(p, TaskException, msgID)
 			s.logf("UEFI update task %q failed: %s", str(t["Name"]), msgID)
 			break
 		}
 		s.stats.FlashesCompleted++
-		s.setTaskLocked(t, TaskComplete, "")
+		s.setTaskLocked(p, TaskComplete, "")
 		s.logf("UEFI update task %q applied at POST", str(t["Name"]))
 	}
 	s.runQueueLocked()
@@ -251,7 +247,12 @@ func (s *Sim) applyUefiTaskLocked(t map[string]any) string {
 	return ""
 }
 
-func (s *Sim) setTaskLocked(t map[string]any, state, msgID string) {
+// setTaskLocked sets the state of the task at p, when it is still queued.
+func (s *Sim) setTaskLocked(p, state, msgID string) {
+	t := s.tree.edit(p)
+	if t == nil {
+		return
+	}
 	t["State"] = state
 	t["Modified"] = time.Now().UTC().Format(time.RFC3339)
 	switch {

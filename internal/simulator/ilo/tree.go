@@ -10,12 +10,25 @@ import (
 	"strings"
 )
 
-// tree is the served resource tree: decoded JSON documents keyed by their normalised path.
-// It is guarded by the Sim's mutex.
+// tree is the served resource tree of one simulator: decoded JSON documents keyed by their
+// normalised path. The documents of the capture (base) are shared by every simulator made from
+// it and are never written; a simulator that changes one edits its own copy (own), made on the
+// first change, and a simulator that deletes one records it in gone. So a fleet holds one
+// parsed capture and, per simulator, only what its clients and flashes changed.
+//
+// Readers use get and must not write what it returns; writers use edit, put and del. The
+// package's TestMain fails when a test run changed a shared capture. The tree is guarded by the
+// Sim's mutex.
 type tree struct {
-	docs map[string]map[string]any
-	// metadata is the $metadata XML, when the capture has one.
+	base map[string]map[string]any
+	own  map[string]map[string]any
+	gone map[string]bool
+	// metadata is the $metadata XML, when the capture has one; shared, never written.
 	metadata []byte
+}
+
+func newTree(base map[string]map[string]any, metadata []byte) *tree {
+	return &tree{base: base, own: map[string]map[string]any{}, gone: map[string]bool{}, metadata: metadata}
 }
 
 // key normalises a request or link path: real iLO matches paths case-insensitively and with or
@@ -25,10 +38,10 @@ func key(p string) string {
 	return strings.TrimSuffix(p, "/")
 }
 
-// loadTree reads a Redfish-Mockup-Creator tree; dir is /redfish/v1.
-func loadTree(dir string) (*tree, error) {
-	t := &tree{docs: map[string]map[string]any{}}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+// loadDocs reads a Redfish-Mockup-Creator tree; dir is /redfish/v1.
+func loadDocs(dir string) (docs map[string]map[string]any, metadata []byte, err error) {
+	docs = map[string]map[string]any{}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -53,29 +66,87 @@ func loadTree(dir string) (*tree, error) {
 			if err := json.Unmarshal(b, &doc); err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
-			t.docs[key(urlPath)] = doc
+			docs[key(urlPath)] = doc
 		case "index.xml":
 			if strings.EqualFold(path.Base(urlPath), "$metadata") {
-				t.metadata, err = os.ReadFile(p)
+				metadata, err = os.ReadFile(p)
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if t.docs[key("/redfish/v1")] == nil {
-		return nil, fmt.Errorf("%s: no index.json at the root: not a mockup tree", dir)
+	if docs[key("/redfish/v1")] == nil {
+		return nil, nil, fmt.Errorf("%s: no index.json at the root: not a mockup tree", dir)
 	}
-	return t, nil
+	return docs, metadata, nil
 }
 
-func (t *tree) get(p string) map[string]any { return t.docs[key(p)] }
+// get returns the document at p for reading only, or nil.
+func (t *tree) get(p string) map[string]any {
+	k := key(p)
+	if d, ok := t.own[k]; ok {
+		return d
+	}
+	if t.gone[k] {
+		return nil
+	}
+	return t.base[k]
+}
 
-func (t *tree) put(p string, doc map[string]any) { t.docs[key(p)] = doc }
+// edit returns the document at p for writing, or nil: a shared document is copied first.
+func (t *tree) edit(p string) map[string]any {
+	k := key(p)
+	if d, ok := t.own[k]; ok {
+		return d
+	}
+	if t.gone[k] || t.base[k] == nil {
+		return nil
+	}
+	d := deepCopy(t.base[k]).(map[string]any)
+	t.own[k] = d
+	return d
+}
 
-func (t *tree) del(p string) { delete(t.docs, key(p)) }
+func (t *tree) put(p string, doc map[string]any) {
+	k := key(p)
+	t.own[k] = doc
+	delete(t.gone, k)
+}
+
+func (t *tree) del(p string) {
+	k := key(p)
+	delete(t.own, k)
+	if _, ok := t.base[k]; ok {
+		t.gone[k] = true
+	}
+}
+
+// flatten returns the documents this tree serves as one map, sharing the unchanged ones with
+// the base: a new base.
+func (t *tree) flatten() map[string]map[string]any {
+	out := make(map[string]map[string]any, len(t.base)+len(t.own))
+	for k, d := range t.base {
+		if !t.gone[k] {
+			out[k] = d
+		}
+	}
+	for k, d := range t.own {
+		out[k] = d
+	}
+	return out
+}
+
+// field walks nested objects from doc for reading; a missing one reads as an empty object.
+func field(doc map[string]any, keys ...string) map[string]any {
+	cur := doc
+	for _, k := range keys {
+		cur, _ = cur[k].(map[string]any)
+	}
+	return cur
+}
 
 // obj walks nested objects from doc, creating them as needed.
 func obj(doc map[string]any, keys ...string) map[string]any {
@@ -105,16 +176,12 @@ func memberPaths(doc map[string]any) []string {
 	return out
 }
 
-// inventory returns the firmware inventory members, in collection order.
-func (t *tree) inventory() []map[string]any {
-	coll := t.get("/redfish/v1/UpdateService/FirmwareInventory")
-	if coll == nil {
-		return nil
-	}
-	var out []map[string]any
-	for _, p := range memberPaths(coll) {
-		if d := t.get(p); d != nil {
-			out = append(out, d)
+// inventory returns the paths of the firmware inventory members, in collection order.
+func (t *tree) inventory() []string {
+	var out []string
+	for _, p := range memberPaths(t.get("/redfish/v1/UpdateService/FirmwareInventory")) {
+		if t.get(p) != nil {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -122,7 +189,7 @@ func (t *tree) inventory() []map[string]any {
 
 // addMember appends a link to a collection and stores the member.
 func (t *tree) addMember(collPath, memberPath string, doc map[string]any) {
-	coll := t.get(collPath)
+	coll := t.edit(collPath)
 	if coll == nil {
 		coll = map[string]any{"@odata.id": collPath, "Members": []any{}}
 		t.put(collPath, coll)
@@ -137,7 +204,7 @@ func (t *tree) addMember(collPath, memberPath string, doc map[string]any) {
 // removeMember drops a member and its link.
 func (t *tree) removeMember(collPath, memberPath string) {
 	t.del(memberPath)
-	coll := t.get(collPath)
+	coll := t.edit(collPath)
 	if coll == nil {
 		return
 	}

@@ -1,0 +1,93 @@
+package ilo
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
+	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
+)
+
+// requestsTimings make one flash of an iLO 5's own firmware last about 4 s and its reset about
+// 4 s: long enough for both clients to poll at their own pace (the driver every 2 s, its
+// default; ilorest every 0.5 s).
+var requestsTimings = similo.Timings{Upload: time.Second, Verify: 500 * time.Millisecond, Write: 500 * time.Millisecond,
+	Update: 2 * time.Second, Steps: 4, ResetDelay: time.Second, ILOReset: 2 * time.Second, HalfUp: time.Second}
+
+// BenchmarkRedfishRequestsPerFlash counts, as the simulator counts them, the Redfish requests
+// one flash of an iLO 5's own firmware costs: the agent's driver with the agent's options (open,
+// read the version, update, close: what the agent does per target) against HPE's ilorest
+// firmwareupdate (which logs in and out itself) on the same image, same simulator timings.
+// requests/flash are the requests served; refused/flash those the reset refused (the driver
+// follows the reset and reads the new version back; ilorest returns at Complete). Run with
+// -benchtime=1x.
+func BenchmarkRedfishRequestsPerFlash(b *testing.B) {
+	url := imageServer(b, map[string][]byte{"ilo5_299.bin": fwimage.Build("iLO", "2.99", []byte("payload"))}) + "/ilo5_299.bin"
+	b.Run("impl=agent", func(b *testing.B) {
+		for b.Loop() {
+			s := startSim(b, similo.Config{Model: similo.ILO5, Timings: requestsTimings})
+			reg := driver.Registry{}
+			Register(reg, Options{})
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			d, err := reg.Open(ctx, driver.Target{Name: "sim", Type: driver.TypeILO5, Address: s.Addr(),
+				Credentials: driver.Credentials{Username: user, Password: pass},
+				TLS:         driver.TLS{FingerprintSHA256: s.CertFingerprint()}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := d.Version(ctx, driver.ComponentILO); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := d.Update(ctx, driver.Firmware{Component: driver.ComponentILO, URL: url, Version: "2.99"}, func(driver.Progress) {}); err != nil {
+				b.Fatal(err)
+			}
+			d.Close()
+			cancel()
+			reportRequests(b, s)
+		}
+	})
+	b.Run("impl=ilorest", func(b *testing.B) {
+		bin, err := exec.LookPath("ilorest")
+		if err != nil {
+			b.Fatalf("ilorest, the reference, is missing (apt-get install -y ilorest): %v", err)
+		}
+		for b.Loop() {
+			s := startSim(b, similo.Config{Model: similo.ILO5, Timings: requestsTimings})
+			home := b.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			cmd := exec.CommandContext(ctx, bin, "--nologo", "--cache-dir", home+"/cache",
+				"firmwareupdate", url, "--url", s.URL(), "-u", user, "-p", pass)
+			cmd.Env, cmd.Dir = append(os.Environ(), "HOME="+home), home
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			cancel()
+			if err != nil || !strings.Contains(out.String(), "Firmware update has completed") {
+				b.Fatalf("ilorest firmwareupdate: %v\n%s", err, out.String())
+			}
+			// Nothing more is sent; let the reset end so that both counts cover the same flash.
+			for deadline := time.Now().Add(time.Minute); s.Stats().ILOResets < 1 || s.ILOPhase() != ""; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					b.Fatal("the iLO is not back from its reset after a minute")
+				}
+			}
+			reportRequests(b, s)
+		}
+	})
+}
+
+func reportRequests(b *testing.B, s *similo.Sim) {
+	b.Helper()
+	st := s.Stats()
+	if st.FlashesStarted != 1 || st.FlashesCompleted != 1 || st.FlashRequests != 1 {
+		b.Fatalf("want exactly one flash asked and completed: %+v", st)
+	}
+	b.ReportMetric(float64(st.Requests), "requests/flash")
+	b.ReportMetric(float64(st.ResetRefused), "refused/flash")
+}
