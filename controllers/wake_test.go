@@ -14,7 +14,7 @@ func TestTargetChangeMatters(t *testing.T) {
 	base := func() *fwv1.TargetUpdate {
 		return &fwv1.TargetUpdate{
 			ObjectMeta: metav1.ObjectMeta{Name: "job-a", Generation: 1},
-			Status: fwv1.TargetUpdateStatus{Phase: fwv1.TargetPhaseFlashing, Percent: 10, Message: "flashing", AgentPod: "p", Attempts: 1},
+			Status:     fwv1.TargetUpdateStatus{Phase: fwv1.TargetPhaseFlashing, Percent: 10, Message: "flashing", AgentPod: "p", Attempts: 1},
 		}
 	}
 	now := metav1.Now()

@@ -98,4 +98,3 @@ func TestP4_DialWaitsForABusyTuple(t *testing.T) {
 		t.Fatalf("dial under an ended context: err = %v, want the deadline", err)
 	}
 }
-
