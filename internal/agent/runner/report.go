@@ -122,6 +122,13 @@ func (r *reporter) phase() fwv1.TargetPhase {
 	return r.live.Phase
 }
 
+// versionBefore is the version recorded before a flash, by this agent or an earlier one.
+func (r *reporter) versionBefore() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live.VersionBefore
+}
+
 // update applies f to the live status and writes it when shouldWrite says so (or force).
 func (r *reporter) update(ctx context.Context, force bool, f func(s *fwv1.TargetUpdateStatus)) {
 	r.mu.Lock()
