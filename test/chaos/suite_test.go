@@ -67,7 +67,11 @@ var _ = ginkgo.BeforeSuite(func() {
 	out, err := build.CombinedOutput()
 	gomega.Expect(err).NotTo(gomega.HaveOccurred(), "building the operator: %s", out)
 
-	testEnv, cfg, err = apiserver.Start(apiserver.EtcdDataDir(filepath.Join(workDir, "etcd")))
+	// Fixed folders for etcd's data and the API server's certificates, so that either can be
+	// stopped and started again mid-rollout.
+	certDir := filepath.Join(workDir, "apiserver")
+	gomega.Expect(os.MkdirAll(certDir, 0o700)).To(gomega.Succeed())
+	testEnv, cfg, err = apiserver.Start(apiserver.EtcdDataDir(filepath.Join(workDir, "etcd")), apiserver.CertDir(certDir))
 	if errors.Is(err, apiserver.ErrNoAssets) && !apiserver.InCI() {
 		ginkgo.Skip(err.Error())
 	}
