@@ -74,7 +74,11 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		if interrupted() {
 			return
 		}
-		fail(explain("connecting to "+t.Address, err))
+		msg := explain("connecting to "+t.Address, err)
+		if a := advice(err); a != "" {
+			msg += "; " + a
+		}
+		fail(msg)
 		return
 	}
 	defer d.Close()
