@@ -284,6 +284,11 @@ func tail(s string, n int) string {
 // recordFigures appends a spec's figures to $CHAOS_FIGURES when set (make chaos-figures
 // writes them into docs/reliability.md).
 func recordFigures(spec string, fig figures) {
+	recordLine(fmt.Sprintf("| %s | %d | %d | %d | %d | %d / %d |", spec, fig.faults, fig.targets, fig.lost, fig.doubleFlashes, fig.peak, fig.maxConcurrent))
+}
+
+// recordLine appends a line to $CHAOS_FIGURES when set.
+func recordLine(line string) {
 	path := os.Getenv("CHAOS_FIGURES")
 	if path == "" {
 		return
@@ -293,7 +298,7 @@ func recordFigures(spec string, fig figures) {
 		return
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "| %s | %d | %d | %d | %d | %d / %d |\n", spec, fig.faults, fig.targets, fig.lost, fig.doubleFlashes, fig.peak, fig.maxConcurrent)
+	fmt.Fprintln(f, line)
 }
 
 // dump prints a failed spec's jobs and a count of its TargetUpdates by phase and message.
