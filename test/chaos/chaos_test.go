@@ -191,9 +191,7 @@ var _ = ginkgo.Describe("A rollout under faults", func() {
 
 	ginkgo.It("rides out etcd stopping and starting again mid-rollout", func() {
 		h.startFleet(fleet.Options{Name: "etcd", ILO5: 20,
-			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
-				Update: 2 * time.Second, Steps: 3,
-				ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}})
+			Timings: quickFlash(2*time.Second, 3)})
 		kubelet.Use(h.f.AgentFunc(k8sClient, fleet.AgentOptions{Log: h.logs}))
 		h.mgr.start()
 		const maxConcurrent = 5
@@ -212,9 +210,7 @@ var _ = ginkgo.Describe("A rollout under faults", func() {
 
 	ginkgo.It("fails or re-places, within the per-target timeout, the targets of a node that dies with its agent", func() {
 		h.startFleet(fleet.Options{Name: "deadnode", ILO5: 8,
-			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
-				Update: 500 * time.Millisecond, Steps: 3,
-				ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}})
+			Timings: quickFlash(500*time.Millisecond, 3)})
 		real := h.f.AgentFunc(k8sClient, fleet.AgentOptions{Log: h.logs})
 		// node-b's agents start and then say nothing, as on a node that lost power.
 		kubelet.Use(func(ctx context.Context, pod *corev1.Pod, args []string) error {
@@ -273,6 +269,14 @@ var _ = ginkgo.Describe("A rollout under faults", func() {
 		expectUnharmed(h.judge(1, maxConcurrent, job))
 	})
 })
+
+// quickFlash are iLO timings for specs that need many flashes soon: short steps, an Updating
+// of update in steps, and a reset of a second and a half.
+func quickFlash(update time.Duration, steps int) ilo.Timings {
+	return ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
+		Update: update, Steps: steps,
+		ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}
+}
 
 func tail(s string, n int) string {
 	if len(s) <= n {

@@ -33,9 +33,7 @@ var _ = ginkgo.Describe("Every fault the simulators inject", func() {
 
 	ginkgo.It("ends its target with a message a person can act on, and the job stops starting targets at maxFailures", func() {
 		h.startFleet(fleet.Options{Name: "faults", ILO5: 13, OA: 1, PinEvery: -1,
-			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
-				Update: 500 * time.Millisecond, Steps: 2,
-				ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}})
+			Timings: quickFlash(500*time.Millisecond, 2)})
 		kubelet.Use(h.f.AgentFunc(k8sClient, fleet.AgentOptions{Log: h.logs}))
 		h.mgr.start()
 		iloFaults := func(f ilo.Faults) func(*harness, string) {

@@ -15,7 +15,6 @@ import (
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/fleet"
-	"github.com/fwops/firmware-operator/internal/simulator/ilo"
 )
 
 var _ = ginkgo.Describe("A GitOps cycle", func() {
@@ -37,9 +36,7 @@ var _ = ginkgo.Describe("A GitOps cycle", func() {
 
 	ginkgo.It("applied twice, edited and pruned mid-rollout flashes nothing twice and leaves nothing behind, and re-applied flashes the rest once", func() {
 		h.startFleet(fleet.Options{Name: "gitops", ILO5: 12,
-			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
-				Update: 2 * time.Second, Steps: 3,
-				ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}})
+			Timings: quickFlash(2*time.Second, 3)})
 		kubelet.Use(h.f.AgentFunc(k8sClient, fleet.AgentOptions{Log: h.logs}))
 		h.mgr.start()
 

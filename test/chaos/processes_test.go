@@ -103,9 +103,7 @@ var _ = ginkgo.Describe("A rollout by agent processes", func() {
 
 	ginkgo.It("rides out the API server restarted mid-rollout", func() {
 		h.startFleet(fleet.Options{Name: "apiserver", ILO5: 20,
-			Timings: ilo.Timings{Upload: 50 * time.Millisecond, Verify: 50 * time.Millisecond, Write: 50 * time.Millisecond,
-				Update: 2 * time.Second, Steps: 3,
-				ResetDelay: 100 * time.Millisecond, ILOReset: time.Second, HalfUp: 500 * time.Millisecond, POST: time.Second}})
+			Timings: quickFlash(2*time.Second, 3)})
 		agents := newAgentProcesses(h.f)
 		kubelet.Use(agents.run)
 		h.mgr.start()
