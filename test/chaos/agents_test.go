@@ -36,9 +36,23 @@ func newAgentProcesses(f *fleet.Fleet) *agentProcesses {
 
 // run is the kubeletsim.AgentFunc.
 func (a *agentProcesses) run(ctx context.Context, pod *corev1.Pod, args []string) error {
-	extra, unmount, err := a.f.Mount(ctx, k8sClient, pod, nil)
-	if err != nil {
-		return err
+	// A kubelet keeps trying to set up a pod's volumes (the pod stays ContainerCreating), for
+	// instance while the API server that holds its Secrets restarts.
+	var extra []string
+	var unmount func()
+	var err error
+	for deadline := time.Now().Add(time.Minute); ; {
+		if extra, unmount, err = a.f.Mount(ctx, k8sClient, pod, nil); err == nil {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	defer unmount()
 	if err := os.MkdirAll(a.dir, 0o755); err != nil {
