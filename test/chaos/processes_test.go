@@ -123,7 +123,7 @@ var _ = ginkgo.Describe("A rollout by agent processes", func() {
 		// otherwise drain its watches for a minute, and a crash is the harsher fault.
 		expectStopped(api.Stop())
 		down := time.Now()
-		addr := net.JoinHostPort(api.SecureServing.Address, api.SecureServing.Port)
+		addr := net.JoinHostPort(api.Address, api.Port)
 		gomega.Eventually(func() error {
 			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
