@@ -112,28 +112,43 @@ func (f *Fleet) AgentFunc(c client.Client, opts AgentOptions) kubeletsim.AgentFu
 	opts = opts.withDefaults(f)
 	httpClient := &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}}
 	return func(ctx context.Context, pod *corev1.Pod, args []string) error {
-		node := agentpod.Node(pod)
-		root, err := os.MkdirTemp(f.dir, "pod-"+pod.Name+"-")
+		extra, unmount, err := f.Mount(ctx, c, pod, opts.NodeAddresses)
 		if err != nil {
 			return err
 		}
 		if !opts.KeepMountRoots {
-			defer os.RemoveAll(root)
+			defer unmount()
 		}
-		if err := f.layOut(ctx, c, pod, node, root); err != nil {
-			return fmt.Errorf("fleet: mounting the volumes of pod %s: %w", pod.Name, err)
-		}
-		f.mu.Lock()
-		f.agentRuns++
-		f.mu.Unlock()
-		args = append(append([]string(nil), args...), "--mount-root="+root, "--address="+f.NodeAddress(node, opts.NodeAddresses))
+		args = append(append([]string(nil), args...), extra...)
 		return runner.Main(ctx, args, opts.Log, opts.Log,
 			runner.WithClient(c), runner.WithHTTPClient(httpClient), runner.WithMinWriteInterval(opts.MinWriteInterval),
 			runner.WithILOOptions(opts.ILO), runner.WithOAOptions(opts.OA), runner.WithLinuxOptions(opts.Linux))
 	}
 }
 
-// AgentRuns is how many agents AgentFunc started.
+// Mount prepares what the kubelet would give the agent container of pod on this machine: its
+// volumes laid out under a per-pod mount root (see AgentFunc), and the agent arguments that
+// point there and at the node's address (--mount-root, --address; addresses as in
+// AgentOptions.NodeAddresses). unmount removes the mount root. Whoever runs the agent with
+// them (in-process or as a process) counts as one agent run.
+func (f *Fleet) Mount(ctx context.Context, c client.Client, pod *corev1.Pod, addresses map[string]string) (args []string, unmount func(), err error) {
+	node := agentpod.Node(pod)
+	root, err := os.MkdirTemp(f.dir, "pod-"+pod.Name+"-")
+	if err != nil {
+		return nil, nil, err
+	}
+	unmount = func() { _ = os.RemoveAll(root) }
+	if err := f.layOut(ctx, c, pod, node, root); err != nil {
+		unmount()
+		return nil, nil, fmt.Errorf("fleet: mounting the volumes of pod %s: %w", pod.Name, err)
+	}
+	f.mu.Lock()
+	f.agentRuns++
+	f.mu.Unlock()
+	return []string{"--mount-root=" + root, "--address=" + f.NodeAddress(node, addresses)}, unmount, nil
+}
+
+// AgentRuns is how many agents were started with Mount (AgentFunc's included).
 func (f *Fleet) AgentRuns() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -133,6 +133,10 @@ type Fleet struct {
 	mu        sync.Mutex
 	nodeAddrs map[string]string
 	agentRuns int
+	// imgGate, when set, holds image requests until it is closed (HoldImages);
+	// imgWaiting counts the requests it holds.
+	imgGate    chan struct{}
+	imgWaiting int
 }
 
 // Start starts the fleet's simulators and image server; Close stops them. ctx bounds the
@@ -291,7 +295,10 @@ func (f *Fleet) startImages() error {
 	mux := http.NewServeMux()
 	for _, im := range f.images {
 		data := im.Data
-		mux.HandleFunc("GET /"+strings.TrimPrefix(im.URL, base), func(w http.ResponseWriter, _ *http.Request) {
+		mux.HandleFunc("GET /"+strings.TrimPrefix(im.URL, base), func(w http.ResponseWriter, r *http.Request) {
+			if !f.waitForImageGate(r.Context()) {
+				return
+			}
 			w.Header().Set("Content-Type", "application/octet-stream")
 			_, _ = w.Write(data)
 		})
@@ -299,6 +306,58 @@ func (f *Fleet) startImages() error {
 	f.imgSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = f.imgSrv.Serve(ln) }()
 	return nil
+}
+
+// HoldImages makes the image server hold every image request until release is called, so
+// that a test can catch an agent while it downloads (ImageRequestsHeld).
+func (f *Fleet) HoldImages() (release func()) {
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.imgGate = gate
+	f.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			if f.imgGate == gate {
+				f.imgGate = nil
+			}
+			f.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
+// ImageRequestsHeld is how many image requests HoldImages holds right now.
+func (f *Fleet) ImageRequestsHeld() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.imgWaiting
+}
+
+// waitForImageGate holds an image request while HoldImages says so; false when the client
+// went away meanwhile.
+func (f *Fleet) waitForImageGate(ctx context.Context) bool {
+	f.mu.Lock()
+	gate := f.imgGate
+	if gate != nil {
+		f.imgWaiting++
+	}
+	f.mu.Unlock()
+	if gate == nil {
+		return true
+	}
+	defer func() {
+		f.mu.Lock()
+		f.imgWaiting--
+		f.mu.Unlock()
+	}()
+	select {
+	case <-gate:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (f *Fleet) linuxRunsFile() string { return filepath.Join(f.dir, "linux-runs") }

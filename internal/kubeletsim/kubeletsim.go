@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -129,11 +130,16 @@ func (k *Kubelet) runPod(ctx context.Context, pod *corev1.Pod, agent AgentFunc) 
 	k.setPhase(context.Background(), pod, corev1.PodSucceeded, nil)
 }
 
+// setPhase records the pod's phase, trying for up to a minute: a result lost while the API
+// server restarts would leave the pod Running for ever.
 func (k *Kubelet) setPhase(ctx context.Context, pod *corev1.Pod, phase corev1.PodPhase, err error) {
-	for attempt := 0; attempt < 20; attempt++ {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(100 * time.Millisecond) {
 		cur := &corev1.Pod{}
-		if k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur) != nil {
-			return
+		if gerr := k.c.Get(ctx, client.ObjectKeyFromObject(pod), cur); gerr != nil {
+			if apierrors.IsNotFound(gerr) {
+				return
+			}
+			continue
 		}
 		cur.Status.Phase = phase
 		if phase == corev1.PodSucceeded || phase == corev1.PodFailed {
@@ -147,6 +153,5 @@ func (k *Kubelet) setPhase(ctx context.Context, pod *corev1.Pod, phase corev1.Po
 		if k.c.Status().Update(ctx, cur) == nil {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

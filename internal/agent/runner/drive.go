@@ -26,6 +26,9 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		return
 	}
 	resumedPhase := r.phase() // Flashing or Verifying when an earlier agent was interrupted
+	// The version an earlier attempt of this job read before it asked for the flash: a retry
+	// starts Downloading again, and this is what is left to tell that it may have flashed.
+	earlierBefore := r.versionBefore()
 
 	tctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
@@ -71,7 +74,11 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		if interrupted() {
 			return
 		}
-		fail(explain("connecting to "+t.Address, err))
+		msg := explain("connecting to "+t.Address, err)
+		if a := advice(err); a != "" {
+			msg += "; " + a
+		}
+		fail(msg)
 		return
 	}
 	defer d.Close()
@@ -92,6 +99,14 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 			log.Info("flash finished while no agent was watching", "version", current)
 			r.finish(ctx, fwv1.TargetPhaseSucceeded, fmt.Sprintf("at version %s: the flash finished while no agent was watching", current),
 				func(s *fwv1.TargetUpdateStatus) { s.VersionAfter = current })
+			return
+		}
+		if earlierBefore != "" && !sameVersion(earlierBefore, current) {
+			// An earlier attempt found the target at another version and its agent ended
+			// before it could report (killed, its pod deleted): the job flashed it.
+			log.Info("an earlier attempt's flash took effect", "versionBefore", earlierBefore, "version", current)
+			r.finish(ctx, fwv1.TargetPhaseSucceeded, fmt.Sprintf("at version %s (was %s): the flash of an earlier attempt took effect after its agent ended",
+				current, earlierBefore), func(s *fwv1.TargetUpdateStatus) { s.VersionAfter = current })
 			return
 		}
 		log.Info("already at the wanted version, skipping", "version", current)

@@ -108,11 +108,13 @@ func checkOwner(tu *fwv1.TargetUpdate, cfg config.Config, t config.Target) error
 	return nil
 }
 
-// load reads the TargetUpdate and checks it belongs to the agent's job.
+// load reads the TargetUpdate and checks it belongs to the agent's job. An API server that
+// cannot be reached (restarting) is waited for as long as a final write would be: an agent
+// that gave up at once left its target failed with nothing but its pod's exit code.
 func (r *reporter) load(ctx context.Context, cfg config.Config) error {
 	tu := &fwv1.TargetUpdate{}
 	key := types.NamespacedName{Namespace: cfg.Namespace, Name: r.target.TargetUpdate}
-	if err := r.c.Get(ctx, key, tu); err != nil {
+	if err := r.getPatiently(ctx, key, tu); err != nil {
 		r.mu.Lock()
 		r.refused = fmt.Errorf("reading TargetUpdate %s: %w", key, err)
 		r.mu.Unlock()
@@ -130,11 +132,39 @@ func (r *reporter) load(ctx context.Context, cfg config.Config) error {
 	return nil
 }
 
+// getPatiently reads key, trying again while the error may pass (anything but the object or
+// the permission to read it missing) for up to finalWriteTimeout.
+func (r *reporter) getPatiently(ctx context.Context, key types.NamespacedName, tu *fwv1.TargetUpdate) error {
+	ctx, cancel := context.WithTimeout(ctx, r.finalWriteTimeout())
+	defer cancel()
+	wait := r.retryBase()
+	for {
+		err := r.c.Get(ctx, key, tu)
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			return err
+		}
+		r.log.Warn("could not read the TargetUpdate; retrying", "targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
 // phase is the phase as last read or set.
 func (r *reporter) phase() fwv1.TargetPhase {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.live.Phase
+}
+
+// versionBefore is the version recorded before a flash, by this agent or an earlier one.
+func (r *reporter) versionBefore() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live.VersionBefore
 }
 
 // update applies f to the live status and writes it when shouldWrite says so (or force).

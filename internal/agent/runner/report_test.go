@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -98,5 +99,35 @@ func TestStatusIsNotWrittenOnceTheTargetBelongsToAnotherAgent(t *testing.T) {
 	}
 	if r.refused == nil || !strings.Contains(r.refused.Error(), "handed to agent pod newer-agent") {
 		t.Fatalf("refused = %v, want it to name the agent that owns the target now", r.refused)
+	}
+}
+
+// An agent that starts while the API server restarts waits for it before it reads its
+// targets. Before, the first refused read failed the target and the agent exited 1 (the chaos
+// suite's API server restart: "reading TargetUpdate …: dial tcp …: connection refused").
+func TestLoadOutlastsAnAPIServerRestart(t *testing.T) {
+	tu := newTU(testJob, "t0")
+	var refusals atomic.Int32
+	funcs := interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if refusals.Add(1) <= 5 {
+			return errors.New(`Get "https://127.0.0.1:1/api": dial tcp 127.0.0.1:1: connect: connection refused`)
+		}
+		return c.Get(ctx, key, obj, opts...)
+	}}
+	r, _ := reporterFor(t, tu, funcs)
+	if r.obj == nil || r.refused != nil || refusals.Load() != 6 {
+		t.Fatalf("after %d reads: obj %v, refused %v; want the TargetUpdate read once the API server answers", refusals.Load(), r.obj, r.refused)
+	}
+
+	// A TargetUpdate that is not there is not waited for.
+	missing := newTU(testJob, "t1")
+	s := runtime.NewScheme()
+	if err := fwv1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	r2 := &reporter{c: fake.NewClientBuilder().WithScheme(s).Build(), log: slog.New(slog.DiscardHandler), redact: func(s string) string { return s },
+		now: time.Now, target: config.Target{Name: "t1", TargetUpdate: missing.Name}, retryWait: time.Hour, finalTimeout: time.Hour}
+	if err := r2.load(context.Background(), config.Config{Namespace: testNS, Job: testJob}); !apierrors.IsNotFound(errors.Unwrap(err)) {
+		t.Fatalf("load of a missing TargetUpdate: %v, want NotFound at once", err)
 	}
 }

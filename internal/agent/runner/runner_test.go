@@ -281,6 +281,34 @@ func TestResumeFlashingNowAtVersionSucceeds(t *testing.T) {
 	}
 }
 
+// A retry after an agent was killed mid-flash starts Downloading again (the controller
+// re-claims it); what tells it that the earlier attempt flashed is the version that attempt
+// recorded before the flash. Before, the retry reported "already at version 2.0" (Skipped):
+// the chaos suite's agent killed in Verifying ended Skipped although the job flashed it.
+func TestRetryAfterInterruptedFlashSucceeds(t *testing.T) {
+	tu := newTU(testJob, "t0")
+	tu.Status = fwv1.TargetUpdateStatus{Phase: fwv1.TargetPhaseDownloading, Attempts: 2, VersionBefore: "1.0",
+		Message: "agent pod x is fetching the firmware"}
+	untouched := newTU(testJob, "t1")
+	untouched.Status = fwv1.TargetUpdateStatus{Phase: fwv1.TargetPhaseDownloading, Attempts: 2, VersionBefore: "2.0"}
+	f := newFixture(t, 2, driver.FakeBehavior{Version: "2.0"}, tu, untouched)
+	if err := f.run(t, nil); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	s := f.tu(t, "t0").Status
+	if s.Phase != fwv1.TargetPhaseSucceeded || s.VersionBefore != "1.0" || s.VersionAfter != "2.0" ||
+		!strings.Contains(s.Message, "the flash of an earlier attempt took effect") {
+		t.Errorf("t0: %+v", s)
+	}
+	// An earlier attempt that found the wanted version already flashed nothing: Skipped.
+	if s := f.tu(t, "t1").Status; s.Phase != fwv1.TargetPhaseSkipped {
+		t.Errorf("t1: %+v", s)
+	}
+	if f.fake.Flashes("t0") != 0 || f.fake.Flashes("t1") != 0 {
+		t.Errorf("flashes t0=%d t1=%d; want none", f.fake.Flashes("t0"), f.fake.Flashes("t1"))
+	}
+}
+
 func TestDigestMismatchFailsEveryTarget(t *testing.T) {
 	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0"})
 	good := f.cfg.Firmware.SHA256

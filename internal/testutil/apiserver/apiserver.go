@@ -77,3 +77,16 @@ func EtcdDataDir(dir string) func(*envtest.Environment) {
 		env.ControlPlane.Etcd.DataDir = dir
 	}
 }
+
+// CertDir keeps kube-apiserver's certificates and keys in dir, so that the API server can be
+// stopped and started again (env.ControlPlane.APIServer.Stop, Start) on the same port with the
+// same serving certificate and service-account keys: clients built before the restart keep
+// working. envtest makes new ones in a fresh folder on every start when it picked the folder.
+func CertDir(dir string) func(*envtest.Environment) {
+	return func(env *envtest.Environment) {
+		if env.ControlPlane.APIServer == nil {
+			env.ControlPlane.APIServer = &envtest.APIServer{}
+		}
+		env.ControlPlane.APIServer.CertDir = dir
+	}
+}
