@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -337,6 +338,21 @@ func TestHelmValues(t *testing.T) {
 		c := d.Spec.Template.Spec.Containers[0]
 		if c.Image != "ghcr.io/fwops/firmware-operator:v9" || !slices.Contains(c.Args, "--agent-image=registry.local/agent:dev") {
 			t.Errorf("image %q args %v", c.Image, c.Args)
+		}
+	})
+	t.Run("portPolicy.firmwareSources", func(t *testing.T) {
+		if _, found, _ := unstructured.NestedMap(helmTemplate(t, chartDir).get(t, "PortPolicy", "default").Object, "spec", "firmwareSources"); found {
+			t.Error("the default PortPolicy allows node paths or claims; it must allow url sources only")
+		}
+		objs := helmTemplate(t, chartDir, "--set", "portPolicy.firmwareSources.nodePathPrefixes={/var/lib/firmware/}",
+			"--set", "portPolicy.firmwareSources.persistentVolumeClaims[0].namespace=fleet-a")
+		p := into[fwv1.PortPolicy](t, objs.get(t, "PortPolicy", "default"))
+		want := fwv1.FirmwareSourcePolicy{
+			NodePathPrefixes:       []fwv1.NodePathPrefix{"/var/lib/firmware/"},
+			PersistentVolumeClaims: []fwv1.ClaimReference{{Namespace: "fleet-a"}},
+		}
+		if !reflect.DeepEqual(p.Spec.FirmwareSources, want) {
+			t.Errorf("firmwareSources = %+v, want %+v", p.Spec.FirmwareSources, want)
 		}
 	})
 	t.Run("narrow fallback range", func(t *testing.T) {
