@@ -199,7 +199,8 @@ func TestKustomizeDefault(t *testing.T) {
 	objs.get(t, "Service", "firmware-operator-controller-manager-metrics")
 	for _, u := range objs {
 		cluster := u.GetKind() == "Namespace" || u.GetKind() == "CustomResourceDefinition" ||
-			strings.HasPrefix(u.GetKind(), "Cluster") || u.GetKind() == "PortPolicy"
+			strings.HasPrefix(u.GetKind(), "Cluster") || u.GetKind() == "PortPolicy" ||
+			strings.HasPrefix(u.GetKind(), "ValidatingAdmissionPolicy")
 		if want := map[bool]string{true: "", false: namespace}[cluster]; u.GetNamespace() != want {
 			t.Errorf("%s/%s: namespace %q, want %q", u.GetKind(), u.GetName(), u.GetNamespace(), want)
 		}
@@ -241,6 +242,28 @@ func TestHelmAndKustomizeInstallTheSame(t *testing.T) {
 	}
 	if !slices.Equal(h, k) {
 		t.Errorf("helm installs %v\nkustomize installs %v", h, k)
+	}
+}
+
+// TestAgentWritePolicy: the chart's ValidatingAdmissionPolicy and binding, which keep each
+// agent pod to its own TargetUpdates (docs/security.md), say what config/rbac's do, and both
+// exempt the manager's own ServiceAccount, which assigns the TargetUpdates.
+func TestAgentWritePolicy(t *testing.T) {
+	h, k := helmTemplate(t, chartDir), kustomizeBuild(t, "config/default")
+	const name = "firmware-operator-agent-writes"
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		hs, _, _ := unstructured.NestedMap(h.get(t, kind, name).Object, "spec")
+		ks, _, _ := unstructured.NestedMap(k.get(t, kind, name).Object, "spec")
+		if !reflect.DeepEqual(hs, ks) {
+			t.Errorf("%s: helm renders\n%v\nkustomize\n%v", kind, hs, ks)
+		}
+	}
+	conds, _, _ := unstructured.NestedSlice(h.get(t, "ValidatingAdmissionPolicy", name).Object, "spec", "matchConditions")
+	manager := "system:serviceaccount:" + namespace + ":firmware-operator-controller-manager"
+	if !slices.ContainsFunc(conds, func(c any) bool {
+		return strings.Contains(c.(map[string]any)["expression"].(string), "!= '"+manager+"'")
+	}) {
+		t.Errorf("the policy does not exempt the manager %s: %v", manager, conds)
 	}
 }
 
