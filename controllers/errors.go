@@ -59,7 +59,7 @@ func showReconcileError(job *fwv1.UpdateJob, err error) {
 var stalledReasons = map[string]bool{
 	ReasonPortPolicyNotFound: true, ReasonTargetsNotFound: true, ReasonNoTargets: true,
 	ReasonNoEligibleNodes: true, ReasonInvalidSpec: true, ReasonAgentPodRejected: true,
-	ReasonAgentAccessFailed: true, ReasonNameCollision: true,
+	ReasonAgentAccessFailed: true, ReasonNameCollision: true, ReasonFirmwareSourceNotAllowed: true,
 }
 
 // setStalled derives the kstatus Stalled condition from the phase and the Ready condition:

@@ -50,8 +50,10 @@ const (
 	ReasonAgentPodRejected      = "AgentPodRejected"
 	ReasonAgentAccessFailed     = "AgentAccessFailed"
 	ReasonNameCollision         = "NameCollision"
-	ReasonTargetRemoved         = "TargetRemoved"
-	ReasonTargetDeselected      = "TargetDeselected"
+	// ReasonFirmwareSourceNotAllowed: the PortPolicy does not allow the job's nodePath or claim.
+	ReasonFirmwareSourceNotAllowed = "FirmwareSourceNotAllowed"
+	ReasonTargetRemoved            = "TargetRemoved"
+	ReasonTargetDeselected         = "TargetDeselected"
 )
 
 // targetUpdateName is the deterministic name of a job's TargetUpdate for a target: distinct

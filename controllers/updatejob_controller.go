@@ -118,7 +118,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 	if job.Spec.DryRun {
 		return ctrl.Result{}, r.plan(ctx, job, policy, targets, tus)
 	}
-	if err := r.ensureAgentAccess(ctx, job, tus); err != nil {
+	if err := r.ensureAgentAccess(ctx, job); err != nil {
 		return ctrl.Result{}, err
 	}
 	pods, err := r.agentPods(ctx, job)

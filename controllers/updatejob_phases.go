@@ -21,7 +21,9 @@ import (
 	"github.com/fwops/firmware-operator/internal/ports"
 )
 
-// portPolicy reads the job's PortPolicy; a missing or invalid one is a condition, not an error.
+// portPolicy reads the job's PortPolicy; a missing or invalid one, or one that does not allow
+// the job's firmware source, is a condition, not an error: the policy's watch brings the job
+// back when an administrator changes it.
 func (r *UpdateJobReconciler) portPolicy(ctx context.Context, job *fwv1.UpdateJob) (*fwv1.PortPolicy, bool, error) {
 	policy := &fwv1.PortPolicy{}
 	if err := r.Get(ctx, client.ObjectKey{Name: job.Spec.PortPolicyName}, policy); err != nil {
@@ -33,6 +35,10 @@ func (r *UpdateJobReconciler) portPolicy(ctx context.Context, job *fwv1.UpdateJo
 	}
 	if err := ports.FromSpec(policy.Spec).Validate(); err != nil {
 		blocked(job, ReasonInvalidSpec, fmt.Sprintf("PortPolicy %q is invalid: %v", policy.Name, err))
+		return nil, false, nil
+	}
+	if msg := firmwareSourceRefusal(job, policy); msg != "" {
+		blocked(job, ReasonFirmwareSourceNotAllowed, msg)
 		return nil, false, nil
 	}
 	return policy, true, nil

@@ -442,15 +442,14 @@ func agentPorts(a ports.Assignment) fwv1.AgentPorts {
 	return p
 }
 
-// ensureAgentAccess gives the job's agents a ServiceAccount whose Role reaches only this
-// job's TargetUpdates, by name, and never a Secret: credentials reach agents as volumes.
-func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate) error {
+// ensureAgentAccess gives the job's agents a ServiceAccount whose Role reads and writes the
+// status of TargetUpdates, and never a Secret: credentials reach agents as volumes. The Role
+// names no TargetUpdate, so its size does not grow with the job (it listed every name: about
+// 1 MB at 10,000 targets). Which TargetUpdates an agent may write is the API server's
+// ValidatingAdmissionPolicy firmware-operator-agent-writes (config/rbac/agent_write_policy.yaml):
+// those whose status.agentPod is the pod its token was issued for.
+func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.UpdateJob) error {
 	name := agentAccessName(job)
-	names := make([]string, 0, len(tus))
-	for _, tu := range tus {
-		names = append(names, tu.Name)
-	}
-	sort.Strings(names)
 	owned := func(obj client.Object) error {
 		obj.SetLabels(map[string]string{LabelManagedBy: ManagedBy, fwv1.LabelJob: labelValue(job.Name)})
 		return controllerutil.SetControllerReference(job, obj, r.Scheme)
@@ -462,8 +461,8 @@ func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.U
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: job.Namespace}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, role, func() error {
 		role.Rules = []rbacv1.PolicyRule{
-			{APIGroups: []string{fwv1.GroupVersion.Group}, Resources: []string{"targetupdates"}, ResourceNames: names, Verbs: []string{"get"}},
-			{APIGroups: []string{fwv1.GroupVersion.Group}, Resources: []string{"targetupdates/status"}, ResourceNames: names, Verbs: []string{"get", "patch", "update"}},
+			{APIGroups: []string{fwv1.GroupVersion.Group}, Resources: []string{"targetupdates"}, Verbs: []string{"get"}},
+			{APIGroups: []string{fwv1.GroupVersion.Group}, Resources: []string{"targetupdates/status"}, Verbs: []string{"get", "patch", "update"}},
 		}
 		return owned(role)
 	}); err != nil {

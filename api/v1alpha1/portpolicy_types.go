@@ -67,6 +67,48 @@ type AgentPlacement struct {
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
 }
 
+// NodePathPrefix is a directory of agent nodes, absolute and ending in '/', under which a job's
+// spec.firmware.nodePath may name a file.
+// +kubebuilder:validation:MinLength=2
+// +kubebuilder:validation:MaxLength=4096
+// +kubebuilder:validation:XValidation:rule="self.startsWith('/') && self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)')",message="a node path prefix must be an absolute directory ending in '/', without '.', '..' or '//'"
+// +kubebuilder:validation:XValidation:rule="self != '/'",message="a node path prefix of '/' would let jobs read any file of a node"
+type NodePathPrefix string
+
+// ClaimReference allows the PersistentVolumeClaims of one namespace as firmware sources.
+type ClaimReference struct {
+	// namespace is the claims' namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+
+	// claimName is the one claim allowed; every claim of the namespace when empty.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ClaimName string `json:"claimName,omitempty"`
+}
+
+// FirmwareSourcePolicy says which files on the cluster's own storage jobs may serve to
+// targets. A job's agent reads its source with the agent's privileges (a node's root, or a
+// claim the job's author might not otherwise read), so only an administrator may say which.
+// URL sources need no allow-list: the agent downloads them as anyone on the network could.
+type FirmwareSourcePolicy struct {
+	// nodePathPrefixes are the node directories under which spec.firmware.nodePath may name a
+	// file, for example "/var/lib/firmware/". Empty, the default, refuses every nodePath job.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	NodePathPrefixes []NodePathPrefix `json:"nodePathPrefixes,omitempty"`
+
+	// persistentVolumeClaims are the claims spec.firmware.persistentVolumeClaim may name.
+	// Empty, the default, refuses every persistentVolumeClaim job.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	PersistentVolumeClaims []ClaimReference `json:"persistentVolumeClaims,omitempty"`
+}
+
 // PortPolicySpec holds the port rules of HP Smart Update Manager (P1-P5) as data.
 // +kubebuilder:validation:XValidation:rule="self.controlPort < self.firmwareServer.fallbackRange.start || self.controlPort > self.firmwareServer.fallbackRange.end",message="controlPort must lie outside firmwareServer.fallbackRange",fieldPath=".controlPort"
 // +kubebuilder:validation:XValidation:rule="self.controlPort != self.firmwareServer.preferredPort",message="controlPort must differ from firmwareServer.preferredPort",fieldPath=".controlPort"
@@ -117,6 +159,11 @@ type PortPolicySpec struct {
 	// agents says which nodes may run agent pods.
 	// +optional
 	Agents AgentPlacement `json:"agents,omitempty"`
+
+	// firmwareSources allows firmware sources on the cluster's own storage (nodePath,
+	// persistentVolumeClaim) to the jobs that use this policy. Without it only url sources run.
+	// +optional
+	FirmwareSources FirmwareSourcePolicy `json:"firmwareSources,omitempty"`
 }
 
 // PortPolicyStatus is the observed state of a PortPolicy.
@@ -138,7 +185,9 @@ type PortPolicyStatus struct {
 	UsedBy []string `json:"usedBy,omitempty"`
 }
 
-// PortPolicy holds the network port rules the agents follow and the nodes they may run on.
+// PortPolicy holds the network port rules the agents follow, the nodes they may run on and the
+// node paths and claims they may read firmware from. It is cluster-scoped: an administrator
+// owns it, and a namespace's jobs only name it.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=pp,categories=firmware

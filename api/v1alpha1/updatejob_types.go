@@ -38,11 +38,13 @@ type PVCSource struct {
 	// +kubebuilder:validation:MinLength=1
 	ClaimName string `json:"claimName"`
 
-	// path is the file's path inside the volume.
+	// path is the file's path inside the volume; only that file is mounted in agent pods. The
+	// claim must be allowed by the PortPolicy's firmwareSources.persistentVolumeClaims.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",message="path must be relative to the volume and must not contain '..'"
+	// +kubebuilder:validation:XValidation:rule="!self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.](/|$)')",message="path must name a file: no trailing '/', '//' or '.' segment"
 	Path string `json:"path"`
 }
 
@@ -60,9 +62,12 @@ type FirmwareSource struct {
 	PersistentVolumeClaim *PVCSource `json:"persistentVolumeClaim,omitempty"`
 
 	// nodePath is an absolute path where the image is already staged on every agent node.
+	// It must lie under one of the PortPolicy's firmwareSources.nodePathPrefixes; only that
+	// file is mounted in agent pods, read-only.
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	// +kubebuilder:validation:XValidation:rule="self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",message="nodePath must be absolute and must not contain '..'"
+	// +kubebuilder:validation:XValidation:rule="!self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.](/|$)')",message="nodePath must name a file: no trailing '/', '//' or '.' segment"
 	NodePath string `json:"nodePath,omitempty"`
 
 	// sha256 is the image's SHA-256 digest, 64 hex characters. The image is never served

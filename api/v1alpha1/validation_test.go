@@ -58,6 +58,24 @@ func stagingDirectory(dir string) func(*fwv1.UpdateTarget) {
 	return func(o *fwv1.UpdateTarget) { o.Spec.Linux = &fwv1.LinuxSpec{StagingDirectory: dir} }
 }
 
+// nodePathPrefix sets a PortPolicy's one allowed node path prefix.
+func nodePathPrefix(p fwv1.NodePathPrefix) func(*fwv1.PortPolicy) {
+	return func(o *fwv1.PortPolicy) { o.Spec.FirmwareSources.NodePathPrefixes = []fwv1.NodePathPrefix{p} }
+}
+
+// nodePath makes a job's firmware source the node path p.
+func nodePath(p string) func(*fwv1.UpdateJob) {
+	return func(o *fwv1.UpdateJob) { o.Spec.Firmware.URL, o.Spec.Firmware.NodePath = "", p }
+}
+
+// pvcPath makes a job's firmware source the file p of claim "fw".
+func pvcPath(p string) func(*fwv1.UpdateJob) {
+	return func(o *fwv1.UpdateJob) {
+		o.Spec.Firmware.URL = ""
+		o.Spec.Firmware.PersistentVolumeClaim = &fwv1.PVCSource{ClaimName: "fw", Path: p}
+	}
+}
+
 // beInvalidOn matches an API "is invalid" error whose message names the field.
 func beInvalidOn(field string) types.GomegaMatcher {
 	return gomega.SatisfyAll(
@@ -141,7 +159,25 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		ginkgo.Entry("P4 and P5 on the same base", func(o *fwv1.PortPolicy) {
 			o.Spec.SessionBasePort, o.Spec.ReverseBasePort = 60000, 60000
 		}, "spec.reverseBasePort"),
+		ginkgo.Entry("a node path prefix of '/', which allows every file", nodePathPrefix("/"), "spec.firmwareSources.nodePathPrefixes[0]"),
+		ginkgo.Entry("a relative node path prefix", nodePathPrefix("var/lib/firmware/"), "spec.firmwareSources.nodePathPrefixes[0]"),
+		ginkgo.Entry("a node path prefix without its trailing '/', which would allow /var/lib/firmware-secrets", nodePathPrefix("/var/lib/firmware"), "spec.firmwareSources.nodePathPrefixes[0]"),
+		ginkgo.Entry("a node path prefix that climbs with '..'", nodePathPrefix("/var/lib/firmware/../../"), "spec.firmwareSources.nodePathPrefixes[0]"),
+		ginkgo.Entry("a node path prefix with a '.' segment", nodePathPrefix("/var/./lib/"), "spec.firmwareSources.nodePathPrefixes[0]"),
+		ginkgo.Entry("a node path prefix with '//'", nodePathPrefix("/var//lib/"), "spec.firmwareSources.nodePathPrefixes[0]"),
+		ginkgo.Entry("an allowed claim with no namespace", func(o *fwv1.PortPolicy) {
+			o.Spec.FirmwareSources.PersistentVolumeClaims = []fwv1.ClaimReference{{ClaimName: "fw"}}
+		}, "spec.firmwareSources.persistentVolumeClaims[0].namespace"),
 	)
+
+	ginkgo.It("accepts a PortPolicy that allows a node directory and claims", func() {
+		o := validPolicy(name())
+		o.Spec.FirmwareSources = fwv1.FirmwareSourcePolicy{
+			NodePathPrefixes:       []fwv1.NodePathPrefix{"/var/lib/firmware/", "/srv/fw..images/"},
+			PersistentVolumeClaims: []fwv1.ClaimReference{{Namespace: "fleet-a"}, {Namespace: "fleet-b", ClaimName: "images"}},
+		}
+		gomega.Expect(k8sClient.Create(ctx, o)).To(gomega.Succeed())
+	})
 
 	ginkgo.DescribeTable("rejects a bad UpdateJob, naming the field",
 		func(mutate func(*fwv1.UpdateJob), field string) {
@@ -163,13 +199,18 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		ginkgo.Entry("two firmware sources", func(o *fwv1.UpdateJob) { o.Spec.Firmware.NodePath = "/var/lib/fw/ilo5.bin" }, "spec.firmware"),
 		ginkgo.Entry("no firmware source", func(o *fwv1.UpdateJob) { o.Spec.Firmware.URL = "" }, "spec.firmware"),
 		ginkgo.Entry("an ftp URL", func(o *fwv1.UpdateJob) { o.Spec.Firmware.URL = "ftp://fw.example.net/ilo5.bin" }, "spec.firmware.url"),
-		ginkgo.Entry("a relative node path", func(o *fwv1.UpdateJob) {
-			o.Spec.Firmware.URL, o.Spec.Firmware.NodePath = "", "fw/ilo5.bin"
-		}, "spec.firmware.nodePath"),
-		ginkgo.Entry("a PVC path that climbs out of the volume", func(o *fwv1.UpdateJob) {
-			o.Spec.Firmware.URL = ""
-			o.Spec.Firmware.PersistentVolumeClaim = &fwv1.PVCSource{ClaimName: "fw", Path: "images/../../etc/shadow"}
-		}, "spec.firmware.persistentVolumeClaim.path"),
+		ginkgo.Entry("a relative node path", nodePath("fw/ilo5.bin"), "spec.firmware.nodePath"),
+		ginkgo.Entry("a PVC path that climbs out of the volume", pvcPath("images/../../etc/shadow"), "spec.firmware.persistentVolumeClaim.path"),
+		ginkgo.Entry("an absolute PVC path", pvcPath("/images/ilo5.bin"), "spec.firmware.persistentVolumeClaim.path"),
+		ginkgo.Entry("a PVC path naming a directory", pvcPath("images/"), "spec.firmware.persistentVolumeClaim.path"),
+		ginkgo.Entry("a PVC path that is the volume itself", pvcPath("."), "spec.firmware.persistentVolumeClaim.path"),
+		ginkgo.Entry("a PVC path with '//'", pvcPath("images//ilo5.bin"), "spec.firmware.persistentVolumeClaim.path"),
+		ginkgo.Entry("a node path that climbs with '..'", nodePath("/var/lib/firmware/../../etc/shadow"), "spec.firmware.nodePath"),
+		ginkgo.Entry("a node path ending in '..'", nodePath("/var/lib/firmware/.."), "spec.firmware.nodePath"),
+		ginkgo.Entry("a node path naming a directory", nodePath("/var/lib/firmware/"), "spec.firmware.nodePath"),
+		ginkgo.Entry("a node path of '/'", nodePath("/"), "spec.firmware.nodePath"),
+		ginkgo.Entry("a node path with a '.' segment", nodePath("/var/lib/firmware/./ilo5.bin"), "spec.firmware.nodePath"),
+		ginkgo.Entry("a node path with '//', which would slip past a prefix check", nodePath("/var/lib/firmware//ilo5.bin"), "spec.firmware.nodePath"),
 		ginkgo.Entry("window start 25:00", func(o *fwv1.UpdateJob) { o.Spec.Rollout.Window.Start = "25:00" }, "spec.rollout.window.start"),
 		ginkgo.Entry("window end 7:5", func(o *fwv1.UpdateJob) { o.Spec.Rollout.Window.End = "7:5" }, "spec.rollout.window.end"),
 		ginkgo.Entry("window that opens and closes at once", func(o *fwv1.UpdateJob) { o.Spec.Rollout.Window.End = "22:00" }, "spec.rollout.window.end"),
@@ -242,6 +283,14 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		gomega.Expect(k8sClient.Create(ctx, tu)).To(gomega.Succeed())
 		tu.Spec.TargetName = "other"
 		gomega.Expect(k8sClient.Update(ctx, tu)).To(beInvalidOn("spec"))
+	})
+
+	ginkgo.It("accepts node paths and claim paths that name a file, dots in names included", func() {
+		for _, mutate := range []func(*fwv1.UpdateJob){nodePath("/var/lib/firmware/ilo5..bin"), nodePath("/var/lib/.fw/ilo5.bin"), pvcPath("images/.ilo5.bin")} {
+			o := validJob(name())
+			mutate(o)
+			gomega.Expect(k8sClient.Create(ctx, o)).To(gomega.Succeed())
+		}
 	})
 
 	ginkgo.It("accepts every sample in config/samples", func() {

@@ -128,12 +128,7 @@ func Config(in Input, podName string) config.Config {
 		Force:            in.Job.Spec.Rollout.Force,
 		RebootIfRequired: in.Job.Spec.Rollout.Reboot == fwv1.RebootIfRequired,
 	}
-	switch {
-	case fw.PersistentVolumeClaim != nil:
-		cfg.Firmware.Path = path.Join(config.PVCDir, fw.PersistentVolumeClaim.Path)
-	case fw.NodePath != "":
-		cfg.Firmware.Path = path.Join(config.StagedDir, path.Base(fw.NodePath))
-	}
+	cfg.Firmware.Path = firmwareSourceMount(fw)
 	sessions := in.Ports.Sessions()
 	for i, t := range in.Targets {
 		spec := t.Target.Spec
@@ -170,6 +165,18 @@ func Config(in Input, podName string) config.Config {
 		cfg.Targets = append(cfg.Targets, ct)
 	}
 	return cfg
+}
+
+// firmwareSourceMount is where the agent finds a nodePath or claim source: the file alone,
+// mounted under its own name; "" for a url source.
+func firmwareSourceMount(fw fwv1.FirmwareSource) string {
+	switch {
+	case fw.PersistentVolumeClaim != nil:
+		return path.Join(config.PVCDir, path.Base(fw.PersistentVolumeClaim.Path))
+	case fw.NodePath != "":
+		return path.Join(config.StagedDir, path.Base(fw.NodePath))
+	}
+	return ""
 }
 
 func timeout(job *fwv1.UpdateJob) time.Duration {
@@ -366,15 +373,19 @@ func addVolumes(pod *corev1.Pod, in Input) {
 	mount("firmware-cache", config.CacheDir, false, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 		Path: config.CacheDir, Type: ptr.To(corev1.HostPathDirectoryOrCreate),
 	}})
+	// The source is the one file, read-only: never the directory above it (a nodePath of
+	// /etc/shadow mounted the node's /etc). The PortPolicy allowed the path (docs/security.md).
 	fw := in.Job.Spec.Firmware
-	switch {
+	switch at := firmwareSourceMount(fw); {
 	case fw.PersistentVolumeClaim != nil:
-		mount("firmware-source", config.PVCDir, true, corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+		mount("firmware-source", at, true, corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
 			ClaimName: fw.PersistentVolumeClaim.ClaimName, ReadOnly: true,
 		}})
+		// The kubelet resolves a subPath inside the volume, symbolic links included.
+		c.VolumeMounts[len(c.VolumeMounts)-1].SubPath = fw.PersistentVolumeClaim.Path
 	case fw.NodePath != "":
-		mount("firmware-source", config.StagedDir, true, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
-			Path: path.Dir(fw.NodePath), Type: ptr.To(corev1.HostPathDirectory),
+		mount("firmware-source", at, true, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+			Path: fw.NodePath, Type: ptr.To(corev1.HostPathFile),
 		}})
 	}
 	for i, t := range in.Targets {

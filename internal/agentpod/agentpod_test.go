@@ -2,6 +2,7 @@ package agentpod
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
@@ -225,8 +227,68 @@ func TestBuildFirmwareFromAPVC(t *testing.T) {
 		t.Fatalf("PVC volume: %+v", pvc)
 	}
 	cfg, _ := config.Parse(pod.Spec.Containers[0].Args[1:])
-	if cfg.Firmware.Path != config.PVCDir+"/ilo5/ilo5_278.bin" || cfg.Firmware.URL != "" {
+	if cfg.Firmware.Path != config.PVCDir+"/ilo5_278.bin" || cfg.Firmware.URL != "" {
 		t.Errorf("firmware path %q url %q", cfg.Firmware.Path, cfg.Firmware.URL)
+	}
+}
+
+// TestFirmwareSourceMountsOnlyTheFile: a nodePath or claim source reaches the agent as the one
+// file, read-only (docs/security.md): never the directory above it, which for a nodePath of
+// /etc/shadow was the node's /etc.
+func TestFirmwareSourceMountsOnlyTheFile(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		source  fwv1.FirmwareSource
+		want    corev1.VolumeSource
+		subPath string
+		at      string
+	}{
+		{
+			name:   "nodePath",
+			source: fwv1.FirmwareSource{NodePath: "/var/lib/firmware/ilo5/ilo5_278.bin"},
+			want: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+				Path: "/var/lib/firmware/ilo5/ilo5_278.bin", Type: ptr.To(corev1.HostPathFile)}},
+			at: config.StagedDir + "/ilo5_278.bin",
+		},
+		{
+			name:    "persistentVolumeClaim",
+			source:  fwv1.FirmwareSource{PersistentVolumeClaim: &fwv1.PVCSource{ClaimName: "fw-images", Path: "ilo5/ilo5_278.bin"}},
+			want:    corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "fw-images", ReadOnly: true}},
+			subPath: "ilo5/ilo5_278.bin",
+			at:      config.PVCDir + "/ilo5_278.bin",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := job()
+			tc.source.SHA256 = j.Spec.Firmware.SHA256
+			j.Spec.Firmware = tc.source
+			pod := Build(Input{Job: j, Policy: policy(), Node: "n", Image: "i", Targets: targets()[:1], Ports: assignment(t, false)})
+			i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "firmware-source" })
+			if i < 0 || !reflect.DeepEqual(pod.Spec.Volumes[i].VolumeSource, tc.want) {
+				t.Fatalf("firmware-source volume %+v, want %+v", pod.Spec.Volumes, tc.want)
+			}
+			for _, v := range pod.Spec.Volumes {
+				if hp := v.HostPath; hp != nil && v.Name != "firmware-source" && hp.Path != config.CacheDir {
+					t.Errorf("hostPath %s mounted besides the cache and the source", hp.Path)
+				}
+			}
+			var mounts []corev1.VolumeMount
+			for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+				for _, m := range c.VolumeMounts {
+					if m.Name == "firmware-source" {
+						mounts = append(mounts, m)
+					}
+				}
+			}
+			want := []corev1.VolumeMount{{Name: "firmware-source", MountPath: tc.at, SubPath: tc.subPath, ReadOnly: true}}
+			if !reflect.DeepEqual(mounts, want) {
+				t.Errorf("mounts %+v, want %+v", mounts, want)
+			}
+			cfg, err := config.Parse(pod.Spec.Containers[0].Args[1:])
+			if err != nil || cfg.Firmware.Path != tc.at {
+				t.Errorf("agent reads %q (%v), want the mounted file %s", cfg.Firmware.Path, err, tc.at)
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ package manager
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/go-logr/logr"
@@ -34,10 +36,17 @@ import (
 
 // Options configure the manager. Flags set them; tests and the demo set them directly.
 type Options struct {
-	Kubeconfig         string
-	LeaderElect        bool
-	LeaderElectionNS   string
-	MetricsAddr        string
+	Kubeconfig       string
+	LeaderElect      bool
+	LeaderElectionNS string
+	MetricsAddr      string
+	// InsecureMetrics serves /metrics over plain HTTP to anyone (local debugging only). By
+	// default it is HTTPS, and each scrape's token is checked with a TokenReview and its right
+	// to GET /metrics with a SubjectAccessReview (config/rbac/metrics_*.yaml).
+	InsecureMetrics bool
+	// MetricsCertDir holds tls.crt and tls.key for the metrics server (e.g. from
+	// cert-manager); empty or missing files mean a self-signed certificate made at start.
+	MetricsCertDir     string
 	ProbeAddr          string
 	AgentImage         string
 	MaxTargetsPerAgent int
@@ -65,6 +74,8 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect a leader so that only one manager acts at a time")
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8443", "address of the Prometheus metrics endpoint; 0 turns it off")
+	secure := fs.Bool("metrics-secure", true, "serve metrics over HTTPS, to authenticated and authorized scrapers only; false serves plain HTTP to anyone")
+	fs.StringVar(&o.MetricsCertDir, "metrics-cert-dir", "", "directory of the metrics server's tls.crt and tls.key (default: a self-signed certificate)")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&o.AgentImage, "agent-image", "ghcr.io/fwops/firmware-operator:latest", "image of the agent pods")
 	fs.IntVar(&o.MaxTargetsPerAgent, "max-targets-per-agent", 100, "most targets one agent pod serves")
@@ -76,6 +87,7 @@ func Run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	o.QPS = float32(*qps)
+	o.InsecureMetrics = !*secure
 	// As the Deployment runs it: JSON on stderr, which the kubelet keeps as the pod's log.
 	o.Logger = slog.New(slog.NewJSONHandler(stderr, nil))
 	return Start(ctx, o)
@@ -124,7 +136,7 @@ func Start(ctx context.Context, o Options) (err error) {
 		LeaderElectionNamespace: o.LeaderElectionNS,
 		// Releasing on cancel lets a new leader take over at once on a rolling upgrade.
 		LeaderElectionReleaseOnCancel: true,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.ProbeAddr,
 		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
 		Cache: cache.Options{
@@ -177,6 +189,20 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("PortPolicy controller: %w", err)
 	}
 	return nil
+}
+
+// metricsOptions serves /metrics as kubebuilder scaffolds it: HTTPS, behind the API server's
+// authentication and authorization, HTTP/1.1 only (HTTP/2 rapid reset, CVE-2023-44487).
+func metricsOptions(o Options) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.MetricsAddr}
+	if o.InsecureMetrics {
+		return m
+	}
+	m.SecureServing = true
+	m.FilterProvider = filters.WithAuthenticationAndAuthorization
+	m.CertDir = o.MetricsCertDir
+	m.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
+	return m
 }
 
 func ptrDuration(d time.Duration) *time.Duration { return &d }

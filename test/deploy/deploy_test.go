@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -198,7 +199,8 @@ func TestKustomizeDefault(t *testing.T) {
 	objs.get(t, "Service", "firmware-operator-controller-manager-metrics")
 	for _, u := range objs {
 		cluster := u.GetKind() == "Namespace" || u.GetKind() == "CustomResourceDefinition" ||
-			strings.HasPrefix(u.GetKind(), "Cluster") || u.GetKind() == "PortPolicy"
+			strings.HasPrefix(u.GetKind(), "Cluster") || u.GetKind() == "PortPolicy" ||
+			strings.HasPrefix(u.GetKind(), "ValidatingAdmissionPolicy")
 		if want := map[bool]string{true: "", false: namespace}[cluster]; u.GetNamespace() != want {
 			t.Errorf("%s/%s: namespace %q, want %q", u.GetKind(), u.GetName(), u.GetNamespace(), want)
 		}
@@ -240,6 +242,28 @@ func TestHelmAndKustomizeInstallTheSame(t *testing.T) {
 	}
 	if !slices.Equal(h, k) {
 		t.Errorf("helm installs %v\nkustomize installs %v", h, k)
+	}
+}
+
+// TestAgentWritePolicy: the chart's ValidatingAdmissionPolicy and binding, which keep each
+// agent pod to its own TargetUpdates (docs/security.md), say what config/rbac's do, and both
+// exempt the manager's own ServiceAccount, which assigns the TargetUpdates.
+func TestAgentWritePolicy(t *testing.T) {
+	h, k := helmTemplate(t, chartDir), kustomizeBuild(t, "config/default")
+	const name = "firmware-operator-agent-writes"
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		hs, _, _ := unstructured.NestedMap(h.get(t, kind, name).Object, "spec")
+		ks, _, _ := unstructured.NestedMap(k.get(t, kind, name).Object, "spec")
+		if !reflect.DeepEqual(hs, ks) {
+			t.Errorf("%s: helm renders\n%v\nkustomize\n%v", kind, hs, ks)
+		}
+	}
+	conds, _, _ := unstructured.NestedSlice(h.get(t, "ValidatingAdmissionPolicy", name).Object, "spec", "matchConditions")
+	manager := "system:serviceaccount:" + namespace + ":firmware-operator-controller-manager"
+	if !slices.ContainsFunc(conds, func(c any) bool {
+		return strings.Contains(c.(map[string]any)["expression"].(string), "!= '"+manager+"'")
+	}) {
+		t.Errorf("the policy does not exempt the manager %s: %v", manager, conds)
 	}
 }
 
@@ -337,6 +361,21 @@ func TestHelmValues(t *testing.T) {
 		c := d.Spec.Template.Spec.Containers[0]
 		if c.Image != "ghcr.io/fwops/firmware-operator:v9" || !slices.Contains(c.Args, "--agent-image=registry.local/agent:dev") {
 			t.Errorf("image %q args %v", c.Image, c.Args)
+		}
+	})
+	t.Run("portPolicy.firmwareSources", func(t *testing.T) {
+		if _, found, _ := unstructured.NestedMap(helmTemplate(t, chartDir).get(t, "PortPolicy", "default").Object, "spec", "firmwareSources"); found {
+			t.Error("the default PortPolicy allows node paths or claims; it must allow url sources only")
+		}
+		objs := helmTemplate(t, chartDir, "--set", "portPolicy.firmwareSources.nodePathPrefixes={/var/lib/firmware/}",
+			"--set", "portPolicy.firmwareSources.persistentVolumeClaims[0].namespace=fleet-a")
+		p := into[fwv1.PortPolicy](t, objs.get(t, "PortPolicy", "default"))
+		want := fwv1.FirmwareSourcePolicy{
+			NodePathPrefixes:       []fwv1.NodePathPrefix{"/var/lib/firmware/"},
+			PersistentVolumeClaims: []fwv1.ClaimReference{{Namespace: "fleet-a"}},
+		}
+		if !reflect.DeepEqual(p.Spec.FirmwareSources, want) {
+			t.Errorf("firmwareSources = %+v, want %+v", p.Spec.FirmwareSources, want)
 		}
 	})
 	t.Run("narrow fallback range", func(t *testing.T) {

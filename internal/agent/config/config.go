@@ -23,9 +23,9 @@ const (
 	TargetsDir = "/var/run/fwops/targets"
 	// CacheDir is the node's content-addressed firmware cache (a hostPath shared by agents).
 	CacheDir = "/var/cache/fwops"
-	// PVCDir is where a job's PersistentVolumeClaim is mounted, read-only.
+	// PVCDir holds the one file of a job's PersistentVolumeClaim source, read-only.
 	PVCDir = "/var/run/fwops/pvc"
-	// StagedDir is where a node path source is mounted, read-only.
+	// StagedDir holds the one file of a node path source, read-only.
 	StagedDir = "/var/run/fwops/staged"
 )
 

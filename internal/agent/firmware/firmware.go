@@ -74,16 +74,20 @@ func (i Image) ModTime() time.Time { return i.modTime }
 
 // DigestMismatchError is returned when the bytes of a source do not hash to the expected
 // digest. The bad bytes have been removed from the cache by the time it is returned.
+//
+// It does not carry the digest the bytes had: the message reaches the TargetUpdate, and for
+// a nodePath source the real digest would tell whoever may create a job the digest of a node
+// file they cannot read (docs/security.md). Whoever may read the file can hash it.
 type DigestMismatchError struct {
 	// Source is the URL or path the bytes came from.
 	Source   string
 	Expected string
-	Actual   string
 }
 
-// Error names the source and both digests, so that a log line alone shows what was wrong.
+// Error names the source and the expected digest, so that a log line alone shows which job
+// setting and which file disagree.
 func (e *DigestMismatchError) Error() string {
-	return fmt.Sprintf("sha256 mismatch for %s: expected %s, got %s", e.Source, e.Expected, e.Actual)
+	return fmt.Sprintf("sha256 mismatch for %s: the file does not hash to the expected %s", e.Source, e.Expected)
 }
 
 // Cache fetches and verifies images into Dir. The zero value with Dir set is usable; a Cache
@@ -399,7 +403,7 @@ func (c *Cache) download(ctx context.Context, log *slog.Logger, rawURL, digest s
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != digest {
 		f.Close()
 		_ = os.Remove(partial)
-		return 0, &DigestMismatchError{Source: redactURL(rawURL), Expected: digest, Actual: sum}
+		return 0, &DigestMismatchError{Source: redactURL(rawURL), Expected: digest}
 	}
 	return c.install(f, partial, digest, have+n)
 }
@@ -432,7 +436,7 @@ func (c *Cache) copyFile(ctx context.Context, src, digest string) (int64, error)
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != digest {
 		f.Close()
 		_ = os.Remove(partial)
-		return 0, &DigestMismatchError{Source: src, Expected: digest, Actual: sum}
+		return 0, &DigestMismatchError{Source: src, Expected: digest}
 	}
 	return c.install(f, partial, digest, n)
 }

@@ -330,9 +330,9 @@ func (a *agent) fetch(ctx context.Context) (firmware.Image, error) {
 	}
 	var mm *firmware.DigestMismatchError
 	if errors.As(err, &mm) {
-		a.log.Error("firmware image rejected: SHA-256 mismatch", "expected", mm.Expected, "actual", mm.Actual, "source", mm.Source)
-		return img, fmt.Errorf("firmware image rejected, nothing was flashed: SHA-256 mismatch for %s: expected %s, got %s; fix the job's sha256 or the file at its source",
-			mm.Source, mm.Expected, mm.Actual)
+		a.log.Error("firmware image rejected: SHA-256 mismatch", "expected", mm.Expected, "source", mm.Source)
+		return img, fmt.Errorf("firmware image rejected, nothing was flashed: %s does not hash to the job's sha256 %s; fix the job's sha256 or the file at its source",
+			mm.Source, mm.Expected)
 	}
 	a.log.Error("firmware image fetch failed", "err", err)
 	return img, fmt.Errorf("could not fetch the firmware image, nothing was flashed: %w", err)

@@ -320,8 +320,10 @@ func TestDigestMismatchFailsEveryTarget(t *testing.T) {
 	}
 	for _, n := range []string{"t0", "t1"} {
 		s := f.tu(t, n).Status
-		if s.Phase != fwv1.TargetPhaseFailed || !strings.Contains(s.Message, bad) || !strings.Contains(s.Message, good) {
-			t.Errorf("%s: %+v, want Failed naming both digests", n, s)
+		// The expected digest is named; the file's real one never is, in status or logs
+		// (docs/security.md: a nodePath job must not learn a node file's digest).
+		if s.Phase != fwv1.TargetPhaseFailed || !strings.Contains(s.Message, bad) || strings.Contains(s.Message, good) {
+			t.Errorf("%s: %+v, want Failed naming the expected digest and not the file's", n, s)
 		}
 		if c := s.Conditions; len(c) != 1 || c[0].Status != metav1.ConditionFalse || c[0].Reason != "Failed" {
 			t.Errorf("%s: conditions %+v", n, c)
@@ -329,6 +331,9 @@ func TestDigestMismatchFailsEveryTarget(t *testing.T) {
 	}
 	if f.fake.TotalFlashes() != 0 || f.fake.Opens("t0") != 0 {
 		t.Error("a target was contacted with an unverified image")
+	}
+	if logs := f.logs.String(); strings.Contains(logs, good) {
+		t.Errorf("the agent's log reveals the file's digest %s:\n%s", good, logs)
 	}
 }
 

@@ -1,0 +1,167 @@
+package controllers_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
+)
+
+// installAgentWritePolicy creates the ValidatingAdmissionPolicy and binding exactly as
+// config/rbac/agent_write_policy.yaml ships them (test/deploy checks the chart's are the same).
+func installAgentWritePolicy() {
+	f, err := os.Open(filepath.Join(apiserver.RepoRoot(), "config/rbac/agent_write_policy.yaml"))
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	defer f.Close()
+	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
+	gomega.Expect(dec.Decode(policy)).To(gomega.Succeed())
+	gomega.Expect(dec.Decode(binding)).To(gomega.Succeed())
+	for _, o := range []client.Object{policy, binding} {
+		if err := k8sClient.Create(suiteCtx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			gomega.Expect(err).NotTo(gomega.HaveOccurred())
+		}
+	}
+}
+
+// agentClient is a client that authenticates as the agent pod does: with a token of the
+// job's ServiceAccount that the API server bound to the pod (TokenRequest), not an
+// impersonation, so the token carries the pod's name for the admission policy. With bound
+// false the token is the same ServiceAccount's, bound to no pod.
+func agentClient(pod *corev1.Pod, bound bool) client.Client {
+	kc := kubernetes.NewForConfigOrDie(cfg)
+	spec := authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}
+	if bound {
+		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}
+	}
+	tr, err := kc.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(suiteCtx, pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
+		Spec: spec,
+	}, metav1.CreateOptions{})
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	c := rest.AnonymousClientConfig(cfg)
+	c.BearerToken = tr.Status.Token
+	cl, err := client.New(c, client.Options{Scheme: k8sClient.Scheme()})
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	return cl
+}
+
+// writeMessage patches a TargetUpdate's status.message as an agent does.
+func writeMessage(c client.Client, ns, name, msg string) error {
+	tu := &fwv1.TargetUpdate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	return c.Status().Patch(suiteCtx, tu, client.RawPatch(types.MergePatchType, []byte(`{"status":{"message":"`+msg+`"}}`)))
+}
+
+var _ = ginkgo.Describe("Agent write scope", func() {
+	var ns string
+	ginkgo.BeforeEach(func() {
+		ns = newNamespace()
+		installAgentWritePolicy()
+		// Agents that start and wait: their TargetUpdates stay assigned for the spec.
+		kubelet.Use(func(ctx context.Context, _ *corev1.Pod, _ []string) error { <-ctx.Done(); return nil })
+	})
+	ginkgo.AfterEach(func() {
+		if ginkgo.CurrentSpecReport().Failed() {
+			dumpNamespace(ns)
+		}
+		cleanNamespace(ns)
+	})
+
+	ginkgo.It("lets an agent pod write its own TargetUpdates only, enforced by the API server with a Role that names none", func() {
+		policy := "policy-" + ns
+		createPolicy(policy, nil)
+		createILOTargets(ns, "a", 3)
+		createILOTargets(ns, "b", 1)
+		jobA := newJob(ns, "job-a", "a", policy, nil) // maxConcurrent 2: two pods, one TargetUpdate pending
+		jobB := newJob(ns, "job-b", "b", policy, nil)
+		assigned := func(job string, n int) []fwv1.TargetUpdate {
+			var tus []fwv1.TargetUpdate
+			gomega.Eventually(func() []fwv1.TargetUpdate {
+				tus = nil
+				for _, tu := range targetUpdates(ns, job) {
+					if tu.Status.AgentPod != "" {
+						tus = append(tus, tu)
+					}
+				}
+				sort.Slice(tus, func(i, j int) bool { return tus[i].Name < tus[j].Name })
+				return tus
+			}).Should(gomega.HaveLen(n))
+			return tus
+		}
+		a := assigned(jobA.Name, 2)
+		b := assigned(jobB.Name, 1)
+		gomega.Expect(a[0].Status.AgentPod).NotTo(gomega.Equal(a[1].Status.AgentPod), "the two targets of job-a run in two pods")
+		var pending string
+		for _, tu := range targetUpdates(ns, jobA.Name) {
+			if tu.Status.AgentPod == "" {
+				pending = tu.Name
+			}
+		}
+		gomega.Expect(pending).NotTo(gomega.BeEmpty())
+
+		role := &rbacv1.Role{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "job-a-agent"}, role)).To(gomega.Succeed())
+		for _, rule := range role.Rules {
+			gomega.Expect(rule.ResourceNames).To(gomega.BeEmpty(), "the Role's size must not grow with the targets")
+			gomega.Expect(rule.Resources).NotTo(gomega.ContainElement("secrets"))
+			gomega.Expect(rule.Verbs).NotTo(gomega.ContainElements("list", "watch", "delete", "create"))
+		}
+
+		pod := &corev1.Pod{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: a[0].Status.AgentPod}, pod)).To(gomega.Succeed())
+		agent := agentClient(pod, true)
+		// The policy is live once the API server has compiled it: until then a write to
+		// another's TargetUpdate would pass, which is what this spec is about.
+		gomega.Eventually(func() error { return writeMessage(agent, ns, b[0].Name, "job-a's agent was here") }).
+			Should(gomega.Satisfy(apierrors.IsForbidden))
+
+		gomega.Expect(writeMessage(agent, ns, a[0].Name, "written by its own agent")).To(gomega.Succeed())
+		for what, name := range map[string]string{
+			"a TargetUpdate of the same job assigned to another pod": a[1].Name,
+			"a TargetUpdate of the same job assigned to no pod yet":  pending,
+			"a TargetUpdate of another job":                          b[0].Name,
+		} {
+			err := writeMessage(agent, ns, name, "not mine")
+			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "%s: %v", what, err)
+			gomega.Expect(err.Error()).To(gomega.ContainSubstring("may write only the TargetUpdates assigned to it"), what)
+		}
+		err := writeMessage(agentClient(pod, false), ns, a[0].Name, "not mine")
+		gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "the job's ServiceAccount with a token bound to no pod: %v", err)
+		gomega.Expect(err.Error()).To(gomega.ContainSubstring("a token bound to no pod may write only"))
+		handOver := &fwv1.TargetUpdate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: a[0].Name}}
+		err = agent.Status().Patch(suiteCtx, handOver, client.RawPatch(types.MergePatchType, []byte(`{"status":{"agentPod":"`+a[1].Status.AgentPod+`"}}`)))
+		gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "handing its TargetUpdate to another pod: %v", err)
+
+		gomega.Expect(apierrors.IsForbidden(agent.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "creds-a"}, &corev1.Secret{}))).
+			To(gomega.BeTrue(), "the agent must not read Secrets")
+		gomega.Expect(apierrors.IsForbidden(agent.List(suiteCtx, &fwv1.TargetUpdateList{}, client.InNamespace(ns)))).To(gomega.BeTrue())
+		gomega.Expect(apierrors.IsForbidden(agent.Delete(suiteCtx, &fwv1.TargetUpdate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: a[0].Name}}))).To(gomega.BeTrue())
+		gomega.Expect(apierrors.IsForbidden(agent.List(suiteCtx, &corev1.NodeList{}))).To(gomega.BeTrue(), "nothing cluster-wide")
+
+		got := &fwv1.TargetUpdate{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(&a[0]), got)).To(gomega.Succeed())
+		gomega.Expect(got.Status.Message).To(gomega.Equal("written by its own agent"))
+		for _, tu := range append(a[1:], b...) {
+			gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(&tu), got)).To(gomega.Succeed())
+			gomega.Expect(got.Status.Message).NotTo(gomega.Equal("not mine"))
+		}
+	})
+})
