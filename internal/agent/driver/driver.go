@@ -173,3 +173,20 @@ type Timeouts struct {
 	Connect time.Duration
 	Flash   time.Duration
 }
+
+type reporterKey struct{}
+
+// WithReporter returns ctx carrying report, for what a driver has to say before Update, which
+// takes its reporter as an argument: while it opens a target or reads its version, say, and
+// waits for a target that is resetting.
+func WithReporter(ctx context.Context, report func(Progress)) context.Context {
+	return context.WithValue(ctx, reporterKey{}, report)
+}
+
+// ReporterFrom returns the reporter ctx carries (WithReporter), or one that drops everything.
+func ReporterFrom(ctx context.Context) func(Progress) {
+	if r, ok := ctx.Value(reporterKey{}).(func(Progress)); ok && r != nil {
+		return r
+	}
+	return func(Progress) {}
+}

@@ -221,7 +221,12 @@ func (d *Driver) updateSmartComponent(ctx context.Context, fw driver.Firmware, r
 		return res, fmt.Errorf("target %s: %s (UpdatableBy %s) can only be installed from the server's operating system, not through the iLO: add the host as a Linux target and flash it there",
 			d.t.Name, pkg.file, strings.Join(pkg.payload.UpdatableBy, ", "))
 	}
-	inv, err := d.c.InventoryDevices(ctx)
+	// The reads before the upload wait for an iLO that is not answering (whenUp), as Update's do.
+	var inv []redfish.InventoryDevice
+	err = d.whenUp(ctx, "reading the firmware inventory", report, func(ctx context.Context) (err error) {
+		inv, err = d.c.InventoryDevices(ctx)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the firmware inventory: %w", d.t.Name, err)
 	}
@@ -247,7 +252,7 @@ func (d *Driver) updateSmartComponent(ctx context.Context, fw driver.Firmware, r
 	}
 	if route == routeUefi {
 		// A task left by an earlier run tells where this package stands.
-		if r, done, err := d.resumeQueued(ctx, pkg, matches, want, res); done {
+		if r, done, err := d.resumeQueued(ctx, pkg, matches, want, res, report); done {
 			return r, err
 		}
 	}
@@ -274,7 +279,11 @@ func allAt(ms []smartMatch, want string) bool {
 // flashDirect has the iLO flash the package's images now, as ilorest's flashfwpkg does for its
 // types A and B (uploadcomp --update_target: UpdateTarget, and not into the repository).
 func (d *Driver) flashDirect(ctx context.Context, pkg *smartPackage, route smartRoute, matches []smartMatch, want, where string, res driver.Result, report func(driver.Progress)) (driver.Result, error) {
-	st, err := d.c.UpdateStatus(ctx)
+	var st redfish.UpdateStatus
+	err := d.whenUp(ctx, "reading the update state before the flash", report, func(ctx context.Context) (err error) {
+		st, err = d.c.UpdateStatus(ctx)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the update state: %w", d.t.Name, err)
 	}
@@ -403,8 +412,12 @@ func (d *Driver) waitForComponent(ctx context.Context, name string) (redfish.Com
 // resumeQueued looks for the task an earlier run queued for this package. done is true when it
 // decides the outcome: still queued (Succeeded, reboot required, not queued twice), failed, or
 // applied (then the task and the component are removed, and the version decides).
-func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []smartMatch, want string, res driver.Result) (driver.Result, bool, error) {
-	tasks, err := d.c.UpdateTasks(ctx)
+func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []smartMatch, want string, res driver.Result, report func(driver.Progress)) (driver.Result, bool, error) {
+	var tasks []redfish.UpdateTask
+	err := d.whenUp(ctx, "reading the update task queue", report, func(ctx context.Context) (err error) {
+		tasks, err = d.c.UpdateTasks(ctx)
+		return err
+	})
 	if err != nil {
 		return res, true, fmt.Errorf("target %s: %w", d.t.Name, err)
 	}

@@ -178,3 +178,64 @@ func TestFollowThroughTheResetWithoutSeeingComplete(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// An agent that comes to an iLO while it resets (another job flashed the iLO a moment ago) waits
+// for it to come back, then reads the update state before it asks for anything: opened while the
+// iLO drops every connection, and while it is half up (UpdateService answers 503), a system ROM
+// flash ends staged, one flash request for it. Without the wait, the login fails on the dropped
+// connection (down) and the read of the update state on the 503 (half up).
+func TestOpenWhileTheILOResets(t *testing.T) {
+	base := imageServer(t, map[string][]byte{
+		"ilo.bin": fwimage.Build("iLO", "2.99", nil),
+		"rom.bin": fwimage.Build("SystemROM", "2.68", nil),
+	})
+	iloFW := driver.Firmware{Component: driver.ComponentILO, URL: base + "/ilo.bin", Version: "2.99"}
+	romFW := driver.Firmware{Component: driver.ComponentSystemROM, URL: base + "/rom.bin", Version: "2.68"}
+	opts := testOpts
+	opts.ComeBackBackoff, opts.MaxComeBackBackoff = 20*time.Millisecond, 100*time.Millisecond
+	for _, phase := range []string{"down", "halfUp"} {
+		t.Run(phase, func(t *testing.T) {
+			s := startSim(t, similo.Config{Timings: similo.Timings{Upload: 10 * time.Millisecond, Update: 40 * time.Millisecond,
+				ResetDelay: time.Millisecond, ILOReset: 1500 * time.Millisecond, HalfUp: 3 * time.Second, POST: 200 * time.Millisecond}})
+
+			// Another agent flashes the iLO's own firmware; the iLO resets after it.
+			other := openWith(t, s, opts)
+			octx, ocancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { _, err := other.Update(octx, iloFW, nil); done <- err }()
+			deadline := time.Now().Add(10 * time.Second)
+			for s.ILOPhase() != phase {
+				if time.Now().After(deadline) {
+					t.Fatalf("the iLO never reached its %q phase", phase)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			ocancel()
+			<-done
+
+			var rec recorder
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			ctx = driver.WithReporter(ctx, rec.report)
+			d, err := NewFactory(opts)(ctx, target(s, driver.TypeILO5))
+			if err != nil {
+				t.Fatalf("opening the resetting iLO: %v", err)
+			}
+			t.Cleanup(func() { d.Close() })
+			res, err := d.Update(ctx, romFW, rec.report)
+			if err != nil || !res.RebootRequired || res.VersionAfter != "2.68" {
+				t.Fatalf("ROM flash after the reset: res %+v, err %v", res, err)
+			}
+			if st := s.Stats(); st.FlashRequests != 2 || st.ILOResets != 1 { // the iLO's own flash, then the ROM
+				t.Fatalf("stats %+v; want 2 flash requests (iLO, then ROM) and 1 reset", st)
+			}
+			waited := false
+			for _, p := range rec.ps {
+				waited = waited || strings.Contains(p.Message, "not answering") && strings.Contains(p.Message, "waiting up to")
+			}
+			if !waited {
+				t.Fatalf("no progress said the driver waited for the iLO: %+v", rec.ps)
+			}
+		})
+	}
+}

@@ -66,7 +66,21 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	if t.LocalPort != 0 {
 		a.held.release(t.LocalPort)
 	}
-	d, err := a.deps.Drivers.Open(tctx, t)
+	progress := func(p driver.Progress) {
+		r.update(tctx, false, func(s *fwv1.TargetUpdateStatus) {
+			if p.Phase != "" {
+				s.Phase = fwv1.TargetPhase(p.Phase)
+			}
+			s.Percent = int32(min(max(p.Percent, 0), 100))
+			if p.Message != "" {
+				s.Message = p.Message
+			}
+		})
+	}
+	// What the driver says before Update (waiting for a target that resets, say) reaches the
+	// status too.
+	dctx := driver.WithReporter(tctx, progress)
+	d, err := a.deps.Drivers.Open(dctx, t)
 	if err != nil {
 		if interrupted() {
 			return
@@ -76,7 +90,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	}
 	defer d.Close()
 
-	current, err := d.Version(tctx, fw.Component)
+	current, err := d.Version(dctx, fw.Component)
 	if err != nil {
 		if interrupted() {
 			return
@@ -108,17 +122,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		s.Message = fmt.Sprintf("at version %s; installing %s %s", orUnknown(current), fw.Component, orUnknown(fw.Version))
 	})
 	log.Info("updating", "from", current, "to", fw.Version, "imageURL", redactPath(url))
-	res, err := d.Update(tctx, fw, func(p driver.Progress) {
-		r.update(tctx, false, func(s *fwv1.TargetUpdateStatus) {
-			if p.Phase != "" {
-				s.Phase = fwv1.TargetPhase(p.Phase)
-			}
-			s.Percent = int32(min(max(p.Percent, 0), 100))
-			if p.Message != "" {
-				s.Message = p.Message
-			}
-		})
-	})
+	res, err := d.Update(dctx, fw, progress)
 	if err != nil {
 		if interrupted() {
 			return
