@@ -127,6 +127,7 @@ func Config(in Input, podName string) config.Config {
 		Timeout:          timeout(in.Job),
 		Force:            in.Job.Spec.Rollout.Force,
 		RebootIfRequired: in.Job.Spec.Rollout.Reboot == fwv1.RebootIfRequired,
+		Window:           in.Job.Spec.Rollout.Window,
 	}
 	switch {
 	case fw.PersistentVolumeClaim != nil:

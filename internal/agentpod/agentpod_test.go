@@ -266,6 +266,23 @@ func TestLabelsAcceptLongJobNames(t *testing.T) {
 	}
 }
 
+// spec.rollout.window reaches the agent (it bounds a reboot), and no window stays none.
+func TestConfigCarriesTheWindow(t *testing.T) {
+	w := &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Sunday"}, Start: "01:00", End: "05:00", TimeZone: "Europe/Paris"}
+	for _, want := range []*fwv1.MaintenanceWindow{nil, w} {
+		j := job()
+		j.Spec.Rollout.Window = want
+		cfg := Config(Input{Job: j, Policy: policy(), Node: "node-a", Targets: targets(), Ports: assignment(t, false)}, "pod")
+		got, err := config.Parse(cfg.Args())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Window, want) {
+			t.Errorf("window %+v reached the agent as %+v", want, got.Window)
+		}
+	}
+}
+
 // rollout.reboot reaches the agent as --reboot-if-required, and only when the job says
 // IfRequired.
 func TestConfigCarriesTheRebootPolicy(t *testing.T) {

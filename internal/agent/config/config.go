@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 )
 
 // Mount points inside the agent pod.
@@ -111,6 +113,9 @@ type Config struct {
 	// RebootIfRequired lets the agent reboot a server whose new firmware activates at the next
 	// reboot (UpdateJob rollout.reboot: IfRequired).
 	RebootIfRequired bool
+	// Window is the job's maintenance window (spec.rollout.window), nil when it has none: a
+	// reboot that RebootIfRequired allows is done only when it can end inside it.
+	Window *fwv1.MaintenanceWindow
 	// Address is the node address the agent binds and advertises to targets in image URLs.
 	// Empty: the agent picks the address it uses to reach each target.
 	Address string
@@ -188,6 +193,10 @@ func (c Config) Args() []string {
 	if c.RebootIfRequired {
 		a = append(a, "--reboot-if-required")
 	}
+	if c.Window != nil {
+		b, _ := json.Marshal(c.Window) // plain struct: cannot fail
+		a = append(a, "--window="+string(b))
+	}
 	if c.Address != "" {
 		a = append(a, "--address="+c.Address)
 	}
@@ -221,6 +230,16 @@ func Parse(args []string) (Config, error) {
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on each target's update")
 	fs.BoolVar(&c.Force, "force", false, "flash targets already at the wanted version")
 	fs.BoolVar(&c.RebootIfRequired, "reboot-if-required", false, "reboot a server gracefully when its new firmware activates at reboot")
+	fs.Func("window", "the job's maintenance window as JSON (spec.rollout.window)", func(s string) error {
+		w := &fwv1.MaintenanceWindow{}
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(w); err != nil {
+			return fmt.Errorf("bad window %q: %w", s, err)
+		}
+		c.Window = w
+		return nil
+	})
 	fs.StringVar(&c.Address, "address", "", "node address to bind and advertise")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig path (default: in-cluster)")
 	fs.StringVar(&c.MountRoot, "mount-root", "", "prefix for every mount point (tests and demo)")

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 )
 
 func sample() Config {
@@ -20,6 +22,7 @@ func sample() Config {
 		Timeout:          30 * time.Minute,
 		Force:            true,
 		RebootIfRequired: true,
+		Window:           &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Saturday"}, Start: "22:00", End: "04:00", TimeZone: "Europe/Paris"},
 	}
 }
 

@@ -111,6 +111,9 @@ type Firmware struct {
 	// only at the next reboot (a system ROM), and verify the version after POST
 	// (UpdateJob rollout.reboot: IfRequired).
 	RebootIfRequired bool
+	// RebootBy, when set, is when the job's maintenance window ends: the driver reboots the
+	// host only when the reboot can end by then, else leaves the firmware staged.
+	RebootBy time.Time
 }
 
 // Phase is a step of one target's update, as reported in its status.

@@ -239,3 +239,33 @@ func TestOpenWhileTheILOResets(t *testing.T) {
 		})
 	}
 }
+
+// rollout.reboot: IfRequired reboots only inside the job's maintenance window: when the window
+// ends before a reboot and POST could (RebootTimeout), the ROM stays staged and the message says
+// why; with room left, the server is rebooted.
+func TestRebootOnlyInsideTheWindow(t *testing.T) {
+	s := startSim(t, similo.Config{SimpleUpdateTask: true})
+	base := imageServer(t, map[string][]byte{"rom.bin": fwimage.Build("SystemROM", "2.68", nil)})
+	opts := testOpts
+	opts.RebootTimeout = 10 * time.Minute
+	d := openWith(t, s, opts)
+	fw := driver.Firmware{Component: driver.ComponentSystemROM, URL: base + "/rom.bin", Version: "2.68",
+		RebootIfRequired: true, RebootBy: time.Now().Add(5 * time.Minute)}
+	res, err := d.Update(context.Background(), fw, nil)
+	if err != nil || !res.RebootRequired || res.VersionAfter != "2.68" || !strings.Contains(res.Message, "activates at the next reboot") ||
+		!strings.Contains(res.Message, "not rebooted") || !strings.Contains(res.Message, "maintenance window ends at") {
+		t.Fatalf("window ending in 5m, reboot taking up to 10m: res %+v, err %v; want staged, not rebooted, the window named", res, err)
+	}
+	if st := s.Stats(); st.FlashRequests != 1 || st.HostBoots != 0 {
+		t.Fatalf("stats %+v; want one flash, no reboot", st)
+	}
+
+	fw.RebootBy = time.Now().Add(time.Hour)
+	res, err = d.Update(context.Background(), fw, nil)
+	if err != nil || res.RebootRequired || res.VersionAfter != "2.68" || !strings.Contains(res.Message, "rebooted gracefully") {
+		t.Fatalf("window ending in 1h: res %+v, err %v; want rebooted", res, err)
+	}
+	if st := s.Stats(); st.FlashRequests != 1 || st.HostBoots != 1 {
+		t.Fatalf("stats %+v; want still one flash, one reboot", st)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/redfish"
@@ -69,6 +70,14 @@ func (d *Driver) finishStagedROM(ctx context.Context, fw driver.Firmware, res dr
 	res.Message = fmt.Sprintf("System ROM %s is %s and staged (the Redundant System ROM); it activates at the next reboot of the server, which runs %s until then",
 		staged, how, orNone(res.VersionBefore))
 	if !fw.RebootIfRequired {
+		return res, nil
+	}
+	if !fw.RebootBy.IsZero() && time.Until(fw.RebootBy) < d.opts.RebootTimeout {
+		// A reboot and POST may take up to RebootTimeout: started now, it could run past the
+		// window, and a server rebooting outside its window is what the window is there to
+		// prevent.
+		res.Message += fmt.Sprintf(". The server was not rebooted (rollout.reboot: IfRequired) because the job's maintenance window ends at %s, too soon for a reboot and POST (up to %s): reboot it in a later window",
+			fw.RebootBy.UTC().Format(time.RFC3339), d.opts.RebootTimeout)
 		return res, nil
 	}
 	sys, err := d.c.System(ctx)

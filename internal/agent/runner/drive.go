@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
+	"github.com/fwops/firmware-operator/internal/rollout"
 )
 
 // drive takes one target from its current state to a final one.
@@ -59,6 +62,9 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		Component: driver.Component(a.cfg.Firmware.Component), URL: url, LocalPath: img.Path,
 		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
 		RebootIfRequired: a.cfg.RebootIfRequired,
+	}
+	if fw.RebootIfRequired {
+		fw.RebootBy = a.rebootBy(log)
 	}
 
 	// rule P4: free the held session port just before the driver dials from it.
@@ -156,6 +162,22 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	}
 	log.Info("target updated", "versionBefore", res.VersionBefore, "versionAfter", res.VersionAfter, "rebootRequired", res.RebootRequired)
 	r.finish(ctx, fwv1.TargetPhaseSucceeded, msg, set)
+}
+
+// rebootBy is when a reboot the job allows must end: when its maintenance window closes (zero
+// without a window). A target started inside the window may outlast it; one whose window is
+// already over, or cannot be read, gets now: no time for a reboot.
+func (a *agent) rebootBy(log *slog.Logger) time.Time {
+	now := a.deps.Now()
+	open, closes, err := rollout.WindowCloses(a.cfg.Window, now)
+	switch {
+	case err != nil:
+		log.Warn("no reboot: the job's maintenance window cannot be read", "error", err)
+		return now
+	case !open:
+		return now
+	}
+	return closes
 }
 
 // sameVersion compares versions as targets write them ("v2.78" and "2.78" are the same).
