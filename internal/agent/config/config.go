@@ -92,6 +92,8 @@ type Firmware struct {
 	SHA256    string
 	Version   string
 	Component string
+	// KeepInRepository keeps what the agent added to the iLO Repository (spec.firmware.keepInRepository).
+	KeepInRepository bool
 }
 
 // Config is everything an agent needs besides its mounted files.
@@ -190,6 +192,9 @@ func (c Config) Args() []string {
 	if c.Force {
 		a = append(a, "--force")
 	}
+	if c.Firmware.KeepInRepository {
+		a = append(a, "--keep-in-repository")
+	}
 	if c.RebootIfRequired {
 		a = append(a, "--reboot-if-required")
 	}
@@ -229,6 +234,7 @@ func Parse(args []string) (Config, error) {
 	reverse := fs.String("reverse-ports", "", "comma-separated ports that receive from targets (rule P5)")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on each target's update")
 	fs.BoolVar(&c.Force, "force", false, "flash targets already at the wanted version")
+	fs.BoolVar(&c.Firmware.KeepInRepository, "keep-in-repository", false, "keep a Smart Component the agent added to the iLO Repository after it is applied")
 	fs.BoolVar(&c.RebootIfRequired, "reboot-if-required", false, "reboot a server gracefully when its new firmware activates at reboot")
 	fs.Func("window", "the job's maintenance window as JSON (spec.rollout.window)", func(s string) error {
 		w := &fwv1.MaintenanceWindow{}

@@ -114,6 +114,9 @@ type Firmware struct {
 	// RebootBy, when set, is when the job's maintenance window ends: the driver reboots the
 	// host only when the reboot can end by then, else leaves the firmware staged.
 	RebootBy time.Time
+	// KeepInRepository keeps what the driver added to the target's firmware repository (the
+	// iLO Repository) after it was applied; by default the driver removes it.
+	KeepInRepository bool
 }
 
 // Phase is a step of one target's update, as reported in its status.

@@ -252,7 +252,7 @@ func (d *Driver) updateSmartComponent(ctx context.Context, fw driver.Firmware, r
 	}
 	if route == routeUefi {
 		// A task left by an earlier run tells where this package stands.
-		if r, done, err := d.resumeQueued(ctx, pkg, matches, want, res, report); done {
+		if r, done, err := d.resumeQueued(ctx, pkg, matches, want, fw.KeepInRepository, res, report); done {
 			return r, err
 		}
 	}
@@ -411,8 +411,9 @@ func (d *Driver) waitForComponent(ctx context.Context, name string) (redfish.Com
 
 // resumeQueued looks for the task an earlier run queued for this package. done is true when it
 // decides the outcome: still queued (Succeeded, reboot required, not queued twice), failed, or
-// applied (then the task and the component are removed, and the version decides).
-func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []smartMatch, want string, res driver.Result, report func(driver.Progress)) (driver.Result, bool, error) {
+// applied (then the task is removed, and the component unless keep says to keep it in the
+// repository, and the version decides).
+func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []smartMatch, want string, keep bool, res driver.Result, report func(driver.Progress)) (driver.Result, bool, error) {
 	var tasks []redfish.UpdateTask
 	err := d.whenUp(ctx, "reading the update task queue", report, func(ctx context.Context) (err error) {
 		tasks, err = d.c.UpdateTasks(ctx)
@@ -428,7 +429,7 @@ func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []
 		}
 		switch t.State {
 		case redfish.TaskComplete:
-			if err := d.removeQueued(ctx, t, name); err != nil {
+			if err := d.removeQueued(ctx, t, name, keep); err != nil {
 				return res, true, fmt.Errorf("target %s: removing the finished task of %s: %w", d.t.Name, name, err)
 			}
 			if want != "" && !allAt(matches, want) {
@@ -449,10 +450,14 @@ func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []
 	return res, false, nil
 }
 
-// removeQueued deletes a finished task and the component it locked.
-func (d *Driver) removeQueued(ctx context.Context, t redfish.UpdateTask, name string) error {
+// removeQueued deletes a finished task and, unless keep (spec.firmware.keepInRepository), the
+// component it locked: the driver leaves nothing it added behind in the iLO Repository.
+func (d *Driver) removeQueued(ctx context.Context, t redfish.UpdateTask, name string, keep bool) error {
 	if err := d.c.Delete(ctx, t.ODataID); err != nil {
 		return err
+	}
+	if keep {
+		return nil
 	}
 	comps, err := d.c.Components(ctx)
 	if err != nil {

@@ -163,6 +163,42 @@ func TestSmartComponentUefiQueue(t *testing.T) {
 		t.Fatalf("resumed run uploaded again: %d components added, queue %v", s.ComponentsAdded(), s.TaskStates())
 	}
 
+	rebootHost(t, s)
+	res, err = update(t, d, fw)
+	if err != nil || !res.NotNeeded || res.VersionAfter != "08.60.12" {
+		t.Fatalf("after the reboot: %+v, %v", res, err)
+	}
+	if len(s.TaskStates()) != 0 || slices.Contains(s.Components(), "cp900003.zip") {
+		t.Fatalf("left behind: queue %v, repository %v", s.TaskStates(), s.Components())
+	}
+	if st := s.Stats(); st.FlashesStarted != 1 || st.FlashesCompleted != 1 {
+		t.Fatalf("stats %+v, want exactly one flash", st)
+	}
+}
+
+// spec.firmware.keepInRepository: once the queued package is applied, the driver removes its
+// finished task but leaves the component in the iLO Repository.
+func TestSmartComponentKeptInRepository(t *testing.T) {
+	s := startSim(t, similo.Config{Timings: fast})
+	d := open(t, s, target(s, driver.TypeILO5))
+	fw := smartComponent(t, smartUefi, "cp900003.fwpkg", targetOCPNIC, "08.60.12", true)
+	fw.KeepInRepository = true
+	if res, err := update(t, d, fw); err != nil || !res.RebootRequired {
+		t.Fatalf("queueing: %+v, %v", res, err)
+	}
+	rebootHost(t, s)
+	res, err := update(t, d, fw)
+	if err != nil || !res.NotNeeded || res.VersionAfter != "08.60.12" {
+		t.Fatalf("after the reboot: %+v, %v", res, err)
+	}
+	if len(s.TaskStates()) != 0 || !slices.Contains(s.Components(), "cp900003.zip") {
+		t.Fatalf("queue %v, repository %v; want the finished task gone and cp900003.zip kept", s.TaskStates(), s.Components())
+	}
+}
+
+// rebootHost reboots the simulated server and waits for the end of its POST.
+func rebootHost(t *testing.T, s *similo.Sim) {
+	t.Helper()
 	boots := s.HostBoots()
 	if !s.RebootHost() {
 		t.Fatal("reboot refused")
@@ -173,16 +209,6 @@ func TestSmartComponentUefiQueue(t *testing.T) {
 			t.Fatal("POST did not finish")
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-	res, err = update(t, d, fw)
-	if err != nil || !res.NotNeeded || res.VersionAfter != "08.60.12" {
-		t.Fatalf("after the reboot: %+v, %v", res, err)
-	}
-	if len(s.TaskStates()) != 0 || slices.Contains(s.Components(), "cp900003.zip") {
-		t.Fatalf("left behind: queue %v, repository %v", s.TaskStates(), s.Components())
-	}
-	if st := s.Stats(); st.FlashesStarted != 1 || st.FlashesCompleted != 1 {
-		t.Fatalf("stats %+v, want exactly one flash", st)
 	}
 }
 
