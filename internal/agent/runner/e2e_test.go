@@ -276,6 +276,25 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("stats %+v; want 2 flash requests in all, no reboot", st)
 		}
 	})
+	t.Run("SystemROM: no reboot past the window", func(t *testing.T) {
+		// A window that closes within two minutes, and a reboot that may take five: the
+		// agent leaves the ROM staged and says why.
+		cfg := romJob("rom-window", true)
+		now := time.Now().UTC()
+		cfg.Window = &fwv1.MaintenanceWindow{Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Minute).Format("15:04"), TimeZone: "UTC"}
+		slow := ilo.Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 10 * time.Second,
+			RebootTimeout: 5 * time.Minute, ComeBackBackoff: 20 * time.Millisecond, MaxComeBackBackoff: 200 * time.Millisecond}
+		if err := e.run(cfg, WithILOOptions(slow)); err != nil {
+			t.Fatalf("agent: %v\n%s", err, e.out.String())
+		}
+		s := e.status("rom-window", "ilo5")
+		if s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || !strings.Contains(s.Message, "not rebooted") || !strings.Contains(s.Message, "maintenance window ends") {
+			t.Errorf("status %+v; want Succeeded, reboot required, the window named", s)
+		}
+		if st := sims["ilo5"].Stats(); st.FlashRequests != 2 || st.HostBoots != 0 {
+			t.Errorf("stats %+v; want no new flash and no reboot", st)
+		}
+	})
 	t.Run("SystemROM with reboot", func(t *testing.T) {
 		if err := e.run(romJob("rom-reboot", true)); err != nil {
 			t.Fatalf("agent: %v\n%s", err, e.out.String())
