@@ -3,7 +3,9 @@ package ilo
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,5 +269,24 @@ func TestRebootOnlyInsideTheWindow(t *testing.T) {
 	}
 	if st := s.Stats(); st.FlashRequests != 1 || st.HostBoots != 1 {
 		t.Fatalf("stats %+v; want still one flash, one reboot", st)
+	}
+}
+
+// whenUp gives up after ComeBackTimeout with a message that says what to check, and does not
+// retry what is not the iLO being away (a refused login, say).
+func TestWhenUpBounds(t *testing.T) {
+	d := &Driver{opts: Options{ComeBackTimeout: 100 * time.Millisecond, ComeBackBackoff: time.Millisecond, MaxComeBackBackoff: 10 * time.Millisecond}.withDefaults()}
+	calls := 0
+	err := d.whenUp(context.Background(), "logging in", func(driver.Progress) {}, func(context.Context) error {
+		calls++
+		return fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
+	})
+	if err == nil || !strings.Contains(err.Error(), "has not answered for 100ms") || !strings.Contains(err.Error(), "reachable") || calls < 3 {
+		t.Fatalf("after %d attempts: %v; want several attempts, then the bound and what to check", calls, err)
+	}
+	calls = 0
+	refused := errors.New("HTTP 401 Unauthorized")
+	if err := d.whenUp(context.Background(), "logging in", func(driver.Progress) {}, func(context.Context) error { calls++; return refused }); !errors.Is(err, refused) || calls != 1 {
+		t.Fatalf("a refused login: %v after %d attempts; want it at once", err, calls)
 	}
 }

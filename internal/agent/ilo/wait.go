@@ -32,10 +32,10 @@ func (d *Driver) whenUp(ctx context.Context, what string, report func(driver.Pro
 		case <-wctx.Done():
 			t.Stop()
 			if ctx.Err() != nil {
-				return fmt.Errorf("%s: the iLO was not answering for %s when the time ran out (last: %v): %w",
+				return fmt.Errorf("%s: the iLO was not answering for %s when the time ran out (last: %w): %w",
 					what, time.Since(start).Round(time.Second), err, ctx.Err())
 			}
-			return fmt.Errorf("%s: the iLO has not answered for %s (last: %v); check that it is powered, reachable from the agent's node and not stuck in its reset (an iLO can be reset from the server's front panel or its host OS)",
+			return fmt.Errorf("%s: the iLO has not answered for %s (last: %w); check that it is powered, reachable from the agent's node and not stuck in its reset (an iLO can be reset from the server's front panel or its host OS)",
 				what, d.opts.ComeBackTimeout, err)
 		case <-t.C:
 		}
