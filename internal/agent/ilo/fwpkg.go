@@ -262,9 +262,12 @@ func (d *Driver) updateSmartComponent(ctx context.Context, fw driver.Firmware, r
 		return res, nil
 	}
 	if route == routeUefi {
-		return d.queueForUEFI(ctx, pkg, where, res)
+		if res, err = d.queueForUEFI(ctx, pkg, where, res); err != nil {
+			return res, err
+		}
+		return d.applyQueuedByReboot(ctx, fw, pkg, want, where, res, report) // fwpkg_reboot.go
 	}
-	return d.flashDirect(ctx, pkg, route, matches, want, where, res, report)
+	return d.flashDirect(ctx, fw, pkg, route, matches, want, where, res, report)
 }
 
 func allAt(ms []smartMatch, want string) bool {
@@ -278,7 +281,7 @@ func allAt(ms []smartMatch, want string) bool {
 
 // flashDirect has the iLO flash the package's images now, as ilorest's flashfwpkg does for its
 // types A and B (uploadcomp --update_target: UpdateTarget, and not into the repository).
-func (d *Driver) flashDirect(ctx context.Context, pkg *smartPackage, route smartRoute, matches []smartMatch, want, where string, res driver.Result, report func(driver.Progress)) (driver.Result, error) {
+func (d *Driver) flashDirect(ctx context.Context, fw driver.Firmware, pkg *smartPackage, route smartRoute, matches []smartMatch, want, where string, res driver.Result, report func(driver.Progress)) (driver.Result, error) {
 	var st redfish.UpdateStatus
 	err := d.whenUp(ctx, "reading the update state before the flash", report, func(ctx context.Context) (err error) {
 		st, err = d.c.UpdateStatus(ctx)
@@ -320,7 +323,7 @@ func (d *Driver) flashDirect(ctx context.Context, pkg *smartPackage, route smart
 	if route == routeDirectReset {
 		res.RebootRequired = true
 		res.Message = fmt.Sprintf("%s: %s %s is flashed and staged; it activates at the next reboot of the server", where, pkg.file, orNone(want))
-		return res, nil
+		return d.activateStagedByReboot(ctx, fw, pkg, want, where, res, report) // fwpkg_reboot.go
 	}
 	report(driver.Progress{Phase: driver.PhaseVerifying, Percent: 100, Message: "reading the new version"})
 	after, err := d.verify(ctx, driver.Firmware{Component: driver.ComponentSmartComponent, Version: want}, res.VersionBefore)

@@ -265,3 +265,42 @@ func TestSmartComponentRefusals(t *testing.T) {
 		t.Fatal("iLO 4 accepted a .fwpkg")
 	}
 }
+
+// With rollout.reboot: IfRequired, a Smart Component that activates at the next reboot is not
+// left staged: the driver reboots the server, judges after POST, and leaves nothing it added
+// in the iLO (the queued task and the component); a window too short leaves it staged.
+func TestSmartComponentRebootIfRequired(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		kind                  smartKind
+		file, target, version string
+		rebootBy              time.Time
+		rebooted              bool
+	}{
+		{"queued for UEFI", smartUefi, "cp900003.fwpkg", targetOCPNIC, "08.60.12", time.Time{}, true},
+		{"flashed, activates at reboot", smartDirectReset, "U46_2.60.fwpkg", targetROM, "2.60", time.Time{}, true},
+		{"window too short", smartUefi, "cp900003.fwpkg", targetOCPNIC, "08.60.12", time.Now().Add(time.Minute), false}, // RebootTimeout is 20m
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSim(t, similo.Config{Timings: fast})
+			d := open(t, s, target(s, driver.TypeILO5))
+			fw := smartComponent(t, tc.kind, tc.file, tc.target, tc.version, tc.kind == smartUefi)
+			fw.RebootIfRequired, fw.RebootBy = true, tc.rebootBy
+			res, err := update(t, d, fw)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case tc.rebooted && (res.RebootRequired || res.VersionAfter != tc.version || !strings.Contains(res.Message, "rebooted gracefully") || s.HostBoots() != 1):
+				t.Fatalf("res %+v, %d boots; want active after one reboot", res, s.HostBoots())
+			case !tc.rebooted && (!res.RebootRequired || !strings.Contains(res.Message, "maintenance window ends") || s.HostBoots() != 0):
+				t.Fatalf("res %+v, %d boots; want staged, not rebooted, the window named", res, s.HostBoots())
+			}
+			if st := s.Stats(); st.FlashesStarted != map[bool]int{true: 1, false: 0}[tc.rebooted || tc.kind == smartDirectReset] {
+				t.Fatalf("stats %+v", st)
+			}
+			if tc.rebooted && (len(s.TaskStates()) != 0 || slices.Contains(s.Components(), "cp900003.zip")) {
+				t.Fatalf("left on the iLO: queue %v, repository %v", s.TaskStates(), s.Components())
+			}
+		})
+	}
+}
