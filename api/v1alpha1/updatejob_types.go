@@ -173,7 +173,8 @@ type Rollout struct {
 	Force bool `json:"force,omitempty"`
 
 	// reboot says whether the agent may reboot a server whose new firmware runs only after
-	// the next reboot (a system ROM flashed through the iLO). Never, the default, leaves the
+	// the next reboot (a system ROM flashed through the iLO, a Smart Component queued for UEFI
+	// or flagged ResetRequired). Never, the default, leaves the
 	// firmware staged: the target ends Succeeded with rebootRequired, and the server runs it
 	// from its next reboot. IfRequired reboots the server gracefully (ComputerSystem.Reset
 	// GracefulRestart) right after the flash, while the target is in flight (it started
