@@ -362,7 +362,14 @@ func TestPortsStepPastHeldPorts(t *testing.T) {
 			d.OnBound = func(b Bound) { boundCh <- b }
 		})
 	}()
-	b := <-boundCh
+	var b Bound
+	select {
+	case b = <-boundCh:
+	case err := <-errCh:
+		// The fixture's ports are free ports picked before the run; on a busy machine another
+		// process can take one meanwhile. Fail with why, instead of waiting for a bind forever.
+		t.Fatalf("the agent stopped before binding its ports: %v", err)
+	}
 	// rule P1: the next free port upward; rule P2: the fallback range.
 	if b.Control <= f.cfg.Ports.Control {
 		t.Errorf("control bound %d, assigned %d (held): want a higher port", b.Control, f.cfg.Ports.Control)
