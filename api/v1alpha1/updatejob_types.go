@@ -81,6 +81,14 @@ type FirmwareSource struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=128
 	Version string `json:"version,omitempty"`
+
+	// keepInRepository keeps a Smart Component (.fwpkg) that the agent added to the iLO
+	// Repository there after the iLO has applied it. By default (false) the agent deletes what
+	// it added once it finds the update applied, so that components do not pile up in the
+	// repository (its space is small, and a full one refuses uploads). Keep it to let the iLO
+	// (or an install set) install it again later. Only for component SmartComponent.
+	// +optional
+	KeepInRepository bool `json:"keepInRepository,omitempty"`
 }
 
 // Weekday is a day of the week.
@@ -170,12 +178,15 @@ type Rollout struct {
 	Force bool `json:"force,omitempty"`
 
 	// reboot says whether the agent may reboot a server whose new firmware runs only after
-	// the next reboot (a system ROM flashed through the iLO). Never, the default, leaves the
+	// the next reboot (a system ROM flashed through the iLO, a Smart Component queued for UEFI
+	// or flagged ResetRequired). Never, the default, leaves the
 	// firmware staged: the target ends Succeeded with rebootRequired, and the server runs it
 	// from its next reboot. IfRequired reboots the server gracefully (ComputerSystem.Reset
 	// GracefulRestart) right after the flash, while the target is in flight (it started
 	// inside the job's window, and its timeout bounds the reboot), and verifies the new
-	// version once the server has finished POST.
+	// version once the server has finished POST; when the window ends too soon for a reboot
+	// and POST, the server is not rebooted: the target ends Succeeded with rebootRequired and
+	// a message saying so.
 	// +optional
 	// +kubebuilder:default=Never
 	Reboot RebootPolicy `json:"reboot,omitempty"`
@@ -193,6 +204,7 @@ const (
 )
 
 // UpdateJobSpec says what to flash where, and how fast.
+// +kubebuilder:validation:XValidation:rule="!has(self.firmware.keepInRepository) || !self.firmware.keepInRepository || (has(self.component) && self.component == 'SmartComponent')",message="firmware.keepInRepository is for Smart Components, which the agent adds to the iLO Repository: component SmartComponent",fieldPath=".firmware.keepInRepository"
 // +kubebuilder:validation:XValidation:rule="!has(self.rollout) || !has(self.rollout.reboot) || self.rollout.reboot == 'Never' || (has(self.component) && self.component in ['SystemROM', 'SmartComponent'])",message="rollout.reboot IfRequired is for firmware that activates at the next reboot: component SystemROM or SmartComponent",fieldPath=".rollout.reboot"
 type UpdateJobSpec struct {
 	// targets selects the UpdateTargets to update, in this namespace.

@@ -222,6 +222,9 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		ginkgo.Entry("a reboot for an iLO flash, which needs none", func(o *fwv1.UpdateJob) {
 			o.Spec.Component, o.Spec.Rollout.Reboot = fwv1.ComponentILO, fwv1.RebootIfRequired
 		}, "spec.rollout.reboot"),
+		ginkgo.Entry("keepInRepository for a system ROM, which the agent never adds to the repository", func(o *fwv1.UpdateJob) {
+			o.Spec.Component, o.Spec.Firmware.KeepInRepository = fwv1.ComponentSystemROM, true
+		}, "spec.firmware.keepInRepository"),
 	)
 
 	ginkgo.It("defaults a PortPolicy to ports.md exactly", func() {
@@ -264,6 +267,12 @@ var _ = ginkgo.Describe("CRD validation", func() {
 	ginkgo.It("lets a system ROM job reboot its servers", func() {
 		j := validJob("job-reboot")
 		j.Spec.Component, j.Spec.Rollout.Reboot = fwv1.ComponentSystemROM, fwv1.RebootIfRequired
+		gomega.Expect(k8sClient.Create(ctx, j)).To(gomega.Succeed())
+	})
+
+	ginkgo.It("lets a Smart Component job keep its package in the iLO Repository", func() {
+		j := validJob("job-keep")
+		j.Spec.Component, j.Spec.Firmware.KeepInRepository = fwv1.ComponentSmartComponent, true
 		gomega.Expect(k8sClient.Create(ctx, j)).To(gomega.Succeed())
 	})
 

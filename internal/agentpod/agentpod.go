@@ -115,6 +115,8 @@ func Config(in Input, podName string) config.Config {
 			SHA256:    strings.ToLower(fw.SHA256),
 			Version:   fw.Version,
 			Component: string(in.Job.Spec.Component),
+			// What the agent adds to an iLO Repository is removed once applied, unless kept.
+			KeepInRepository: fw.KeepInRepository,
 		},
 		Ports: config.Ports{
 			Control:           in.Ports.Control(),
@@ -127,6 +129,7 @@ func Config(in Input, podName string) config.Config {
 		Timeout:          timeout(in.Job),
 		Force:            in.Job.Spec.Rollout.Force,
 		RebootIfRequired: in.Job.Spec.Rollout.Reboot == fwv1.RebootIfRequired,
+		Window:           in.Job.Spec.Rollout.Window,
 	}
 	cfg.Firmware.Path = firmwareSourceMount(fw)
 	sessions := in.Ports.Sessions()

@@ -328,6 +328,25 @@ func TestLabelsAcceptLongJobNames(t *testing.T) {
 	}
 }
 
+// spec.rollout.window (it bounds a reboot) and spec.firmware.keepInRepository reach the agent;
+// no window stays none, and the repository is cleaned up unless the job says keep.
+func TestConfigCarriesTheWindowAndKeepInRepository(t *testing.T) {
+	w := &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Sunday"}, Start: "01:00", End: "05:00", TimeZone: "Europe/Paris"}
+	for i, want := range []*fwv1.MaintenanceWindow{nil, w} {
+		j := job()
+		keep := i == 1
+		j.Spec.Rollout.Window, j.Spec.Firmware.KeepInRepository = want, keep
+		cfg := Config(Input{Job: j, Policy: policy(), Node: "node-a", Targets: targets(), Ports: assignment(t, false)}, "pod")
+		got, err := config.Parse(cfg.Args())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Window, want) || got.Firmware.KeepInRepository != keep {
+			t.Errorf("window %+v, keepInRepository %v reached the agent as %+v, %v", want, keep, got.Window, got.Firmware.KeepInRepository)
+		}
+	}
+}
+
 // rollout.reboot reaches the agent as --reboot-if-required, and only when the job says
 // IfRequired.
 func TestConfigCarriesTheRebootPolicy(t *testing.T) {

@@ -19,8 +19,23 @@ import (
 // window is always open. A window whose end is before its start runs over midnight and
 // belongs to the day it opened on.
 func Window(w *fwv1.MaintenanceWindow, now time.Time) (open bool, next time.Time, err error) {
+	open, _, next, err = window(w, now)
+	return open, next, err
+}
+
+// WindowCloses answers whether w is open at now and, when it is, when it closes: the time by
+// which an agent must be done with what the window bounds (a reboot asked for by rollout.reboot:
+// IfRequired). A nil window is always open and never closes (a zero time).
+func WindowCloses(w *fwv1.MaintenanceWindow, now time.Time) (open bool, closes time.Time, err error) {
+	open, closes, _, err = window(w, now)
+	return open, closes, err
+}
+
+// window is Window and WindowCloses: whether w is open at now, when it closes if it is, and
+// when it next opens if it is not.
+func window(w *fwv1.MaintenanceWindow, now time.Time) (open bool, closes, next time.Time, err error) {
 	if w == nil {
-		return true, time.Time{}, nil
+		return true, time.Time{}, time.Time{}, nil
 	}
 	tz := w.TimeZone
 	if tz == "" {
@@ -28,21 +43,21 @@ func Window(w *fwv1.MaintenanceWindow, now time.Time) (open bool, next time.Time
 	}
 	loc, err := time.LoadLocation(tz)
 	if err != nil {
-		return false, time.Time{}, fmt.Errorf("spec.rollout.window.timeZone: %w", err)
+		return false, time.Time{}, time.Time{}, fmt.Errorf("spec.rollout.window.timeZone: %w", err)
 	}
 	start, err := clock(w.Start)
 	if err != nil {
-		return false, time.Time{}, fmt.Errorf("spec.rollout.window.start: %w", err)
+		return false, time.Time{}, time.Time{}, fmt.Errorf("spec.rollout.window.start: %w", err)
 	}
 	end, err := clock(w.End)
 	if err != nil {
-		return false, time.Time{}, fmt.Errorf("spec.rollout.window.end: %w", err)
+		return false, time.Time{}, time.Time{}, fmt.Errorf("spec.rollout.window.end: %w", err)
 	}
 	days := map[time.Weekday]bool{}
 	for _, d := range w.Days {
 		wd, ok := weekdays[string(d)]
 		if !ok {
-			return false, time.Time{}, fmt.Errorf("spec.rollout.window.days: unknown day %q", d)
+			return false, time.Time{}, time.Time{}, fmt.Errorf("spec.rollout.window.days: unknown day %q", d)
 		}
 		days[wd] = true
 	}
@@ -66,7 +81,7 @@ func Window(w *fwv1.MaintenanceWindow, now time.Time) (open bool, next time.Time
 			closes = wall(1-back, end)
 		}
 		if !local.Before(opens) && local.Before(closes) {
-			return true, time.Time{}, nil
+			return true, closes, time.Time{}, nil
 		}
 	}
 	for ahead := 0; ahead <= 7; ahead++ {
@@ -74,10 +89,10 @@ func Window(w *fwv1.MaintenanceWindow, now time.Time) (open bool, next time.Time
 			continue
 		}
 		if opens := wall(ahead, start); opens.After(local) {
-			return false, opens, nil
+			return false, time.Time{}, opens, nil
 		}
 	}
-	return false, time.Time{}, fmt.Errorf("spec.rollout.window: never opens")
+	return false, time.Time{}, time.Time{}, fmt.Errorf("spec.rollout.window: never opens")
 }
 
 var weekdays = map[string]time.Weekday{

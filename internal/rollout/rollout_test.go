@@ -26,6 +26,16 @@ func TestWindow(t *testing.T) {
 	office := &fwv1.MaintenanceWindow{Start: "09:00", End: "17:00"}
 	sundayDawn := &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Sunday"}, Start: "04:00", End: "06:00", TimeZone: "Europe/Paris"}
 	saturdayNight := &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Saturday"}, Start: "23:00", End: "04:00", TimeZone: "Europe/Paris"}
+	// The end WindowCloses gives for the rows where the window is open; no window never closes.
+	wantCloses := map[string]string{
+		"inside a same-day window":                            "2026-11-24T17:00:00Z",
+		"over midnight, evening side":                         "2026-11-25T03:00:00Z",
+		"over midnight, morning side":                         "2026-11-25T03:00:00Z",
+		"Friday night runs into Saturday":                     "2026-11-28T03:00:00Z",
+		"spring forward: opens at 04:00 local (02:00 UTC)":    "2026-03-29T04:00:00Z",
+		"fall back: opens at 04:00 local (03:00 UTC)":         "2026-10-25T05:00:00Z",
+		"spring forward over midnight: closes at 04:00 local": "2026-03-29T02:00:00Z",
+	}
 	for _, tc := range []struct {
 		name     string
 		w        *fwv1.MaintenanceWindow
@@ -64,6 +74,15 @@ func TestWindow(t *testing.T) {
 			}
 			if tc.wantNext != "" && !next.Equal(at(tc.wantNext)) {
 				t.Fatalf("next = %v, want %v", next.UTC(), tc.wantNext)
+			}
+			// WindowCloses agrees, and gives the end of an open window (what bounds a reboot):
+			// on the day it closes, in wall-clock time of its zone.
+			open2, closes, err := WindowCloses(tc.w, at(tc.now))
+			if err != nil || open2 != open {
+				t.Fatalf("WindowCloses: open = %v, err %v; Window said open = %v", open2, err, open)
+			}
+			if want := wantCloses[tc.name]; want == "" && !closes.IsZero() || want != "" && !closes.Equal(at(want)) {
+				t.Fatalf("closes = %v, want %q", closes.UTC(), want)
 			}
 		})
 	}

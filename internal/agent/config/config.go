@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 )
 
 // Mount points inside the agent pod.
@@ -90,6 +92,8 @@ type Firmware struct {
 	SHA256    string
 	Version   string
 	Component string
+	// KeepInRepository keeps what the agent added to the iLO Repository (spec.firmware.keepInRepository).
+	KeepInRepository bool
 }
 
 // Config is everything an agent needs besides its mounted files.
@@ -111,6 +115,9 @@ type Config struct {
 	// RebootIfRequired lets the agent reboot a server whose new firmware activates at the next
 	// reboot (UpdateJob rollout.reboot: IfRequired).
 	RebootIfRequired bool
+	// Window is the job's maintenance window (spec.rollout.window), nil when it has none: a
+	// reboot that RebootIfRequired allows is done only when it can end inside it.
+	Window *fwv1.MaintenanceWindow
 	// Address is the node address the agent binds and advertises to targets in image URLs.
 	// Empty: the agent picks the address it uses to reach each target.
 	Address string
@@ -185,8 +192,15 @@ func (c Config) Args() []string {
 	if c.Force {
 		a = append(a, "--force")
 	}
+	if c.Firmware.KeepInRepository {
+		a = append(a, "--keep-in-repository")
+	}
 	if c.RebootIfRequired {
 		a = append(a, "--reboot-if-required")
+	}
+	if c.Window != nil {
+		b, _ := json.Marshal(c.Window) // plain struct: cannot fail
+		a = append(a, "--window="+string(b))
 	}
 	if c.Address != "" {
 		a = append(a, "--address="+c.Address)
@@ -220,7 +234,18 @@ func Parse(args []string) (Config, error) {
 	reverse := fs.String("reverse-ports", "", "comma-separated ports that receive from targets (rule P5)")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on each target's update")
 	fs.BoolVar(&c.Force, "force", false, "flash targets already at the wanted version")
+	fs.BoolVar(&c.Firmware.KeepInRepository, "keep-in-repository", false, "keep a Smart Component the agent added to the iLO Repository after it is applied")
 	fs.BoolVar(&c.RebootIfRequired, "reboot-if-required", false, "reboot a server gracefully when its new firmware activates at reboot")
+	fs.Func("window", "the job's maintenance window as JSON (spec.rollout.window)", func(s string) error {
+		w := &fwv1.MaintenanceWindow{}
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(w); err != nil {
+			return fmt.Errorf("bad window %q: %w", s, err)
+		}
+		c.Window = w
+		return nil
+	})
 	fs.StringVar(&c.Address, "address", "", "node address to bind and advertise")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig path (default: in-cluster)")
 	fs.StringVar(&c.MountRoot, "mount-root", "", "prefix for every mount point (tests and demo)")

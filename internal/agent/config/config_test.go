@@ -5,12 +5,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 )
 
 func sample() Config {
 	return Config{
 		Namespace: "fleet", Job: "ilo5-278", JobUID: "uid-1", Node: "node-a", Pod: "ilo5-278-agent-0",
-		Firmware: Firmware{URL: "https://fw.example.net/ilo5.bin", SHA256: strings.Repeat("a", 64), Version: "2.78", Component: "iLO"},
+		Firmware: Firmware{URL: "https://fw.example.net/ilo5.bin", SHA256: strings.Repeat("a", 64), Version: "2.78", Component: "iLO", KeepInRepository: true},
 		Ports: Ports{Control: 62286, FirmwareServer: 80, FirmwareFallback: [2]int{63000, 63007}, FirmwareSelection: "Random",
 			IPC: 61000, Reverse: []int{61001, 61002}},
 		Targets: []Target{
@@ -20,6 +22,7 @@ func sample() Config {
 		Timeout:          30 * time.Minute,
 		Force:            true,
 		RebootIfRequired: true,
+		Window:           &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Saturday"}, Start: "22:00", End: "04:00", TimeZone: "Europe/Paris"},
 	}
 }
 

@@ -111,6 +111,12 @@ type Firmware struct {
 	// only at the next reboot (a system ROM), and verify the version after POST
 	// (UpdateJob rollout.reboot: IfRequired).
 	RebootIfRequired bool
+	// RebootBy, when set, is when the job's maintenance window ends: the driver reboots the
+	// host only when the reboot can end by then, else leaves the firmware staged.
+	RebootBy time.Time
+	// KeepInRepository keeps what the driver added to the target's firmware repository (the
+	// iLO Repository) after it was applied; by default the driver removes it.
+	KeepInRepository bool
 }
 
 // Phase is a step of one target's update, as reported in its status.
@@ -172,4 +178,21 @@ func (r Registry) Open(ctx context.Context, t Target) (Driver, error) {
 type Timeouts struct {
 	Connect time.Duration
 	Flash   time.Duration
+}
+
+type reporterKey struct{}
+
+// WithReporter returns ctx carrying report, for what a driver has to say before Update, which
+// takes its reporter as an argument: while it opens a target or reads its version, say, and
+// waits for a target that is resetting.
+func WithReporter(ctx context.Context, report func(Progress)) context.Context {
+	return context.WithValue(ctx, reporterKey{}, report)
+}
+
+// ReporterFrom returns the reporter ctx carries (WithReporter), or one that drops everything.
+func ReporterFrom(ctx context.Context) func(Progress) {
+	if r, ok := ctx.Value(reporterKey{}).(func(Progress)); ok && r != nil {
+		return r
+	}
+	return func(Progress) {}
 }

@@ -221,7 +221,12 @@ func (d *Driver) updateSmartComponent(ctx context.Context, fw driver.Firmware, r
 		return res, fmt.Errorf("target %s: %s (UpdatableBy %s) can only be installed from the server's operating system, not through the iLO: add the host as a Linux target and flash it there",
 			d.t.Name, pkg.file, strings.Join(pkg.payload.UpdatableBy, ", "))
 	}
-	inv, err := d.c.InventoryDevices(ctx)
+	// The reads before the upload wait for an iLO that is not answering (whenUp), as Update's do.
+	var inv []redfish.InventoryDevice
+	err = d.whenUp(ctx, "reading the firmware inventory", report, func(ctx context.Context) (err error) {
+		inv, err = d.c.InventoryDevices(ctx)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the firmware inventory: %w", d.t.Name, err)
 	}
@@ -247,7 +252,7 @@ func (d *Driver) updateSmartComponent(ctx context.Context, fw driver.Firmware, r
 	}
 	if route == routeUefi {
 		// A task left by an earlier run tells where this package stands.
-		if r, done, err := d.resumeQueued(ctx, pkg, matches, want, res); done {
+		if r, done, err := d.resumeQueued(ctx, pkg, matches, want, fw.KeepInRepository, res, report); done {
 			return r, err
 		}
 	}
@@ -257,9 +262,12 @@ func (d *Driver) updateSmartComponent(ctx context.Context, fw driver.Firmware, r
 		return res, nil
 	}
 	if route == routeUefi {
-		return d.queueForUEFI(ctx, pkg, where, res)
+		if res, err = d.queueForUEFI(ctx, pkg, where, res); err != nil {
+			return res, err
+		}
+		return d.applyQueuedByReboot(ctx, fw, pkg, want, where, res, report) // fwpkg_reboot.go
 	}
-	return d.flashDirect(ctx, pkg, route, matches, want, where, res, report)
+	return d.flashDirect(ctx, fw, pkg, route, matches, want, where, res, report)
 }
 
 func allAt(ms []smartMatch, want string) bool {
@@ -273,8 +281,12 @@ func allAt(ms []smartMatch, want string) bool {
 
 // flashDirect has the iLO flash the package's images now, as ilorest's flashfwpkg does for its
 // types A and B (uploadcomp --update_target: UpdateTarget, and not into the repository).
-func (d *Driver) flashDirect(ctx context.Context, pkg *smartPackage, route smartRoute, matches []smartMatch, want, where string, res driver.Result, report func(driver.Progress)) (driver.Result, error) {
-	st, err := d.c.UpdateStatus(ctx)
+func (d *Driver) flashDirect(ctx context.Context, fw driver.Firmware, pkg *smartPackage, route smartRoute, matches []smartMatch, want, where string, res driver.Result, report func(driver.Progress)) (driver.Result, error) {
+	var st redfish.UpdateStatus
+	err := d.whenUp(ctx, "reading the update state before the flash", report, func(ctx context.Context) (err error) {
+		st, err = d.c.UpdateStatus(ctx)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the update state: %w", d.t.Name, err)
 	}
@@ -311,7 +323,7 @@ func (d *Driver) flashDirect(ctx context.Context, pkg *smartPackage, route smart
 	if route == routeDirectReset {
 		res.RebootRequired = true
 		res.Message = fmt.Sprintf("%s: %s %s is flashed and staged; it activates at the next reboot of the server", where, pkg.file, orNone(want))
-		return res, nil
+		return d.activateStagedByReboot(ctx, fw, pkg, want, where, res, report) // fwpkg_reboot.go
 	}
 	report(driver.Progress{Phase: driver.PhaseVerifying, Percent: 100, Message: "reading the new version"})
 	after, err := d.verify(ctx, driver.Firmware{Component: driver.ComponentSmartComponent, Version: want}, res.VersionBefore)
@@ -402,9 +414,14 @@ func (d *Driver) waitForComponent(ctx context.Context, name string) (redfish.Com
 
 // resumeQueued looks for the task an earlier run queued for this package. done is true when it
 // decides the outcome: still queued (Succeeded, reboot required, not queued twice), failed, or
-// applied (then the task and the component are removed, and the version decides).
-func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []smartMatch, want string, res driver.Result) (driver.Result, bool, error) {
-	tasks, err := d.c.UpdateTasks(ctx)
+// applied (then the task is removed, and the component unless keep says to keep it in the
+// repository, and the version decides).
+func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []smartMatch, want string, keep bool, res driver.Result, report func(driver.Progress)) (driver.Result, bool, error) {
+	var tasks []redfish.UpdateTask
+	err := d.whenUp(ctx, "reading the update task queue", report, func(ctx context.Context) (err error) {
+		tasks, err = d.c.UpdateTasks(ctx)
+		return err
+	})
 	if err != nil {
 		return res, true, fmt.Errorf("target %s: %w", d.t.Name, err)
 	}
@@ -415,7 +432,7 @@ func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []
 		}
 		switch t.State {
 		case redfish.TaskComplete:
-			if err := d.removeQueued(ctx, t, name); err != nil {
+			if err := d.removeQueued(ctx, t, name, keep); err != nil {
 				return res, true, fmt.Errorf("target %s: removing the finished task of %s: %w", d.t.Name, name, err)
 			}
 			if want != "" && !allAt(matches, want) {
@@ -436,10 +453,14 @@ func (d *Driver) resumeQueued(ctx context.Context, pkg *smartPackage, matches []
 	return res, false, nil
 }
 
-// removeQueued deletes a finished task and the component it locked.
-func (d *Driver) removeQueued(ctx context.Context, t redfish.UpdateTask, name string) error {
+// removeQueued deletes a finished task and, unless keep (spec.firmware.keepInRepository), the
+// component it locked: the driver leaves nothing it added behind in the iLO Repository.
+func (d *Driver) removeQueued(ctx context.Context, t redfish.UpdateTask, name string, keep bool) error {
 	if err := d.c.Delete(ctx, t.ODataID); err != nil {
 		return err
+	}
+	if keep {
+		return nil
 	}
 	comps, err := d.c.Components(ctx)
 	if err != nil {

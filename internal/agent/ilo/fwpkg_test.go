@@ -163,6 +163,42 @@ func TestSmartComponentUefiQueue(t *testing.T) {
 		t.Fatalf("resumed run uploaded again: %d components added, queue %v", s.ComponentsAdded(), s.TaskStates())
 	}
 
+	rebootHost(t, s)
+	res, err = update(t, d, fw)
+	if err != nil || !res.NotNeeded || res.VersionAfter != "08.60.12" {
+		t.Fatalf("after the reboot: %+v, %v", res, err)
+	}
+	if len(s.TaskStates()) != 0 || slices.Contains(s.Components(), "cp900003.zip") {
+		t.Fatalf("left behind: queue %v, repository %v", s.TaskStates(), s.Components())
+	}
+	if st := s.Stats(); st.FlashesStarted != 1 || st.FlashesCompleted != 1 {
+		t.Fatalf("stats %+v, want exactly one flash", st)
+	}
+}
+
+// spec.firmware.keepInRepository: once the queued package is applied, the driver removes its
+// finished task but leaves the component in the iLO Repository.
+func TestSmartComponentKeptInRepository(t *testing.T) {
+	s := startSim(t, similo.Config{Timings: fast})
+	d := open(t, s, target(s, driver.TypeILO5))
+	fw := smartComponent(t, smartUefi, "cp900003.fwpkg", targetOCPNIC, "08.60.12", true)
+	fw.KeepInRepository = true
+	if res, err := update(t, d, fw); err != nil || !res.RebootRequired {
+		t.Fatalf("queueing: %+v, %v", res, err)
+	}
+	rebootHost(t, s)
+	res, err := update(t, d, fw)
+	if err != nil || !res.NotNeeded || res.VersionAfter != "08.60.12" {
+		t.Fatalf("after the reboot: %+v, %v", res, err)
+	}
+	if len(s.TaskStates()) != 0 || !slices.Contains(s.Components(), "cp900003.zip") {
+		t.Fatalf("queue %v, repository %v; want the finished task gone and cp900003.zip kept", s.TaskStates(), s.Components())
+	}
+}
+
+// rebootHost reboots the simulated server and waits for the end of its POST.
+func rebootHost(t *testing.T, s *similo.Sim) {
+	t.Helper()
 	boots := s.HostBoots()
 	if !s.RebootHost() {
 		t.Fatal("reboot refused")
@@ -173,16 +209,6 @@ func TestSmartComponentUefiQueue(t *testing.T) {
 			t.Fatal("POST did not finish")
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-	res, err = update(t, d, fw)
-	if err != nil || !res.NotNeeded || res.VersionAfter != "08.60.12" {
-		t.Fatalf("after the reboot: %+v, %v", res, err)
-	}
-	if len(s.TaskStates()) != 0 || slices.Contains(s.Components(), "cp900003.zip") {
-		t.Fatalf("left behind: queue %v, repository %v", s.TaskStates(), s.Components())
-	}
-	if st := s.Stats(); st.FlashesStarted != 1 || st.FlashesCompleted != 1 {
-		t.Fatalf("stats %+v, want exactly one flash", st)
 	}
 }
 
@@ -237,5 +263,44 @@ func TestSmartComponentRefusals(t *testing.T) {
 	d4 := open(t, s4, target(s4, driver.TypeILO4))
 	if _, err := update(t, d4, smartComponent(t, smartDirect, "cp900007.fwpkg", targetVideo, "2.6", false)); err == nil {
 		t.Fatal("iLO 4 accepted a .fwpkg")
+	}
+}
+
+// With rollout.reboot: IfRequired, a Smart Component that activates at the next reboot is not
+// left staged: the driver reboots the server, judges after POST, and leaves nothing it added
+// in the iLO (the queued task and the component); a window too short leaves it staged.
+func TestSmartComponentRebootIfRequired(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		kind                  smartKind
+		file, target, version string
+		rebootBy              time.Time
+		rebooted              bool
+	}{
+		{"queued for UEFI", smartUefi, "cp900003.fwpkg", targetOCPNIC, "08.60.12", time.Time{}, true},
+		{"flashed, activates at reboot", smartDirectReset, "U46_2.60.fwpkg", targetROM, "2.60", time.Time{}, true},
+		{"window too short", smartUefi, "cp900003.fwpkg", targetOCPNIC, "08.60.12", time.Now().Add(time.Minute), false}, // RebootTimeout is 20m
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSim(t, similo.Config{Timings: fast})
+			d := open(t, s, target(s, driver.TypeILO5))
+			fw := smartComponent(t, tc.kind, tc.file, tc.target, tc.version, tc.kind == smartUefi)
+			fw.RebootIfRequired, fw.RebootBy = true, tc.rebootBy
+			res, err := update(t, d, fw)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case tc.rebooted && (res.RebootRequired || res.VersionAfter != tc.version || !strings.Contains(res.Message, "rebooted gracefully") || s.HostBoots() != 1):
+				t.Fatalf("res %+v, %d boots; want active after one reboot", res, s.HostBoots())
+			case !tc.rebooted && (!res.RebootRequired || !strings.Contains(res.Message, "maintenance window ends") || s.HostBoots() != 0):
+				t.Fatalf("res %+v, %d boots; want staged, not rebooted, the window named", res, s.HostBoots())
+			}
+			if st := s.Stats(); st.FlashesStarted != map[bool]int{true: 1, false: 0}[tc.rebooted || tc.kind == smartDirectReset] {
+				t.Fatalf("stats %+v", st)
+			}
+			if tc.rebooted && (len(s.TaskStates()) != 0 || slices.Contains(s.Components(), "cp900003.zip")) {
+				t.Fatalf("left on the iLO: queue %v, repository %v", s.TaskStates(), s.Components())
+			}
+		})
 	}
 }

@@ -39,28 +39,31 @@ type Options struct {
 	ReloginBackoff, MaxReloginBackoff time.Duration
 	// NoRelogin never logs in again; only for the tests that show why the driver does.
 	NoRelogin bool
+	// ComeBackTimeout bounds the wait for an iLO that does not answer when the driver comes
+	// to it (default 10m: one that flashed itself is gone for one to three minutes, then half
+	// up); ComeBackBackoff is the first pause between attempts, doubled up to
+	// MaxComeBackBackoff (defaults 2s and 15s).
+	ComeBackTimeout, ComeBackBackoff, MaxComeBackBackoff time.Duration
 }
 
 func (o Options) withDefaults() Options {
-	if o.PollInterval <= 0 {
-		o.PollInterval = 2 * time.Second
-	}
-	if o.FlashTimeout <= 0 {
-		o.FlashTimeout = 30 * time.Minute
-	}
-	if o.VerifyTimeout <= 0 {
-		o.VerifyTimeout = 10 * time.Minute
-	}
-	if o.VerifyReads <= 0 {
-		o.VerifyReads = 3
-	}
-	if o.RebootTimeout <= 0 {
-		o.RebootTimeout = 20 * time.Minute
-	}
-	if o.StaleTerminalPolls <= 0 {
-		o.StaleTerminalPolls = 5
-	}
+	orDefault(&o.PollInterval, 2*time.Second)
+	orDefault(&o.FlashTimeout, 30*time.Minute)
+	orDefault(&o.VerifyTimeout, 10*time.Minute)
+	orDefault(&o.VerifyReads, 3)
+	orDefault(&o.RebootTimeout, 20*time.Minute)
+	orDefault(&o.StaleTerminalPolls, 5)
+	orDefault(&o.ComeBackTimeout, 10*time.Minute)
+	orDefault(&o.ComeBackBackoff, 2*time.Second)
+	orDefault(&o.MaxComeBackBackoff, 15*time.Second)
 	return o
+}
+
+// orDefault sets *v to def when it is zero or negative.
+func orDefault[T time.Duration | int](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Register adds the iLO factory for iLO 4, 5 and 6 to r.
@@ -71,7 +74,9 @@ func Register(r driver.Registry, opts Options) {
 	}
 }
 
-// NewFactory returns a driver.Factory for iLO targets; it logs in when opening.
+// NewFactory returns a driver.Factory for iLO targets; it logs in when opening, waiting for an
+// iLO that is not answering (resetting, say) to come back, and tells so through
+// driver.ReporterFrom(ctx).
 func NewFactory(opts Options) driver.Factory {
 	opts = opts.withDefaults()
 	return func(ctx context.Context, t driver.Target) (driver.Driver, error) {
@@ -98,11 +103,12 @@ func NewFactory(opts Options) driver.Factory {
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", t.Name, err)
 		}
-		if err := c.Login(ctx); err != nil {
+		d := &Driver{c: c, t: t, opts: opts}
+		if err := d.whenUp(ctx, "logging in", driver.ReporterFrom(ctx), c.Login); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("target %s: %w", t.Name, err)
 		}
-		return &Driver{c: c, t: t, opts: opts}, nil
+		return d, nil
 	}
 }
 
@@ -123,7 +129,11 @@ func (d *Driver) Close() error { return d.c.Close() }
 // entry), SystemROM from the inventory's "System ROM". Versions are normalised (see
 // NormalizeVersion).
 func (d *Driver) Version(ctx context.Context, component driver.Component) (string, error) {
-	raw, err := d.rawVersion(ctx, component, "")
+	var raw string
+	err := d.whenUp(ctx, "reading the "+string(component)+" version", driver.ReporterFrom(ctx), func(ctx context.Context) (err error) {
+		raw, err = d.rawVersion(ctx, component, "")
+		return err
+	})
 	if err != nil {
 		return "", err
 	}

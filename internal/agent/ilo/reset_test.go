@@ -3,7 +3,9 @@ package ilo
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,5 +178,115 @@ func TestFollowThroughTheResetWithoutSeeingComplete(t *testing.T) {
 	}
 	if st := s.Stats(); st.FlashRequests != 1 || st.ILOResets != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// An agent that comes to an iLO while it resets (another job flashed the iLO a moment ago) waits
+// for it to come back, then reads the update state before it asks for anything: opened while the
+// iLO drops every connection, and while it is half up (UpdateService answers 503), a system ROM
+// flash ends staged, one flash request for it. Without the wait, the login fails on the dropped
+// connection (down) and the read of the update state on the 503 (half up).
+func TestOpenWhileTheILOResets(t *testing.T) {
+	base := imageServer(t, map[string][]byte{
+		"ilo.bin": fwimage.Build("iLO", "2.99", nil),
+		"rom.bin": fwimage.Build("SystemROM", "2.68", nil),
+	})
+	iloFW := driver.Firmware{Component: driver.ComponentILO, URL: base + "/ilo.bin", Version: "2.99"}
+	romFW := driver.Firmware{Component: driver.ComponentSystemROM, URL: base + "/rom.bin", Version: "2.68"}
+	opts := testOpts
+	opts.ComeBackBackoff, opts.MaxComeBackBackoff = 20*time.Millisecond, 100*time.Millisecond
+	for _, phase := range []string{"down", "halfUp"} {
+		t.Run(phase, func(t *testing.T) {
+			s := startSim(t, similo.Config{Timings: similo.Timings{Upload: 10 * time.Millisecond, Update: 40 * time.Millisecond,
+				ResetDelay: time.Millisecond, ILOReset: 1500 * time.Millisecond, HalfUp: 3 * time.Second, POST: 200 * time.Millisecond}})
+
+			// Another agent flashes the iLO's own firmware; the iLO resets after it.
+			other := openWith(t, s, opts)
+			octx, ocancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { _, err := other.Update(octx, iloFW, nil); done <- err }()
+			deadline := time.Now().Add(10 * time.Second)
+			for s.ILOPhase() != phase {
+				if time.Now().After(deadline) {
+					t.Fatalf("the iLO never reached its %q phase", phase)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			ocancel()
+			<-done
+
+			var rec recorder
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			ctx = driver.WithReporter(ctx, rec.report)
+			d, err := NewFactory(opts)(ctx, target(s, driver.TypeILO5))
+			if err != nil {
+				t.Fatalf("opening the resetting iLO: %v", err)
+			}
+			t.Cleanup(func() { d.Close() })
+			res, err := d.Update(ctx, romFW, rec.report)
+			if err != nil || !res.RebootRequired || res.VersionAfter != "2.68" {
+				t.Fatalf("ROM flash after the reset: res %+v, err %v", res, err)
+			}
+			if st := s.Stats(); st.FlashRequests != 2 || st.ILOResets != 1 { // the iLO's own flash, then the ROM
+				t.Fatalf("stats %+v; want 2 flash requests (iLO, then ROM) and 1 reset", st)
+			}
+			waited := false
+			for _, p := range rec.ps {
+				waited = waited || strings.Contains(p.Message, "not answering") && strings.Contains(p.Message, "waiting up to")
+			}
+			if !waited {
+				t.Fatalf("no progress said the driver waited for the iLO: %+v", rec.ps)
+			}
+		})
+	}
+}
+
+// rollout.reboot: IfRequired reboots only inside the job's maintenance window: when the window
+// ends before a reboot and POST could (RebootTimeout), the ROM stays staged and the message says
+// why; with room left, the server is rebooted.
+func TestRebootOnlyInsideTheWindow(t *testing.T) {
+	s := startSim(t, similo.Config{SimpleUpdateTask: true})
+	base := imageServer(t, map[string][]byte{"rom.bin": fwimage.Build("SystemROM", "2.68", nil)})
+	opts := testOpts
+	opts.RebootTimeout = 10 * time.Minute
+	d := openWith(t, s, opts)
+	fw := driver.Firmware{Component: driver.ComponentSystemROM, URL: base + "/rom.bin", Version: "2.68",
+		RebootIfRequired: true, RebootBy: time.Now().Add(5 * time.Minute)}
+	res, err := d.Update(context.Background(), fw, nil)
+	if err != nil || !res.RebootRequired || res.VersionAfter != "2.68" || !strings.Contains(res.Message, "activates at the next reboot") ||
+		!strings.Contains(res.Message, "not rebooted") || !strings.Contains(res.Message, "maintenance window ends at") {
+		t.Fatalf("window ending in 5m, reboot taking up to 10m: res %+v, err %v; want staged, not rebooted, the window named", res, err)
+	}
+	if st := s.Stats(); st.FlashRequests != 1 || st.HostBoots != 0 {
+		t.Fatalf("stats %+v; want one flash, no reboot", st)
+	}
+
+	fw.RebootBy = time.Now().Add(time.Hour)
+	res, err = d.Update(context.Background(), fw, nil)
+	if err != nil || res.RebootRequired || res.VersionAfter != "2.68" || !strings.Contains(res.Message, "rebooted gracefully") {
+		t.Fatalf("window ending in 1h: res %+v, err %v; want rebooted", res, err)
+	}
+	if st := s.Stats(); st.FlashRequests != 1 || st.HostBoots != 1 {
+		t.Fatalf("stats %+v; want still one flash, one reboot", st)
+	}
+}
+
+// whenUp gives up after ComeBackTimeout with a message that says what to check, and does not
+// retry what is not the iLO being away (a refused login, say).
+func TestWhenUpBounds(t *testing.T) {
+	d := &Driver{opts: Options{ComeBackTimeout: 100 * time.Millisecond, ComeBackBackoff: time.Millisecond, MaxComeBackBackoff: 10 * time.Millisecond}.withDefaults()}
+	calls := 0
+	err := d.whenUp(context.Background(), "logging in", func(driver.Progress) {}, func(context.Context) error {
+		calls++
+		return fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
+	})
+	if err == nil || !strings.Contains(err.Error(), "has not answered for 100ms") || !strings.Contains(err.Error(), "reachable") || calls < 3 {
+		t.Fatalf("after %d attempts: %v; want several attempts, then the bound and what to check", calls, err)
+	}
+	calls = 0
+	refused := errors.New("HTTP 401 Unauthorized")
+	if err := d.whenUp(context.Background(), "logging in", func(driver.Progress) {}, func(context.Context) error { calls++; return refused }); !errors.Is(err, refused) || calls != 1 {
+		t.Fatalf("a refused login: %v after %d attempts; want it at once", err, calls)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
-	"github.com/fwops/firmware-operator/internal/agent/redfish"
 )
 
 // A system ROM flashed through the iLO runs only after the server reboots: the flash writes the
@@ -68,38 +67,17 @@ func (d *Driver) finishStagedROM(ctx context.Context, fw driver.Firmware, res dr
 	res.VersionAfter, res.RebootRequired = staged, true
 	res.Message = fmt.Sprintf("System ROM %s is %s and staged (the Redundant System ROM); it activates at the next reboot of the server, which runs %s until then",
 		staged, how, orNone(res.VersionBefore))
-	if !fw.RebootIfRequired {
-		return res, nil
-	}
-	sys, err := d.c.System(ctx)
-	if err != nil {
-		return res, fmt.Errorf("target %s: reading the server's power state before rebooting it: %w", d.t.Name, err)
-	}
-	if sys.PowerState != "On" {
-		res.Message = fmt.Sprintf("System ROM %s is %s and staged (the Redundant System ROM); the server is off (PowerState %s) and runs it from its next power-on",
-			staged, how, orNone(sys.PowerState))
-		return res, nil
-	}
-	report(driver.Progress{Phase: driver.PhaseVerifying, Percent: 100, Message: "rebooting the server gracefully to activate System ROM " + staged + " (rollout.reboot: IfRequired)"})
-	if err := d.c.ResetSystem(ctx, "GracefulRestart"); err != nil {
-		return res, fmt.Errorf("target %s: System ROM %s is staged, but asking the server to reboot failed: %w; reboot it to activate the ROM", d.t.Name, staged, err)
-	}
-	var running, post string
-	err = d.pollReads(ctx, d.opts.RebootTimeout, func(ctx context.Context) (bool, error) {
-		sys, err := d.c.System(ctx)
-		if err != nil {
-			return false, err
-		}
+	var running string
+	rebooted, why, err := d.rebootToActivate(ctx, fw, "System ROM "+staged, func(ctx context.Context) (bool, string, error) {
 		raw, err := d.rawVersion(ctx, driver.ComponentSystemROM, "")
-		if err != nil {
-			return false, err
+		running = NormalizeVersion(raw)
+		return err == nil && running == staged, "runs " + orNone(running), err
+	}, report)
+	if err != nil || !rebooted {
+		if why != "" {
+			res.Message += ". " + why
 		}
-		running, post = NormalizeVersion(raw), sys.Oem.Hpe.PostState
-		return post == redfish.PostStateFinished && running == staged, nil
-	})
-	if err != nil {
-		return res, fmt.Errorf("target %s: the server was asked to reboot to activate System ROM %s, but after %s it runs %s (PostState %s): %w; check the server's console and its Integrated Management Log",
-			d.t.Name, staged, d.opts.RebootTimeout, orNone(running), orNone(post), err)
+		return res, err
 	}
 	res.VersionAfter, res.RebootRequired = running, false
 	res.Message = fmt.Sprintf("System ROM updated from %s to %s: the server was rebooted gracefully (rollout.reboot: IfRequired) and runs it after POST",

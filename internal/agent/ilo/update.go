@@ -22,7 +22,14 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	if fw.Component == driver.ComponentSmartComponent && isFwpkg(fw) {
 		return d.updateSmartComponent(ctx, fw, report) // fwpkg.go
 	}
-	before, err := d.rawVersion(ctx, fw.Component, fw.Version)
+	// Every read before the request waits for an iLO that is not answering (whenUp): one
+	// flashed a moment ago by another job resets, and no flash is requested before the update
+	// state was read.
+	var before string
+	err := d.whenUp(ctx, "reading the version before the flash", report, func(ctx context.Context) (err error) {
+		before, err = d.rawVersion(ctx, fw.Component, fw.Version)
+		return err
+	})
 	if err != nil {
 		return driver.Result{}, fmt.Errorf("reading the version before the flash: %w", err)
 	}
@@ -36,7 +43,11 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	rom := fw.Component == driver.ComponentSystemROM
 	stagedBefore := ""
 	if rom {
-		if stagedBefore, err = d.stagedROM(ctx); err != nil {
+		err := d.whenUp(ctx, "reading the redundant system ROM", report, func(ctx context.Context) (err error) {
+			stagedBefore, err = d.stagedROM(ctx)
+			return err
+		})
+		if err != nil {
 			return res, fmt.Errorf("target %s: reading the redundant system ROM before the flash: %w", d.t.Name, err)
 		}
 		if want != "" && stagedBefore == want {
@@ -47,7 +58,11 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 
 	ilo4 := d.t.Type == driver.TypeILO4
 	var acc redfish.UpdateAccepted
-	running, err := d.status(ctx, ilo4)
+	var running redfish.UpdateStatus
+	err = d.whenUp(ctx, "reading the update state before the flash", report, func(ctx context.Context) (err error) {
+		running, err = d.status(ctx, ilo4)
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the update state before the flash: %w", d.t.Name, err)
 	}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
+	"github.com/fwops/firmware-operator/internal/rollout"
 )
 
 // drive takes one target from its current state to a final one.
@@ -61,7 +64,10 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	fw := driver.Firmware{
 		Component: driver.Component(a.cfg.Firmware.Component), URL: url, LocalPath: img.Path,
 		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
-		RebootIfRequired: a.cfg.RebootIfRequired,
+		RebootIfRequired: a.cfg.RebootIfRequired, KeepInRepository: a.cfg.Firmware.KeepInRepository,
+	}
+	if fw.RebootIfRequired {
+		fw.RebootBy = a.rebootBy(log)
 	}
 
 	// rule P4: free the held session port just before the driver dials from it.
@@ -69,7 +75,21 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	if t.LocalPort != 0 {
 		a.held.release(t.LocalPort)
 	}
-	d, err := a.deps.Drivers.Open(tctx, t)
+	progress := func(p driver.Progress) {
+		r.update(tctx, false, func(s *fwv1.TargetUpdateStatus) {
+			if p.Phase != "" {
+				s.Phase = fwv1.TargetPhase(p.Phase)
+			}
+			s.Percent = int32(min(max(p.Percent, 0), 100))
+			if p.Message != "" {
+				s.Message = p.Message
+			}
+		})
+	}
+	// What the driver says before Update (waiting for a target that resets, say) reaches the
+	// status too.
+	dctx := driver.WithReporter(tctx, progress)
+	d, err := a.deps.Drivers.Open(dctx, t)
 	if err != nil {
 		if interrupted() {
 			return
@@ -83,7 +103,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	}
 	defer d.Close()
 
-	current, err := d.Version(tctx, fw.Component)
+	current, err := d.Version(dctx, fw.Component)
 	if err != nil {
 		if interrupted() {
 			return
@@ -123,17 +143,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		s.Message = fmt.Sprintf("at version %s; installing %s %s", orUnknown(current), fw.Component, orUnknown(fw.Version))
 	})
 	log.Info("updating", "from", current, "to", fw.Version, "imageURL", redactPath(url))
-	res, err := d.Update(tctx, fw, func(p driver.Progress) {
-		r.update(tctx, false, func(s *fwv1.TargetUpdateStatus) {
-			if p.Phase != "" {
-				s.Phase = fwv1.TargetPhase(p.Phase)
-			}
-			s.Percent = int32(min(max(p.Percent, 0), 100))
-			if p.Message != "" {
-				s.Message = p.Message
-			}
-		})
-	})
+	res, err := d.Update(dctx, fw, progress)
 	if err != nil {
 		if interrupted() {
 			return
@@ -167,6 +177,22 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	}
 	log.Info("target updated", "versionBefore", res.VersionBefore, "versionAfter", res.VersionAfter, "rebootRequired", res.RebootRequired)
 	r.finish(ctx, fwv1.TargetPhaseSucceeded, msg, set)
+}
+
+// rebootBy is when a reboot the job allows must end: when its maintenance window closes (zero
+// without a window). A target started inside the window may outlast it; one whose window is
+// already over, or cannot be read, gets now: no time for a reboot.
+func (a *agent) rebootBy(log *slog.Logger) time.Time {
+	now := a.deps.Now()
+	open, closes, err := rollout.WindowCloses(a.cfg.Window, now)
+	switch {
+	case err != nil:
+		log.Warn("no reboot: the job's maintenance window cannot be read", "error", err)
+		return now
+	case !open:
+		return now
+	}
+	return closes
 }
 
 // sameVersion compares versions as targets write them ("v2.78" and "2.78" are the same).

@@ -104,7 +104,8 @@ func (e *e2e) run(cfg config.Config, opts ...Option) error {
 	defer cancel()
 	opts = append([]Option{WithClient(e.c), WithMinWriteInterval(200 * time.Millisecond),
 		WithILOOptions(ilo.Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 10 * time.Second,
-			RebootTimeout: 10 * time.Second, ReloginBackoff: 20 * time.Millisecond, MaxReloginBackoff: 200 * time.Millisecond}),
+			RebootTimeout: 10 * time.Second, ReloginBackoff: 20 * time.Millisecond, MaxReloginBackoff: 200 * time.Millisecond,
+			ComeBackBackoff: 20 * time.Millisecond, MaxComeBackBackoff: 200 * time.Millisecond}),
 		WithOAOptions(oa.Options{ReconnectBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, DownWait: 5 * time.Second,
 			Timeouts: driver.Timeouts{Connect: 5 * time.Second, Flash: 20 * time.Second}}),
 	}, opts...)
@@ -265,13 +266,9 @@ func TestEndToEnd(t *testing.T) {
 		return cfg
 	}
 	t.Run("SystemROM staged", func(t *testing.T) {
-		// The iLO flash above ends with the iLO's reset; a job that starts while the iLO is
-		// still coming back fails its first read (a known gap of the driver: it does not yet
-		// wait for an iLO it finds resetting). Start once it is up, as an operator would.
-		deadline := time.Now().Add(time.Minute)
-		for sims["ilo5"].ILOPhase() != "" && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		// The iLO flash above ends with the iLO's reset, and this job starts while the iLO is
+		// still coming back: the driver waits for it.
+		t.Logf("ilo5's reset phase as the ROM job starts: %q", sims["ilo5"].ILOPhase())
 		for _, name := range []string{"rom", "rom-again"} {
 			if err := e.run(romJob(name, false)); err != nil {
 				t.Fatalf("agent: %v\n%s", err, e.out.String())
@@ -283,6 +280,25 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if st := sims["ilo5"].Stats(); st.FlashRequests != 2 || st.HostBoots != 0 { // the iLO flash above, then one ROM flash
 			t.Errorf("stats %+v; want 2 flash requests in all, no reboot", st)
+		}
+	})
+	t.Run("SystemROM: no reboot past the window", func(t *testing.T) {
+		// A window that closes within two minutes, and a reboot that may take five: the
+		// agent leaves the ROM staged and says why.
+		cfg := romJob("rom-window", true)
+		now := time.Now().UTC()
+		cfg.Window = &fwv1.MaintenanceWindow{Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Minute).Format("15:04"), TimeZone: "UTC"}
+		slow := ilo.Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 10 * time.Second,
+			RebootTimeout: 5 * time.Minute, ComeBackBackoff: 20 * time.Millisecond, MaxComeBackBackoff: 200 * time.Millisecond}
+		if err := e.run(cfg, WithILOOptions(slow)); err != nil {
+			t.Fatalf("agent: %v\n%s", err, e.out.String())
+		}
+		s := e.status("rom-window", "ilo5")
+		if s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || !strings.Contains(s.Message, "not rebooted") || !strings.Contains(s.Message, "maintenance window ends") {
+			t.Errorf("status %+v; want Succeeded, reboot required, the window named", s)
+		}
+		if st := sims["ilo5"].Stats(); st.FlashRequests != 2 || st.HostBoots != 0 {
+			t.Errorf("stats %+v; want no new flash and no reboot", st)
 		}
 	})
 	t.Run("SystemROM with reboot", func(t *testing.T) {

@@ -398,7 +398,14 @@ func TestPortsStepPastHeldPorts(t *testing.T) {
 			d.OnBound = func(b Bound) { boundCh <- b }
 		})
 	}()
-	b := <-boundCh
+	var b Bound
+	select {
+	case b = <-boundCh:
+	case err := <-errCh:
+		// The fixture's ports are free ports picked before the run; on a busy machine another
+		// process can take one meanwhile. Fail with why, instead of waiting for a bind forever.
+		t.Fatalf("the agent stopped before binding its ports: %v", err)
+	}
 	// rule P1: the next free port upward; rule P2: the fallback range.
 	if b.Control <= f.cfg.Ports.Control {
 		t.Errorf("control bound %d, assigned %d (held): want a higher port", b.Control, f.cfg.Ports.Control)
@@ -548,5 +555,44 @@ func TestPerTargetTimeout(t *testing.T) {
 	}
 	if s := f.tu(t, "t0").Status; s.Phase != fwv1.TargetPhaseSucceeded {
 		t.Errorf("t0: %+v", s)
+	}
+}
+
+// With rollout.reboot: IfRequired, the driver learns when the job's maintenance window ends, so
+// that it never reboots a server past it: the window's end while it is open, now when it is
+// over, no bound without a window or without reboots.
+func TestRebootByIsTheWindowsEnd(t *testing.T) {
+	office := &fwv1.MaintenanceWindow{Start: "09:00", End: "17:00"}
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name   string
+		reboot bool
+		window *fwv1.MaintenanceWindow
+		now    string
+		want   string // "" for the zero time
+	}{
+		{"inside the window", true, office, "2026-11-24T10:00:00Z", "2026-11-24T17:00:00Z"},
+		{"after the window", true, office, "2026-11-24T18:00:00Z", "2026-11-24T18:00:00Z"},
+		{"no window", true, nil, "2026-11-24T10:00:00Z", ""},
+		{"no reboot", false, office, "2026-11-24T10:00:00Z", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 1, driver.FakeBehavior{Version: "1.0"})
+			f.cfg.RebootIfRequired, f.cfg.Window = tc.reboot, tc.window
+			now := at(tc.now)
+			if err := f.run(t, func(d *Deps) { d.Now = func() time.Time { return now } }); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			got := f.fake.LastFirmware("t0").RebootBy
+			if tc.want == "" && !got.IsZero() || tc.want != "" && !got.Equal(at(tc.want)) {
+				t.Fatalf("RebootBy = %v, want %q", got, tc.want)
+			}
+		})
 	}
 }
