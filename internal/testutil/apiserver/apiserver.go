@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
 
@@ -51,21 +53,34 @@ func Start(opts ...func(*envtest.Environment)) (*envtest.Environment, *rest.Conf
 	if err != nil {
 		return nil, nil, err
 	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                Scheme(),
+	deadline := time.Now().Add(portLockWait)
+	for {
+		env := &envtest.Environment{
+			BinaryAssetsDirectory: assets,
+			CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+			ErrorIfCRDPathMissing: true,
+			Scheme:                Scheme(),
+		}
+		for _, o := range opts {
+			o(env)
+		}
+		cfg, err := env.Start()
+		if err == nil {
+			return env, cfg, nil
+		}
+		if !strings.Contains(err.Error(), "no free ports found") || time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("starting envtest: %w", err)
+		}
+		// envtest hands out ports through lock files that other test processes of the run hold
+		// for two minutes; on a busy machine every port the kernel offers can be one of them.
+		// They expire: wait rather than fail the package. (A failed start stops what it began.)
+		time.Sleep(5 * time.Second)
 	}
-	for _, o := range opts {
-		o(env)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		return nil, nil, fmt.Errorf("starting envtest: %w", err)
-	}
-	return env, cfg, nil
 }
+
+// portLockWait is how long Start waits out envtest's port locks: their two-minute reservation,
+// with room to spare.
+const portLockWait = 3 * time.Minute
 
 // EtcdDataDir keeps etcd's data in dir, so that etcd can be stopped and started again with
 // everything it held (envtest removes a data folder it made itself on stop).
