@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/runner"
 	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
 )
 
@@ -85,7 +86,7 @@ var _ = ginkgo.Describe("Agent write scope", func() {
 		cleanNamespace(ns)
 	})
 
-	ginkgo.It("lets an agent pod write its own TargetUpdates only, enforced by the API server with a Role that names none", func() {
+	ginkgo.It("lets an agent pod read and write its own TargetUpdates only, enforced by the API server with a Role that names none", func() {
 		policy := "policy-" + ns
 		createPolicy(policy, nil)
 		createILOTargets(ns, "a", 3)
@@ -122,7 +123,8 @@ var _ = ginkgo.Describe("Agent write scope", func() {
 		for _, rule := range role.Rules {
 			gomega.Expect(rule.ResourceNames).To(gomega.BeEmpty(), "the Role's size must not grow with the targets")
 			gomega.Expect(rule.Resources).NotTo(gomega.ContainElement("secrets"))
-			gomega.Expect(rule.Verbs).NotTo(gomega.ContainElements("list", "watch", "delete", "create"))
+			// Admission never sees a read: a get, list or watch would show every TargetUpdate.
+			gomega.Expect(rule.Verbs).NotTo(gomega.ContainElement(gomega.BeElementOf("get", "list", "watch", "delete", "create")))
 		}
 
 		pod := &corev1.Pod{}
@@ -134,18 +136,48 @@ var _ = ginkgo.Describe("Agent write scope", func() {
 			Should(gomega.Satisfy(apierrors.IsForbidden))
 
 		gomega.Expect(writeMessage(agent, ns, a[0].Name, "written by its own agent")).To(gomega.Succeed())
+
+		// The agent reads its own TargetUpdate the way it always does, by an empty status
+		// patch the policy sees; the API server writes nothing for it.
+		before := &fwv1.TargetUpdate{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(&a[0]), before)).To(gomega.Succeed())
+		own, err := runner.ReadTargetUpdate(suiteCtx, agent, client.ObjectKeyFromObject(&a[0]))
+		gomega.Expect(err).NotTo(gomega.HaveOccurred(), "the agent's read path of its own TargetUpdate")
+		gomega.Expect(own.Spec).To(gomega.Equal(before.Spec))
+		gomega.Expect(own.Status.AgentPod).To(gomega.Equal(pod.Name))
+		gomega.Expect(own.Status.Message).To(gomega.Equal("written by its own agent"))
+		gomega.Expect(own.ResourceVersion).To(gomega.Equal(before.ResourceVersion), "a read must not write")
+
 		for what, name := range map[string]string{
 			"a TargetUpdate of the same job assigned to another pod": a[1].Name,
 			"a TargetUpdate of the same job assigned to no pod yet":  pending,
 			"a TargetUpdate of another job":                          b[0].Name,
 		} {
 			err := writeMessage(agent, ns, name, "not mine")
-			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "%s: %v", what, err)
-			gomega.Expect(err.Error()).To(gomega.ContainSubstring("may write only the TargetUpdates assigned to it"), what)
+			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "writing %s: %v", what, err)
+			gomega.Expect(err.Error()).To(gomega.ContainSubstring("may read and write only the TargetUpdates assigned to it"), what)
+
+			key := client.ObjectKey{Namespace: ns, Name: name}
+			tu, err := runner.ReadTargetUpdate(suiteCtx, agent, key)
+			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "reading %s by the agent's read path: %v %v", what, err, tu)
+			gomega.Expect(err.Error()).To(gomega.ContainSubstring("may read and write only the TargetUpdates assigned to it"), what)
+			err = agent.Get(suiteCtx, key, &fwv1.TargetUpdate{})
+			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "reading %s by get: %v", what, err)
+			gomega.Expect(err.Error()).To(gomega.ContainSubstring(`cannot get resource "targetupdates"`), "RBAC's answer")
+			status := &fwv1.TargetUpdate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			err = agent.SubResource("status").Get(suiteCtx, status, status)
+			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "reading %s by get of its status: %v", what, err)
+			gomega.Expect(err.Error()).To(gomega.ContainSubstring(`cannot get resource "targetupdates/status"`), "RBAC's answer")
 		}
-		err := writeMessage(agentClient(pod, false), ns, a[0].Name, "not mine")
+		gomega.Expect(apierrors.IsForbidden(agent.Get(suiteCtx, client.ObjectKeyFromObject(&a[0]), &fwv1.TargetUpdate{}))).
+			To(gomega.BeTrue(), "get is refused even for the agent's own TargetUpdate: it reads by patching")
+		unbound := agentClient(pod, false)
+		err = writeMessage(unbound, ns, a[0].Name, "not mine")
 		gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "the job's ServiceAccount with a token bound to no pod: %v", err)
-		gomega.Expect(err.Error()).To(gomega.ContainSubstring("a token bound to no pod may write only"))
+		gomega.Expect(err.Error()).To(gomega.ContainSubstring("a token bound to no pod may read and write only"))
+		_, err = runner.ReadTargetUpdate(suiteCtx, unbound, client.ObjectKeyFromObject(&a[0]))
+		gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "reading with a token bound to no pod: %v", err)
+		gomega.Expect(err.Error()).To(gomega.ContainSubstring("a token bound to no pod may read and write only"))
 		handOver := &fwv1.TargetUpdate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: a[0].Name}}
 		err = agent.Status().Patch(suiteCtx, handOver, client.RawPatch(types.MergePatchType, []byte(`{"status":{"agentPod":"`+a[1].Status.AgentPod+`"}}`)))
 		gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "handing its TargetUpdate to another pod: %v", err)

@@ -404,7 +404,7 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 
 	// Which TargetUpdates an agent may write is the admission policy's, with the agent's own
 	// pod-bound token: agent_writes_test.go. Here, what its Role alone allows.
-	ginkgo.It("gives agents a Role that reads and writes TargetUpdate status only, never Secrets", func() {
+	ginkgo.It("gives agents a Role that patches TargetUpdate status only, never reads, never Secrets", func() {
 		createILOTargets(ns, "rack13", 2)
 		job := newJob(ns, "rbac", "rack13", policy, nil)
 		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
@@ -413,7 +413,7 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		for _, rule := range role.Rules {
 			gomega.Expect(rule.Resources).NotTo(gomega.ContainElement("secrets"))
 			gomega.Expect(rule.ResourceNames).To(gomega.BeEmpty(), "a Role that lists the targets grows past etcd's object limit")
-			gomega.Expect(rule.Verbs).NotTo(gomega.ContainElements("list", "delete", "create"))
+			gomega.Expect(rule.Verbs).To(gomega.Equal([]string{"patch"}), "admission sees no read: agents read by patching")
 		}
 		names := []string{}
 		for _, tu := range targetUpdates(ns, job.Name) {
@@ -429,7 +429,9 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		agentClient, err := client.New(asAgent, client.Options{Scheme: k8sClient.Scheme()})
 		gomega.Expect(err).NotTo(gomega.HaveOccurred())
 		tu := &fwv1.TargetUpdate{}
-		gomega.Expect(agentClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: names[0]}, tu)).To(gomega.Succeed())
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: names[0]}, tu)).To(gomega.Succeed())
+		gomega.Expect(apierrors.IsForbidden(agentClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: names[0]}, &fwv1.TargetUpdate{}))).
+			To(gomega.BeTrue(), "the agent reads through the admission policy, never by get (Agent write scope)")
 		gomega.Expect(apierrors.IsForbidden(agentClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "creds-rack13"}, &corev1.Secret{}))).
 			To(gomega.BeTrue(), "the agent must not read Secrets")
 		gomega.Expect(apierrors.IsForbidden(agentClient.Delete(suiteCtx, tu))).To(gomega.BeTrue())

@@ -442,12 +442,14 @@ func agentPorts(a ports.Assignment) fwv1.AgentPorts {
 	return p
 }
 
-// ensureAgentAccess gives the job's agents a ServiceAccount whose Role reads and writes the
-// status of TargetUpdates, and never a Secret: credentials reach agents as volumes. The Role
-// names no TargetUpdate, so its size does not grow with the job (it listed every name: about
-// 1 MB at 10,000 targets). Which TargetUpdates an agent may write is the API server's
-// ValidatingAdmissionPolicy firmware-operator-agent-writes (config/rbac/agent_write_policy.yaml):
-// those whose status.agentPod is the pod its token was issued for.
+// ensureAgentAccess gives the job's agents a ServiceAccount whose Role patches the status of
+// TargetUpdates and nothing else: no Secret (credentials reach agents as volumes), and no get,
+// list or watch, which admission would never see. Agents read by patching
+// (runner.ReadTargetUpdate). The Role names no TargetUpdate, so its size does not grow with the
+// job (it listed every name: about 1 MB at 10,000 targets). Which TargetUpdates an agent may
+// read and write is the API server's ValidatingAdmissionPolicy firmware-operator-agent-writes
+// (config/rbac/agent_write_policy.yaml): those whose status.agentPod is the pod its token was
+// issued for.
 func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.UpdateJob) error {
 	name := agentAccessName(job)
 	owned := func(obj client.Object) error {
@@ -461,8 +463,7 @@ func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.U
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: job.Namespace}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, role, func() error {
 		role.Rules = []rbacv1.PolicyRule{
-			{APIGroups: []string{fwv1.GroupVersion.Group}, Resources: []string{"targetupdates"}, Verbs: []string{"get"}},
-			{APIGroups: []string{fwv1.GroupVersion.Group}, Resources: []string{"targetupdates/status"}, Verbs: []string{"get", "patch", "update"}},
+			{APIGroups: []string{fwv1.GroupVersion.Group}, Resources: []string{"targetupdates/status"}, Verbs: []string{"patch"}},
 		}
 		return owned(role)
 	}); err != nil {

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/runner"
 	"github.com/fwops/firmware-operator/internal/fleet"
 	"github.com/fwops/firmware-operator/internal/scheme"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
@@ -60,8 +61,8 @@ func runningAgent(ctx context.Context, t *testing.T, ns, job string) corev1.Pod 
 
 // TestTwoJobsOnOneNode runs two jobs at once on the one node. While the first agent runs:
 // a pod that needs its host ports is kept Pending by the real scheduler (ports.md, "Across
-// the cluster"), and the agent's own ServiceAccount token can read neither a Secret nor the
-// other job's TargetUpdate (the API server's answer). Both jobs end with their target flashed
+// the cluster"), and the agent's own pod-bound ServiceAccount token can read neither a Secret
+// nor the other job's TargetUpdate (the API server's answer). Both jobs end with their target flashed
 // once; deleting them leaves no pod, TargetUpdate, Role, RoleBinding or ServiceAccount.
 func TestTwoJobsOnOneNode(t *testing.T) {
 	ctx := need(t)
@@ -105,9 +106,12 @@ func TestTwoJobsOnOneNode(t *testing.T) {
 		})
 	})
 
-	t.Run("the agent's token reads no Secret and writes no other job's TargetUpdate", func(t *testing.T) {
-		tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, podA.Spec.ServiceAccountName,
-			&authv1TokenRequest, metav1.CreateOptions{})
+	t.Run("the agent's token reads no Secret and reads or writes no other job's TargetUpdate", func(t *testing.T) {
+		// A token bound to the agent pod, as the kubelet projects it: the admission policy
+		// reads the pod's name from it.
+		req := authv1TokenRequest.DeepCopy()
+		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{APIVersion: "v1", Kind: "Pod", Name: podA.Name, UID: podA.UID}
+		tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, podA.Spec.ServiceAccountName, req, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,9 +125,9 @@ func TestTwoJobsOnOneNode(t *testing.T) {
 		if err != nil || len(tusA) != 1 {
 			t.Fatalf("job a's TargetUpdates: %v %v", tusA, err)
 		}
-		var own fwv1.TargetUpdate
-		if err := agent.Get(ctx, client.ObjectKeyFromObject(&tusA[0]), &own); err != nil {
-			t.Fatalf("the agent cannot read its own TargetUpdate, so the check below proves nothing: %v", err)
+		own, err := runner.ReadTargetUpdate(ctx, agent, client.ObjectKeyFromObject(&tusA[0]))
+		if err != nil || own.Status.AgentPod != podA.Name {
+			t.Fatalf("the agent cannot read its own TargetUpdate as it does (%v, %+v), so the checks below prove nothing", err, own)
 		}
 		var tusB []fwv1.TargetUpdate
 		eventually(ctx, t, time.Minute, "job b's TargetUpdate", func(ctx context.Context) error {
@@ -133,11 +137,18 @@ func TestTwoJobsOnOneNode(t *testing.T) {
 			}
 			return err
 		})
-		// Reading is namespace-wide (docs/security.md); writing another job's TargetUpdate is
-		// refused by the chart's ValidatingAdmissionPolicy.
+		// The Role grants no get (RBAC refuses it); the agent's read, an empty status patch,
+		// and any write go through the chart's ValidatingAdmissionPolicy (docs/security.md).
+		key := client.ObjectKeyFromObject(&tusB[0])
+		if err := agent.Get(ctx, key, &fwv1.TargetUpdate{}); !apierrors.IsForbidden(err) {
+			t.Errorf("job a's agent reading job b's TargetUpdate %s: %v, want Forbidden", key.Name, err)
+		}
+		if _, err := runner.ReadTargetUpdate(ctx, agent, key); !apierrors.IsForbidden(err) {
+			t.Errorf("job a's agent reading job b's TargetUpdate %s by an empty status patch: %v, want Forbidden", key.Name, err)
+		}
 		other := tusB[0].DeepCopy()
 		if err := agent.Status().Patch(ctx, other, client.RawPatch(types.MergePatchType, []byte(`{"status":{"message":"job a's agent"}}`))); !apierrors.IsForbidden(err) {
-			t.Errorf("job a's agent writing job b's TargetUpdate %s: %v, want Forbidden", tusB[0].Name, err)
+			t.Errorf("job a's agent writing job b's TargetUpdate %s: %v, want Forbidden", key.Name, err)
 		}
 		var secrets corev1.SecretList
 		if err := agent.List(ctx, &secrets, client.InNamespace(ns)); !apierrors.IsForbidden(err) {

@@ -76,7 +76,7 @@ type reporter struct {
 	live      fwv1.TargetUpdateStatus
 	lastWrite time.Time
 	updatedAt time.Time
-	refused   error // the TargetUpdate is not this job's: never written
+	refused   error // not this job's, never readable or handed over: never written
 
 	pod          string        // this agent's pod: a target handed to another is not written
 	finalTimeout time.Duration // how long a final write is retried (DefaultFinalWriteTimeout)
@@ -112,9 +112,9 @@ func checkOwner(tu *fwv1.TargetUpdate, cfg config.Config, t config.Target) error
 // cannot be reached (restarting) is waited for as long as a final write would be: an agent
 // that gave up at once left its target failed with nothing but its pod's exit code.
 func (r *reporter) load(ctx context.Context, cfg config.Config) error {
-	tu := &fwv1.TargetUpdate{}
 	key := types.NamespacedName{Namespace: cfg.Namespace, Name: r.target.TargetUpdate}
-	if err := r.getPatiently(ctx, key, tu); err != nil {
+	tu, err := r.readPatiently(ctx, key)
+	if err != nil {
 		r.mu.Lock()
 		r.refused = fmt.Errorf("reading TargetUpdate %s: %w", key, err)
 		r.mu.Unlock()
@@ -132,21 +132,42 @@ func (r *reporter) load(ctx context.Context, cfg config.Config) error {
 	return nil
 }
 
-// getPatiently reads key, trying again while the error may pass (anything but the object or
-// the permission to read it missing) for up to finalWriteTimeout.
-func (r *reporter) getPatiently(ctx context.Context, key types.NamespacedName, tu *fwv1.TargetUpdate) error {
+// ReadTargetUpdate is how an agent reads a TargetUpdate: an empty merge patch of its status,
+// whose answer is the whole object as it is. The job's Role grants agents no get, list or
+// watch on TargetUpdates, because admission never sees a read; a patch goes through the
+// ValidatingAdmissionPolicy firmware-operator-agent-writes, which lets an agent pod read only
+// the TargetUpdates assigned to it (status.agentPod) and refuses the others with Forbidden.
+// An empty patch changes nothing, so the API server writes nothing and no watch fires.
+func ReadTargetUpdate(ctx context.Context, c client.Client, key types.NamespacedName) (*fwv1.TargetUpdate, error) {
+	tu := &fwv1.TargetUpdate{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	if err := c.Status().Patch(ctx, tu, client.RawPatch(types.MergePatchType, []byte("{}"))); err != nil {
+		return nil, err
+	}
+	return tu, nil
+}
+
+// readPatiently reads key for up to finalWriteTimeout, trying again while the error may pass:
+// an API server away (restarting), or Forbidden before the controller has assigned the
+// TargetUpdate to this pod (it creates the pod first, then sets status.agentPod, and the
+// admission policy refuses the pod until then). A missing object or token is not waited for.
+func (r *reporter) readPatiently(ctx context.Context, key types.NamespacedName) (*fwv1.TargetUpdate, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.finalWriteTimeout())
 	defer cancel()
 	wait := r.retryBase()
 	for {
-		err := r.c.Get(ctx, key, tu)
-		if err == nil || apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
-			return err
+		tu, err := ReadTargetUpdate(ctx, r.c, key)
+		switch {
+		case err == nil || apierrors.IsNotFound(err) || apierrors.IsUnauthorized(err):
+			return tu, err
+		case apierrors.IsForbidden(err):
+			r.log.Info("the API server does not let this pod read its TargetUpdate yet: waiting for the controller to assign it (status.agentPod)",
+				"targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
+		default:
+			r.log.Warn("could not read the TargetUpdate; retrying", "targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
 		}
-		r.log.Warn("could not read the TargetUpdate; retrying", "targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
 		select {
 		case <-ctx.Done():
-			return err
+			return nil, err
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 10*time.Second)
@@ -203,7 +224,10 @@ func (r *reporter) writeLocked(ctx context.Context, next fwv1.TargetUpdateStatus
 			r.lastWrite = now
 			return
 		}
-		if !final || r.refused != nil || wctx.Err() != nil {
+		if r.refused != nil {
+			return // handed over (logged): never written again
+		}
+		if !final || wctx.Err() != nil {
 			r.log.Warn("could not write TargetUpdate status; will try again with the next change",
 				"targetUpdate", r.target.TargetUpdate, "phase", next.Phase, "err", r.redact(err.Error()))
 			return
@@ -259,21 +283,36 @@ func (r *reporter) patchStatusLocked(ctx context.Context, next fwv1.TargetUpdate
 			r.obj = out
 			return nil
 		}
+		if apierrors.IsForbidden(err) {
+			return r.handedOverLocked(err.Error())
+		}
 		if !apierrors.IsConflict(err) {
 			return err
 		}
-		fresh := &fwv1.TargetUpdate{}
-		if err := r.c.Get(ctx, client.ObjectKeyFromObject(cur), fresh); err != nil {
+		fresh, err := ReadTargetUpdate(ctx, r.c, client.ObjectKeyFromObject(cur))
+		if apierrors.IsForbidden(err) {
+			return r.handedOverLocked(err.Error())
+		}
+		if err != nil {
 			return err
 		}
 		if r.pod != "" && fresh.Status.AgentPod != "" && fresh.Status.AgentPod != r.pod {
-			r.refused = fmt.Errorf("TargetUpdate %s was handed to agent pod %s: this agent (%s) no longer writes it",
-				fresh.Name, fresh.Status.AgentPod, r.pod)
-			return r.refused
+			return r.handedOverLocked("it is assigned to agent pod " + fresh.Status.AgentPod)
 		}
 		cur = fresh
 	}
 	return fmt.Errorf("TargetUpdate %s kept changing under the agent's write", r.obj.Name)
+}
+
+// handedOverLocked stops every write of a TargetUpdate this agent read before and that is
+// no longer its own: the controller handed it to another agent pod (this one was thought
+// dead) or took it back. Either the admission policy refused this pod (Forbidden: the
+// TargetUpdate's status.agentPod is no longer this pod) or a fresh read showed another pod.
+func (r *reporter) handedOverLocked(why string) error {
+	r.refused = fmt.Errorf("TargetUpdate %s was handed over: this agent (pod %s) no longer writes it: %s",
+		r.obj.Name, r.pod, r.redact(why))
+	r.log.Warn("target handed over: no longer writing its TargetUpdate", "targetUpdate", r.obj.Name, "err", r.refused.Error())
+	return r.refused
 }
 
 // withResourceVersion adds metadata.resourceVersion to a merge patch, which makes the API

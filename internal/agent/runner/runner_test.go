@@ -131,7 +131,10 @@ func newFixture(t *testing.T, n int, def driver.FakeBehavior, objs ...client.Obj
 	f.c = fake.NewClientBuilder().WithScheme(s).WithStatusSubresource(&fwv1.TargetUpdate{}).WithObjects(all...).
 		WithInterceptorFuncs(interceptor.Funcs{
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, o ...client.SubResourcePatchOption) error {
-				f.writes.Add(1)
+				// An empty patch is the agent's read (ReadTargetUpdate), not a write.
+				if data, err := p.Data(obj); err != nil || string(data) != "{}" {
+					f.writes.Add(1)
+				}
 				return c.SubResource(sub).Patch(ctx, obj, p, o...)
 			},
 		}).Build()
