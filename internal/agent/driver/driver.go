@@ -114,6 +114,10 @@ type Firmware struct {
 	// RebootBy, when set, is when the job's maintenance window ends: the driver reboots the
 	// host only when the reboot can end by then, else leaves the firmware staged.
 	RebootBy time.Time
+	// EarlierAttempt says an earlier attempt of this job may have asked for this flash and ended
+	// before it learnt the result (its agent was killed, or the pod was deleted): a flash it
+	// asked for may have completed and not yet taken effect, and must not be asked for again.
+	EarlierAttempt bool
 	// KeepInRepository keeps what the driver added to the target's firmware repository (the
 	// iLO Repository) after it was applied; by default the driver removes it.
 	KeepInRepository bool

@@ -44,6 +44,11 @@ type Options struct {
 	// up); ComeBackBackoff is the first pause between attempts, doubled up to
 	// MaxComeBackBackoff (defaults 2s and 15s).
 	ComeBackTimeout, ComeBackBackoff, MaxComeBackBackoff time.Duration
+	// EarlierFlashWait bounds the wait, on a retry that finds the iLO at Complete with its old
+	// version, for the reset that shows an earlier attempt's flash did run (default 3m; a real
+	// iLO resets within seconds of Complete). A Complete that outlasts it is stale, left by an
+	// earlier flash of another component, and the flash is asked for.
+	EarlierFlashWait time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -56,6 +61,7 @@ func (o Options) withDefaults() Options {
 	orDefault(&o.ComeBackTimeout, 10*time.Minute)
 	orDefault(&o.ComeBackBackoff, 2*time.Second)
 	orDefault(&o.MaxComeBackBackoff, 15*time.Second)
+	orDefault(&o.EarlierFlashWait, 3*time.Minute)
 	return o
 }
 

@@ -66,17 +66,23 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the update state before the flash: %w", d.t.Name, err)
 	}
-	if running.Active() {
-		// An earlier agent's flash (or someone else's) is running: follow it, never start a
-		// second one.
-		report(driver.Progress{Phase: driver.PhaseFlashing, Message: fmt.Sprintf("a flash is already running on the iLO (%s); following it instead of starting another", running.State)})
+	following := running.Active()
+	if !following && fw.EarlierAttempt && fw.Component == driver.ComponentILO && running.State == redfish.StateComplete {
+		if following, err = d.earlierFlashRan(ctx, fw, res.VersionBefore, report); err != nil {
+			return res, err
+		}
+	}
+	if following {
+		// An earlier agent's flash (or someone else's) is running, or completed and the iLO is
+		// resetting into it: follow it, never start a second one.
+		report(driver.Progress{Phase: driver.PhaseFlashing, Message: fmt.Sprintf("a flash is already running on the iLO (%s), or completed and resetting into it; following it instead of starting another", running.State)})
 	} else {
 		report(driver.Progress{Phase: driver.PhaseFlashing, Message: "requesting the flash"})
 		if acc, err = d.request(ctx, fw, ilo4); err != nil {
 			return res, err
 		}
 	}
-	if err := d.follow(ctx, ilo4, acc, running.Active(), report); err != nil {
+	if err := d.follow(ctx, ilo4, acc, following, report); err != nil {
 		return res, err
 	}
 

@@ -65,6 +65,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		Component: driver.Component(a.cfg.Firmware.Component), URL: url, LocalPath: img.Path,
 		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
 		RebootIfRequired: a.cfg.RebootIfRequired, KeepInRepository: a.cfg.Firmware.KeepInRepository,
+		EarlierAttempt: resumedPhase.InProgress() || earlierBefore != "",
 	}
 	if fw.RebootIfRequired {
 		fw.RebootBy = a.rebootBy(log)
