@@ -144,7 +144,7 @@ var _ = ginkgo.Describe("Every fault the simulators inject", func() {
 		}
 		recordBudget(maxFailures, reached, len(budgetTargets), overshoot)
 
-		check("wrong SHA-256", sha, iloTargets[len(matrix)], []string{"SHA-256 mismatch", "nothing was flashed"})
+		check("wrong SHA-256", sha, iloTargets[len(matrix)], []string{"does not hash to the job's sha256", "nothing was flashed"})
 		check("SSH host-key mismatch", hostKey, oaTarget, []string{"ssh host key mismatch", "update the Secret"})
 	})
 })
