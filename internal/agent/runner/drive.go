@@ -9,6 +9,7 @@ import (
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 )
 
 // drive takes one target from its current state to a final one.
@@ -87,7 +88,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	log.Info("current version read", "version", current, "wanted", fw.Version)
 
 	// Resume safety: a target already at the wanted version is not flashed again.
-	if fw.Version != "" && !a.cfg.Force && sameVersion(current, fw.Version) {
+	if fw.Version != "" && !a.cfg.Force && fwversion.Same(current, fw.Version) {
 		if resumedPhase == fwv1.TargetPhaseFlashing || resumedPhase == fwv1.TargetPhaseVerifying {
 			log.Info("flash finished while no agent was watching", "version", current)
 			r.finish(ctx, fwv1.TargetPhaseSucceeded, fmt.Sprintf("at version %s: the flash finished while no agent was watching", current),
@@ -152,12 +153,6 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	}
 	log.Info("target updated", "versionBefore", res.VersionBefore, "versionAfter", res.VersionAfter, "rebootRequired", res.RebootRequired)
 	r.finish(ctx, fwv1.TargetPhaseSucceeded, msg, set)
-}
-
-// sameVersion compares versions as targets write them ("v2.78" and "2.78" are the same).
-func sameVersion(a, b string) bool {
-	norm := func(s string) string { return strings.TrimPrefix(strings.TrimSpace(s), "v") }
-	return a != "" && norm(a) == norm(b)
 }
 
 func orUnknown(s string) string {
