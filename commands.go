@@ -8,7 +8,7 @@ import (
 
 func init() {
 	subcommands["manager"] = subcommand{
-		summary: "run the controller manager (UpdateJob, UpdateTarget, PortPolicy)",
+		summary: "run the controller manager (UpdateJob, UpdateTarget, PortPolicy, FirmwareBaseline)",
 		run:     manager.Run,
 	}
 	subcommands["cache-init"] = subcommand{

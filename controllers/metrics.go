@@ -20,6 +20,10 @@ var (
 		Help:    "Time from a target's start to its end, by result.",
 		Buckets: []float64{30, 60, 120, 300, 600, 900, 1200, 1800, 3600},
 	}, []string{"type", "result"})
+	metricBaselineTargets = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fwops_baseline_targets",
+		Help: "Targets each FirmwareBaseline applies to, by compliance (compliant, drifting, unknown).",
+	}, []string{"namespace", "baseline", "compliance"})
 	metricErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fwops_controller_errors_total",
 		Help: "Errors the controller met, by reason.",
@@ -27,5 +31,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(metricTargets, metricProgress, metricFlashDuration, metricErrors)
+	metrics.Registry.MustRegister(metricTargets, metricProgress, metricFlashDuration, metricBaselineTargets, metricErrors)
 }

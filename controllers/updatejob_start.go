@@ -21,6 +21,7 @@ import (
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agentpod"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 	"github.com/fwops/firmware-operator/internal/ports"
 	"github.com/fwops/firmware-operator/internal/rollout"
 )
@@ -210,7 +211,7 @@ func (r *UpdateJobReconciler) admit(ctx context.Context, job *fwv1.UpdateJob, t 
 	want := job.Spec.Firmware.Version
 	if want != "" && !job.Spec.Rollout.Force {
 		for _, v := range t.Status.FirmwareVersions {
-			if v.Component == job.Spec.Component && v.Version == want {
+			if v.Component == job.Spec.Component && fwversion.Same(v.Version, want) {
 				s.counts.Pending--
 				s.counts.Skipped++
 				return false, r.finish(ctx, tu, fwv1.TargetPhaseSkipped, ReasonAlreadyAtVersion,

@@ -1,5 +1,5 @@
 // Package v1alpha1 contains the firmware.fwops.io/v1alpha1 API: UpdateTarget, PortPolicy,
-// UpdateJob and TargetUpdate, the per-target child of an UpdateJob.
+// UpdateJob, TargetUpdate (the per-target child of an UpdateJob) and FirmwareBaseline.
 // +kubebuilder:object:generate=true
 // +groupName=firmware.fwops.io
 package v1alpha1

@@ -166,7 +166,7 @@ func Start(ctx context.Context, o Options) (err error) {
 	return mgr.Start(ctx)
 }
 
-// Setup registers the three reconcilers with a manager.
+// Setup registers the reconcilers with a manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	clk := o.Clock
 	if clk == nil {
@@ -187,6 +187,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	policies := &controllers.PortPolicyReconciler{Client: mgr.GetClient(), Recorder: rec}
 	if err := policies.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("PortPolicy controller: %w", err)
+	}
+	baselines := &controllers.FirmwareBaselineReconciler{Client: mgr.GetClient()}
+	if err := baselines.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("FirmwareBaseline controller: %w", err)
 	}
 	return nil
 }

@@ -58,6 +58,7 @@ var wantPortPolicy = map[string]any{
 }
 
 var crdNames = []string{
+	"firmwarebaselines.firmware.fwops.io",
 	"portpolicies.firmware.fwops.io",
 	"targetupdates.firmware.fwops.io",
 	"updatejobs.firmware.fwops.io",

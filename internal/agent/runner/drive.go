@@ -11,6 +11,7 @@ import (
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 	"github.com/fwops/firmware-operator/internal/rollout"
 )
 
@@ -115,14 +116,14 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	log.Info("current version read", "version", current, "wanted", fw.Version)
 
 	// Resume safety: a target already at the wanted version is not flashed again.
-	if fw.Version != "" && !a.cfg.Force && sameVersion(current, fw.Version) {
+	if fw.Version != "" && !a.cfg.Force && fwversion.Same(current, fw.Version) {
 		if resumedPhase == fwv1.TargetPhaseFlashing || resumedPhase == fwv1.TargetPhaseVerifying {
 			log.Info("flash finished while no agent was watching", "version", current)
 			r.finish(ctx, fwv1.TargetPhaseSucceeded, fmt.Sprintf("at version %s: the flash finished while no agent was watching", current),
 				func(s *fwv1.TargetUpdateStatus) { s.VersionAfter = current })
 			return
 		}
-		if earlierBefore != "" && !sameVersion(earlierBefore, current) {
+		if earlierBefore != "" && !fwversion.Same(earlierBefore, current) {
 			// An earlier attempt found the target at another version and its agent ended
 			// before it could report (killed, its pod deleted): the job flashed it.
 			log.Info("an earlier attempt's flash took effect", "versionBefore", earlierBefore, "version", current)
@@ -194,12 +195,6 @@ func (a *agent) rebootBy(log *slog.Logger) time.Time {
 		return now
 	}
 	return closes
-}
-
-// sameVersion compares versions as targets write them ("v2.78" and "2.78" are the same).
-func sameVersion(a, b string) bool {
-	norm := func(s string) string { return strings.TrimPrefix(strings.TrimSpace(s), "v") }
-	return a != "" && norm(a) == norm(b)
 }
 
 func orUnknown(s string) string {

@@ -1,0 +1,128 @@
+// Package compliance judges UpdateTargets against a FirmwareBaseline from the versions last
+// read from each target (UpdateTarget status.firmwareVersions).
+package compliance
+
+import (
+	"slices"
+	"sort"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/fwversion"
+)
+
+// State is a target's standing against a baseline.
+type State string
+
+const (
+	// Compliant: every applicable component runs the baseline's version.
+	Compliant State = "compliant"
+	// Drifting: some applicable component runs another version.
+	Drifting State = "drifting"
+	// Unknown: nothing drifts, but some applicable component's version was never read, or
+	// whether a component applies cannot be told from what the UpdateTarget records.
+	Unknown State = "unknown"
+)
+
+// Target is one target's standing.
+type Target struct {
+	Name  string
+	State State
+	// Drift lists the drifting components.
+	Drift []fwv1.ComponentDrift
+	// Unknown names the components whose version or applicability is unknown, with why.
+	Unknown []string
+}
+
+// Result is the standing of the targets a baseline applies to, by name.
+type Result struct {
+	Counts  fwv1.ComplianceCounts
+	Targets []Target
+}
+
+// Evaluate judges each target against b. Targets no component applies to are left out.
+func Evaluate(b *fwv1.FirmwareBaseline, targets []fwv1.UpdateTarget) Result {
+	var res Result
+	for i := range targets {
+		t, applies := evaluateTarget(b, &targets[i])
+		if !applies {
+			continue
+		}
+		switch t.State {
+		case Compliant:
+			res.Counts.Compliant++
+		case Drifting:
+			res.Counts.Drifting++
+		default:
+			res.Counts.Unknown++
+		}
+		res.Targets = append(res.Targets, t)
+	}
+	sort.Slice(res.Targets, func(i, j int) bool { return res.Targets[i].Name < res.Targets[j].Name })
+	return res
+}
+
+func evaluateTarget(b *fwv1.FirmwareBaseline, ut *fwv1.UpdateTarget) (Target, bool) {
+	t := Target{Name: ut.Name}
+	applies := false
+	for _, c := range b.Spec.Components {
+		if !slices.Contains(c.AppliesTo.TargetTypes, ut.Spec.Type) {
+			continue
+		}
+		applies = true
+		if why := unknowable(c); why != "" {
+			t.Unknown = append(t.Unknown, c.Name+": "+why)
+			continue
+		}
+		read, ok := versionRead(ut, statusComponent(c.Kind))
+		switch {
+		case !ok:
+			t.Unknown = append(t.Unknown, c.Name+": no version read from the target yet")
+		case !fwversion.Same(read, c.Firmware.Version):
+			t.Drift = append(t.Drift, fwv1.ComponentDrift{Name: c.Name, Version: read, Wanted: c.Firmware.Version})
+		}
+	}
+	switch {
+	case len(t.Drift) > 0:
+		t.State = Drifting
+	case len(t.Unknown) > 0:
+		t.State = Unknown
+	default:
+		t.State = Compliant
+	}
+	return t, applies
+}
+
+// unknowable says why a component cannot be judged from an UpdateTarget's status, which
+// records neither the server's model nor a version per Smart Component device.
+func unknowable(c fwv1.BaselineComponent) string {
+	switch {
+	case c.Kind == fwv1.BaselineKindSmartComponent:
+		return "the UpdateTarget records no version per Smart Component device"
+	case len(c.AppliesTo.Models) > 0:
+		return "the UpdateTarget records no server model"
+	}
+	return ""
+}
+
+// statusComponent is the UpdateTarget status component that holds a kind's version: a Linux
+// Smart Component's is recorded as SmartComponent, the component its UpdateJob names.
+func statusComponent(k fwv1.BaselineComponentKind) fwv1.Component {
+	switch k {
+	case fwv1.BaselineKindILO:
+		return fwv1.ComponentILO
+	case fwv1.BaselineKindSystemROM:
+		return fwv1.ComponentSystemROM
+	case fwv1.BaselineKindOA:
+		return fwv1.ComponentOA
+	}
+	return fwv1.ComponentSmartComponent
+}
+
+func versionRead(t *fwv1.UpdateTarget, c fwv1.Component) (string, bool) {
+	for _, v := range t.Status.FirmwareVersions {
+		if v.Component == c && v.Version != "" {
+			return v.Version, true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,100 @@
+package compliance
+
+import (
+	"reflect"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+)
+
+func component(name string, kind fwv1.BaselineComponentKind, version string, types ...fwv1.TargetType) fwv1.BaselineComponent {
+	return fwv1.BaselineComponent{Name: name, Kind: kind, Firmware: fwv1.FirmwareSource{Version: version},
+		AppliesTo: fwv1.ComponentApplicability{TargetTypes: types}}
+}
+
+func target(name string, typ fwv1.TargetType, versions ...fwv1.ComponentVersion) fwv1.UpdateTarget {
+	return fwv1.UpdateTarget{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fwv1.UpdateTargetSpec{Type: typ},
+		Status: fwv1.UpdateTargetStatus{FirmwareVersions: versions}}
+}
+
+func read(c fwv1.Component, v string) fwv1.ComponentVersion {
+	return fwv1.ComponentVersion{Component: c, Version: v}
+}
+
+func TestEvaluate(t *testing.T) {
+	rom := component("rom-a43", fwv1.BaselineKindSystemROM, "2.68", fwv1.TargetTypeILO5)
+	rom.AppliesTo.Models = []string{"ProLiant DL325 Gen10 Plus"}
+	nic := component("nic", fwv1.BaselineKindSmartComponent, "08.60.12", fwv1.TargetTypeILO5)
+	nic.AppliesTo.Devices = []string{"a6b1a447-382a-5a4f-1077-807010770073"}
+	b := &fwv1.FirmwareBaseline{Spec: fwv1.FirmwareBaselineSpec{Components: []fwv1.BaselineComponent{
+		component("ilo5", fwv1.BaselineKindILO, "2.78", fwv1.TargetTypeILO5),
+		component("ilo6", fwv1.BaselineKindILO, "1.59", fwv1.TargetTypeILO6),
+		component("oa", fwv1.BaselineKindOA, "5.00", fwv1.TargetTypeOA),
+		component("linux-nic", fwv1.BaselineKindLinuxSmartComponent, "1.2", fwv1.TargetTypeLinux),
+	}}}
+	for _, tc := range []struct {
+		name       string
+		components []fwv1.BaselineComponent
+		target     fwv1.UpdateTarget
+		want       *Target // nil: the baseline does not apply
+	}{
+		{name: "at the version, written with a v", target: target("a", fwv1.TargetTypeILO6, read(fwv1.ComponentILO, "v1.59")),
+			want: &Target{Name: "a", State: Compliant}},
+		{name: "another version", target: target("b", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.65"), read(fwv1.ComponentSystemROM, "2.68")),
+			want: &Target{Name: "b", State: Drifting, Drift: []fwv1.ComponentDrift{{Name: "ilo5", Version: "2.65", Wanted: "2.78"}}}},
+		{name: "the version of another component does not count", target: target("c", fwv1.TargetTypeOA, read(fwv1.ComponentILO, "5.00")),
+			want: &Target{Name: "c", State: Unknown, Unknown: []string{"oa: no version read from the target yet"}}},
+		{name: "a Linux Smart Component is recorded as SmartComponent", target: target("d", fwv1.TargetTypeLinux, read(fwv1.ComponentSmartComponent, "1.1")),
+			want: &Target{Name: "d", State: Drifting, Drift: []fwv1.ComponentDrift{{Name: "linux-nic", Version: "1.1", Wanted: "1.2"}}}},
+		{name: "model-specific and device components cannot be told", components: []fwv1.BaselineComponent{rom, nic},
+			target: target("e", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.78"), read(fwv1.ComponentSystemROM, "2.68"), read(fwv1.ComponentSmartComponent, "08.60.12")),
+			want: &Target{Name: "e", State: Unknown, Unknown: []string{
+				"rom-a43: the UpdateTarget records no server model",
+				"nic: the UpdateTarget records no version per Smart Component device"}}},
+		{name: "drift wins over unknown", components: []fwv1.BaselineComponent{rom},
+			target: target("f", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.44")),
+			want: &Target{Name: "f", State: Drifting, Drift: []fwv1.ComponentDrift{{Name: "ilo5", Version: "2.44", Wanted: "2.78"}},
+				Unknown: []string{"rom-a43: the UpdateTarget records no server model"}}},
+		{name: "no component for iLO 4", target: target("g", fwv1.TargetTypeILO4, read(fwv1.ComponentILO, "2.80"))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bl := b.DeepCopy()
+			bl.Spec.Components = append(bl.Spec.Components, tc.components...)
+			res := Evaluate(bl, []fwv1.UpdateTarget{tc.target})
+			if tc.want == nil {
+				if len(res.Targets) != 0 || res.Counts != (fwv1.ComplianceCounts{}) {
+					t.Fatalf("got %+v, want the target left out", res)
+				}
+				return
+			}
+			if len(res.Targets) != 1 || !reflect.DeepEqual(res.Targets[0], *tc.want) {
+				t.Fatalf("got %+v\nwant %+v", res.Targets, *tc.want)
+			}
+		})
+	}
+}
+
+func TestEvaluateCountsAndOrder(t *testing.T) {
+	b := &fwv1.FirmwareBaseline{Spec: fwv1.FirmwareBaselineSpec{Components: []fwv1.BaselineComponent{
+		component("ilo5", fwv1.BaselineKindILO, "2.78", fwv1.TargetTypeILO5),
+	}}}
+	res := Evaluate(b, []fwv1.UpdateTarget{
+		target("z", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.78")),
+		target("y", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.72")),
+		target("x", fwv1.TargetTypeILO5),
+		target("w", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.78")),
+		target("linux", fwv1.TargetTypeLinux),
+	})
+	if want := (fwv1.ComplianceCounts{Compliant: 2, Drifting: 1, Unknown: 1}); res.Counts != want {
+		t.Errorf("counts %+v, want %+v", res.Counts, want)
+	}
+	var names []string
+	for _, t := range res.Targets {
+		names = append(names, t.Name)
+	}
+	if want := []string{"w", "x", "y", "z"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("targets %v, want %v (by name, the Linux host left out)", names, want)
+	}
+}
