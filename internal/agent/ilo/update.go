@@ -51,6 +51,8 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the update state before the flash: %w", d.t.Name, err)
 	}
+	d.subscribe(ctx) // rule P5 events (events.go): before the flash, removed after it
+	defer d.unsubscribe(ctx)
 	if running.Active() {
 		// An earlier agent's flash (or someone else's) is running: follow it, never start a
 		// second one.
@@ -126,8 +128,6 @@ func orNone(s string) string {
 func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccepted, following bool, report func(driver.Progress)) error {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.FlashTimeout)
 	defer cancel()
-	tick := time.NewTicker(d.opts.PollInterval)
-	defer tick.Stop()
 	seenActive, outage, polls := following, false, 0
 	var last redfish.UpdateStatus
 	for {
@@ -145,15 +145,16 @@ func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccept
 		default:
 			last = st
 			polls++
+			if outage {
+				d.resubscribeAfterReset(ctx) // a reset forgets subscriptions
+			}
 			if done, err := d.judge(ctx, st, acc, seenActive || outage, polls, report); done {
 				return err
 			}
 			seenActive = seenActive || st.Active()
 		}
-		select {
-		case <-ctx.Done():
+		if !d.pause(ctx) { // the poll interval, cut short by an event (events.go)
 			return fmt.Errorf("target %s: flash did not complete (last state %s): %w", d.t.Name, orNone(last.State), ctx.Err())
-		case <-tick.C:
 		}
 	}
 }

@@ -65,7 +65,9 @@ type eventState struct {
 	delivered int
 	failed    int // deliveries given up after every retry
 	retries   int
-	wg        sync.WaitGroup
+	// completedAt is when the update state last became Complete.
+	completedAt time.Time
+	wg          sync.WaitGroup
 }
 
 // event is one entry of an Event's Events array.
@@ -262,6 +264,9 @@ func (s *Sim) countDelivery(ok, retry bool) {
 // stateEventsLocked emits the events of an update state change: the UpdateService's state, and
 // the task's progress or end. Called by setStateLocked with the states before and after.
 func (s *Sim) stateEventsLocked(prevState, state string, prevPct, pct int, taskPath string, taskBefore string) {
+	if prevState != state && state == "Complete" {
+		s.events.completedAt = time.Now()
+	}
 	if prevState != state {
 		s.emitLocked(event{eventType: "ResourceUpdated", messageID: MsgStateChanged,
 			origin: "/redfish/v1/UpdateService", args: []string{state}})

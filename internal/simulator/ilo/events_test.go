@@ -68,7 +68,9 @@ func (rc *receiver) messageIDs() (ids, contexts, from []string) {
 // events can be checked).
 func startOn(t *testing.T, addr string, cfg Config) *Sim {
 	t.Helper()
-	cfg.Capture = testCapture(t, mockupDir(t))
+	if cfg.Capture == nil {
+		cfg.Capture = testCapture(t, mockupDir(t))
+	}
 	cfg.Username, cfg.Password, cfg.Logf = testUser, testPass, t.Logf
 	s, err := New(cfg)
 	if err != nil {

@@ -194,6 +194,9 @@ type Stats struct {
 	EventsDelivered int `json:"eventsDelivered"`
 	EventsFailed    int `json:"eventsFailed"`
 	EventRetries    int `json:"eventRetries"`
+	// LastComplete is when the update state last became Complete, so that a client's time
+	// from Complete to its verdict can be measured.
+	LastComplete time.Time `json:"lastComplete,omitzero"`
 }
 
 // Sim is one simulated iLO.
@@ -382,6 +385,7 @@ func (s *Sim) Stats() Stats {
 	st.MaxConcurrent = s.local.Max()
 	st.ILOResets, st.HostBoots, st.ResetRefused = s.reset.count, s.host.boots, s.reset.refused
 	st.Subscriptions, st.EventsDelivered, st.EventsFailed, st.EventRetries = len(s.events.subs), s.events.delivered, s.events.failed, s.events.retries
+	st.LastComplete = s.events.completedAt
 	return st
 }
 
