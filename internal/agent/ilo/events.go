@@ -78,7 +78,7 @@ type eventListener struct {
 	srv      *http.Server
 	done     chan struct{}
 	wake     chan struct{}
-	last     atomic.Int64 // UnixNano of the last accepted event
+	last     atomic.Int64 // UnixNano of the last accepted event; 0: none since subscribing
 	// sub is the subscription's path while subscribed; resubscribed says the subscription
 	// was renewed after the iLO's reset. Used by the driver's goroutine only.
 	sub          string
@@ -226,6 +226,7 @@ func (d *Driver) subscribe(ctx context.Context) {
 		l.log.Warn("could not subscribe to Redfish events; polling only", "err", err)
 		return
 	}
+	l.last.Store(0)
 	if d.opts.Events != nil {
 		d.opts.Events.Subscribed.Add(1)
 	}
@@ -273,14 +274,15 @@ func (d *Driver) resubscribeAfterReset(ctx context.Context) {
 	d.subscribe(ctx)
 }
 
-// pause waits for the next poll: PollInterval, or EventPollInterval while events arrive, cut
-// short by an event. It returns false when ctx ends.
+// pause waits for the next poll, cut short by an event: PollInterval, or EventPollInterval once
+// an event has come since the subscription was made (events reach the agent) and until the iLO
+// goes away (eventsLost). It returns false when ctx ends.
 func (d *Driver) pause(ctx context.Context) bool {
 	wait := d.opts.PollInterval
 	var wake chan struct{}
 	if l := d.ev; l != nil {
 		wake = l.wake
-		if last := l.last.Load(); last != 0 && time.Since(time.Unix(0, last)) < d.opts.EventPollInterval {
+		if l.last.Load() != 0 {
 			wait = d.opts.EventPollInterval
 		}
 	}
@@ -308,4 +310,12 @@ func (d *Driver) stopEvents() {
 	_ = d.t.Receive.Listener.Close()
 	<-l.done
 	d.ev = nil
+}
+
+// eventsLost goes back to the normal poll rate: the iLO is not answering (it resets), so it
+// sends no events, and it forgets the subscription.
+func (d *Driver) eventsLost() {
+	if d.ev != nil {
+		d.ev.last.Store(0)
+	}
 }

@@ -40,7 +40,7 @@ type Options struct {
 	ReloginBackoff, MaxReloginBackoff time.Duration
 	// NoRelogin never logs in again; only for the tests that show why the driver does.
 	NoRelogin bool
-	// EventPollInterval is the fallback poll interval while Redfish events arrive on the
+	// EventPollInterval is the fallback poll interval once Redfish events arrive on the
 	// target's receive port (events.go; default 5 x PollInterval).
 	EventPollInterval time.Duration
 	// Events, when set, counts the events of every driver made with these options.

@@ -140,6 +140,7 @@ func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccept
 				report(driver.Progress{Phase: driver.PhaseFlashing, Percent: last.Percent, Message: "the iLO is not answering (it resets after flashing itself); waiting for it"})
 			}
 			outage = true
+			d.eventsLost() // events.go
 		case err != nil:
 			return fmt.Errorf("target %s: following the flash: %w", d.t.Name, err)
 		default:

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,8 +22,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -37,7 +34,6 @@ import (
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
 	simoa "github.com/fwops/firmware-operator/internal/simulator/oa"
-	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
 	"github.com/fwops/firmware-operator/internal/testutil/sshd"
 )
 
@@ -138,25 +134,7 @@ func onlyPort(ports []int, want int) bool {
 // TestEndToEnd runs agents in-process against a real API server and a mixed fleet: iLO 4, 5
 // and 6 simulators, an Onboard Administrator simulator and a Linux host (a real sshd).
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end")
-	}
-	env, rc, err := apiserver.Start()
-	if errors.Is(err, apiserver.ErrNoAssets) && !apiserver.InCI() {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(rc, client.Options{Scheme: apiserver.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNS}}); err != nil {
-		t.Fatal(err)
-	}
-	e := &e2e{t: t, c: c, images: map[string][]byte{}, out: &syncbuf.Buffer{}}
+	e := newE2E(t)
 	imgSrv := e.serveImages()
 
 	iloImage := fwimage.Build("iLO", "2.78", []byte(strings.Repeat("iLO firmware payload ", 500)))

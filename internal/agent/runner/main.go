@@ -99,7 +99,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 	reg := o.drivers
 	if reg == nil {
 		reg = driver.Registry{}
-		ilo.Register(reg, o.ilo)
+		iloOpts := o.ilo
+		if iloOpts.Log == nil {
+			iloOpts.Log = log.With("driver", "ilo")
+		}
+		ilo.Register(reg, iloOpts)
 		oaOpts, linuxOpts := o.oa, o.linux
 		oaOpts.Logger = log.With("driver", "oa")
 		linuxOpts.Logger = log.With("driver", "linux")
