@@ -167,3 +167,29 @@ func TestP5_EventsBlockedFallsBackToPolling(t *testing.T) {
 		t.Fatal("an event listener for iLO 4, which keeps polling")
 	}
 }
+
+// An iLO that flashed itself resets and forgets the subscription. The flash is over by then
+// (Complete, or Idle after the outage), so the driver does not subscribe again for nothing; its
+// delete at the end finds the subscription gone, which is fine, and none is left.
+func TestP5_TheResetForgetsTheSubscription(t *testing.T) {
+	s := startSimOn(t, "127.0.0.2:0", similo.Config{Model: similo.ILO5, SimpleUpdateTask: true, Timings: fast})
+	tg := target(s, driver.TypeILO5)
+	tg.Receive = receivePort(t)
+	counters := &EventCounters{}
+	opts := testOpts
+	opts.Events, opts.ReloginBackoff, opts.MaxReloginBackoff = counters, 20*time.Millisecond, 100*time.Millisecond
+	d := openOpts(t, tg, opts)
+	url := imageServer(t, map[string][]byte{"ilo.bin": fwimage.Build("iLO", "2.99", nil)}) + "/ilo.bin"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := d.Update(ctx, driver.Firmware{Component: driver.ComponentILO, URL: url, Version: "2.99"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.ILOResets != 1 || st.Subscriptions != 0 {
+		t.Fatalf("simulator: %d resets, %d subscriptions left", st.ILOResets, st.Subscriptions)
+	}
+	if sub, unsub := counters.Subscribed.Load(), counters.Unsubscribed.Load(); sub != 1 || unsub != 1 || counters.Accepted.Load() == 0 {
+		t.Fatalf("subscribed %d, unsubscribed %d, accepted %d events; want 1, 1 (the 404 after the reset counts as removed), some",
+			sub, unsub, counters.Accepted.Load())
+	}
+}

@@ -146,11 +146,11 @@ func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccept
 		default:
 			last = st
 			polls++
-			if outage {
-				d.resubscribeAfterReset(ctx) // a reset forgets subscriptions
-			}
 			if done, err := d.judge(ctx, st, acc, seenActive || outage, polls, report); done {
 				return err
+			}
+			if outage {
+				d.resubscribeAfterReset(ctx) // still following after a reset, which forgets subscriptions
 			}
 			seenActive = seenActive || st.Active()
 		}
