@@ -202,6 +202,7 @@ func (d *Driver) subscribe(ctx context.Context) {
 	if l == nil || l.sub != "" {
 		return
 	}
+	d.removeStaleSubscriptions(ctx)
 	body := map[string]any{"Destination": l.url, "Context": l.context, "Protocol": "Redfish"}
 	if d.t.Type == driver.TypeILO5 {
 		// iLO 5 filters on EventTypes (iLO 6 on RegistryPrefixes: none asks for all).
@@ -231,6 +232,33 @@ func (d *Driver) subscribe(ctx context.Context) {
 		d.opts.Events.Subscribed.Add(1)
 	}
 	l.log.Info("subscribed to Redfish events", "subscription", l.sub, "destination", l.url)
+}
+
+// removeStaleSubscriptions deletes the subscriptions an earlier agent made for this target and
+// could not delete (it was killed): their destination is a port nobody may listen on any more.
+// Subscriptions of anyone else are left alone. An iLO that does not expand the collection is
+// not asked member by member: the stale ones then stay until the iLO resets.
+func (d *Driver) removeStaleSubscriptions(ctx context.Context) {
+	var coll struct {
+		Members []struct {
+			ID      string `json:"@odata.id"`
+			Context string
+		}
+	}
+	if err := d.c.Get(ctx, subscriptionsPath+"?$expand=.", &coll); err != nil {
+		return
+	}
+	prefix := "firmware-operator/" + d.t.Name + "/"
+	for _, m := range coll.Members {
+		if !strings.HasPrefix(m.Context, prefix) || m.Context == d.ev.context || m.ID == "" {
+			continue
+		}
+		if err := d.c.Delete(ctx, m.ID); err != nil {
+			d.ev.log.Warn("could not delete an earlier agent's event subscription", "subscription", m.ID, "err", err)
+			continue
+		}
+		d.ev.log.Info("deleted an earlier agent's event subscription", "subscription", m.ID)
+	}
 }
 
 // unsubscribe deletes the subscription, even when ctx has ended (the agent stopping).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"testing"
@@ -191,5 +192,46 @@ func TestP5_TheResetForgetsTheSubscription(t *testing.T) {
 	if sub, unsub := counters.Subscribed.Load(), counters.Unsubscribed.Load(); sub != 1 || unsub != 1 || counters.Accepted.Load() == 0 {
 		t.Fatalf("subscribed %d, unsubscribed %d, accepted %d events; want 1, 1 (the 404 after the reset counts as removed), some",
 			sub, unsub, counters.Accepted.Load())
+	}
+}
+
+// A subscription an earlier, killed agent left for this target is deleted before subscribing;
+// anyone else's stays. An agent stopped mid-flash deletes its own.
+func TestP5_StaleSubscriptionsAndStoppedAgent(t *testing.T) {
+	s := startSimOn(t, "127.0.0.2:0", similo.Config{Model: similo.ILO5, SimpleUpdateTask: true,
+		Timings: similo.Timings{Upload: 50 * time.Millisecond, Update: 5 * time.Second, Steps: 4}})
+	tg := target(s, driver.TypeILO5)
+	tg.Receive = receivePort(t)
+	subscribe := func(contextStr string) {
+		t.Helper()
+		cl := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the test's own simulator
+		b, _ := json.Marshal(map[string]any{"Destination": "https://127.0.0.1:1/", "Context": contextStr, "EventTypes": []string{"Alert"}})
+		req, _ := http.NewRequest(http.MethodPost, s.URL()+"/redfish/v1/EventService/Subscriptions/", bytes.NewReader(b))
+		req.SetBasicAuth(user, pass)
+		resp, err := cl.Do(req)
+		if err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("subscribe %q: %v %v", contextStr, err, resp)
+		}
+		resp.Body.Close()
+	}
+	subscribe("firmware-operator/sim/earlier-agent-token")
+	subscribe("someone-elses-monitoring")
+	counters := &EventCounters{}
+	d := openOpts(t, tg, Options{PollInterval: 20 * time.Millisecond, FlashTimeout: time.Minute, VerifyTimeout: time.Minute, Events: counters})
+	url := imageServer(t, map[string][]byte{"rom.bin": fwimage.Build("SystemROM", "2.99", nil)}) + "/rom.bin"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for counters.Accepted.Load() == 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel() // the agent stops (pod deleted) mid-flash
+	}()
+	if _, err := d.Update(ctx, driver.Firmware{Component: driver.ComponentSystemROM, URL: url, Version: "2.99"}, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Update: %v, want it cut short by the agent stopping", err)
+	}
+	if st := s.Stats(); st.Subscriptions != 1 || counters.Subscribed.Load() != 1 || counters.Unsubscribed.Load() != 1 {
+		t.Fatalf("simulator keeps %d subscriptions (want 1: someone else's); driver subscribed %d, unsubscribed %d",
+			st.Subscriptions, counters.Subscribed.Load(), counters.Unsubscribed.Load())
 	}
 }
