@@ -36,8 +36,6 @@ import (
 	"github.com/fwops/firmware-operator/internal/agent/redfish"
 )
 
-const subscriptionsPath = "/redfish/v1/EventService/Subscriptions/"
-
 // EventCounters count the events received on the receive ports; one may be shared by every
 // driver of an agent (Options.Events). Safe for concurrent use.
 type EventCounters struct {
@@ -208,21 +206,8 @@ func (d *Driver) subscribe(ctx context.Context) {
 		// iLO 5 filters on EventTypes (iLO 6 on RegistryPrefixes: none asks for all).
 		body["EventTypes"] = []string{"StatusChange", "ResourceUpdated", "Alert"}
 	}
-	var out struct {
-		ID string `json:"@odata.id"`
-	}
-	resp, err := d.c.Post(ctx, subscriptionsPath, body, &out)
-	if err == nil {
-		l.sub = out.ID
-		if loc := resp.Header.Get("Location"); loc != "" {
-			if u, perr := url.Parse(loc); perr == nil {
-				l.sub = u.Path
-			}
-		}
-		if l.sub == "" {
-			err = errors.New("the iLO named no subscription")
-		}
-	}
+	sub, err := d.c.Subscribe(ctx, body)
+	l.sub = sub
 	if err != nil {
 		l.log.Warn("could not subscribe to Redfish events; polling only", "err", err)
 		return
@@ -239,25 +224,20 @@ func (d *Driver) subscribe(ctx context.Context) {
 // Subscriptions of anyone else are left alone. An iLO that does not expand the collection is
 // not asked member by member: the stale ones then stay until the iLO resets.
 func (d *Driver) removeStaleSubscriptions(ctx context.Context) {
-	var coll struct {
-		Members []struct {
-			ID      string `json:"@odata.id"`
-			Context string
-		}
-	}
-	if err := d.c.Get(ctx, subscriptionsPath+"?$expand=.", &coll); err != nil {
+	subs, err := d.c.Subscriptions(ctx)
+	if err != nil {
 		return
 	}
 	prefix := "firmware-operator/" + d.t.Name + "/"
-	for _, m := range coll.Members {
-		if !strings.HasPrefix(m.Context, prefix) || m.Context == d.ev.context || m.ID == "" {
+	for _, m := range subs {
+		if !strings.HasPrefix(m.Context, prefix) || m.Context == d.ev.context || m.ODataID == "" {
 			continue
 		}
-		if err := d.c.Delete(ctx, m.ID); err != nil {
-			d.ev.log.Warn("could not delete an earlier agent's event subscription", "subscription", m.ID, "err", err)
+		if err := d.c.Delete(ctx, m.ODataID); err != nil {
+			d.ev.log.Warn("could not delete an earlier agent's event subscription", "subscription", m.ODataID, "err", err)
 			continue
 		}
-		d.ev.log.Info("deleted an earlier agent's event subscription", "subscription", m.ID)
+		d.ev.log.Info("deleted an earlier agent's event subscription", "subscription", m.ODataID)
 	}
 }
 
