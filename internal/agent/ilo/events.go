@@ -301,9 +301,26 @@ func (d *Driver) pause(ctx context.Context) bool {
 		return false
 	case <-t.C:
 	case <-wake:
+		// An iLO sends events in bursts (the state and the task change together): let the
+		// burst settle and read once.
+		t.Reset(eventSettle(d.opts.PollInterval))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		select {
+		case <-wake:
+		default:
+		}
 	}
 	return true
 }
+
+// eventSettle is how long a woken driver waits for the rest of a burst of events: an eighth of
+// the poll interval, at most 250 ms (at the 2 s default: a read 250 ms after the event, where
+// polling reads up to 2 s after the change).
+func eventSettle(poll time.Duration) time.Duration { return min(poll/8, 250*time.Millisecond) }
 
 // stopEvents unsubscribes and stops the listener.
 func (d *Driver) stopEvents() {
