@@ -150,6 +150,7 @@ func TestMetrics(t *testing.T) {
 	s.Metrics.AddBytesServed(1 << 20)
 	s.Metrics.ObserveFlash(95*time.Second, "succeeded")
 	s.Metrics.ObserveFlash(20*time.Second, "failed")
+	s.Metrics.CountRedfishEvents(func() int64 { return 7 }, func() int64 { return 2 })
 
 	code, body, hdr := get(t, "GET", "http://"+addr+"/metrics")
 	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
@@ -165,6 +166,9 @@ func TestMetrics(t *testing.T) {
 		"# TYPE " + MetricFlashDuration + " histogram",
 		MetricFlashDuration + `_count{result="succeeded"} 1`,
 		MetricFlashDuration + `_count{result="failed"} 1`,
+		"# TYPE " + MetricRedfishEvents + " counter",
+		MetricRedfishEvents + `{result="accepted"} 7`,
+		MetricRedfishEvents + `{result="dropped"} 2`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

@@ -14,6 +14,7 @@ const (
 	MetricTargets       = "fwops_agent_targets"
 	MetricBytesServed   = "fwops_agent_firmware_served_bytes_total"
 	MetricFlashDuration = "fwops_agent_flash_duration_seconds"
+	MetricRedfishEvents = "fwops_agent_redfish_events_total"
 )
 
 // Metrics holds the agent's Prometheus metrics in a private registry: the agent may share a
@@ -49,6 +50,18 @@ func NewMetrics(src StatusSource) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// CountRedfishEvents reports the Redfish events received on the rule P5 receive ports, read at
+// each scrape from accepted and dropped (events from another address or with the wrong
+// context).
+func (m *Metrics) CountRedfishEvents(accepted, dropped func() int64) {
+	for result, f := range map[string]func() int64{"accepted": accepted, "dropped": dropped} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: MetricRedfishEvents, ConstLabels: prometheus.Labels{"result": result},
+			Help: "Redfish events received from targets on the receive ports (rule P5), by result.",
+		}, func() float64 { return float64(f()) }))
+	}
 }
 
 // Registry is the private registry, for callers that add their own collectors.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -93,6 +94,17 @@ type Target struct {
 	LocalPort int
 	// LocalAddress is the node address to bind LocalPort on; empty means any.
 	LocalAddress string
+	// Receive, when set, is the target's rule P5 receive port: drivers that can be told of
+	// progress (Redfish events on iLO 5 and 6) listen on it; the others leave it alone.
+	Receive *Receive
+}
+
+// Receive is a rule P5 receive port the agent holds for one target.
+type Receive struct {
+	// Listener is bound to the port; the driver that uses it serves on it and closes it.
+	Listener net.Listener
+	// URL is how the target reaches the listener (https://node-address:port).
+	URL string
 }
 
 // Firmware is the verified image the agent serves and the driver installs.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"time"
@@ -49,6 +50,13 @@ type Options struct {
 	// iLO resets within seconds of Complete). A Complete that outlasts it is stale, left by an
 	// earlier flash of another component, and the flash is asked for.
 	EarlierFlashWait time.Duration
+	// EventPollInterval is the fallback poll interval once Redfish events arrive on the
+	// target's receive port (events.go; default 5 x PollInterval).
+	EventPollInterval time.Duration
+	// Events, when set, counts the events of every driver made with these options.
+	Events *EventCounters
+	// Log receives the event listener's lines; nil discards.
+	Log *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -62,6 +70,15 @@ func (o Options) withDefaults() Options {
 	orDefault(&o.ComeBackBackoff, 2*time.Second)
 	orDefault(&o.MaxComeBackBackoff, 15*time.Second)
 	orDefault(&o.EarlierFlashWait, 3*time.Minute)
+	if o.EventPollInterval <= 0 {
+		o.EventPollInterval = 5 * o.PollInterval
+	}
+	if o.Events == nil {
+		o.Events = &EventCounters{}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 	return o
 }
 
@@ -114,6 +131,7 @@ func NewFactory(opts Options) driver.Factory {
 			c.Close()
 			return nil, fmt.Errorf("target %s: %w", t.Name, err)
 		}
+		d.listen(ctx) // events.go: rule P5
 		return d, nil
 	}
 }
@@ -123,13 +141,18 @@ type Driver struct {
 	c    *redfish.Client
 	t    driver.Target
 	opts Options
+	ev   *eventListener // nil: polling only (events.go)
 }
 
 // Client exposes the Redfish client, for diagnostics.
 func (d *Driver) Client() *redfish.Client { return d.c }
 
-// Close ends the Redfish session.
-func (d *Driver) Close() error { return d.c.Close() }
+// Close removes a subscription left behind, stops the event listener and ends the Redfish
+// session.
+func (d *Driver) Close() error {
+	d.stopEvents()
+	return d.c.Close()
+}
 
 // Version reads the installed version of the component: iLO from Managers/1 (or its inventory
 // entry), SystemROM from the inventory's "System ROM". Versions are normalised (see

@@ -37,15 +37,7 @@ func startSim(t testing.TB, cfg similo.Config) *similo.Sim {
 	if cfg.Timings == (similo.Timings{}) {
 		cfg.Timings = fast
 	}
-	s, err := similo.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return startSimOn(t, "127.0.0.1:0", cfg)
 }
 
 func target(s *similo.Sim, typ driver.Type) driver.Target {

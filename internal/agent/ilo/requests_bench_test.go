@@ -25,19 +25,29 @@ var requestsTimings = similo.Timings{Upload: time.Second, Verify: 500 * time.Mil
 // read the version, update, close: what the agent does per target) against HPE's ilorest
 // firmwareupdate (which logs in and out itself) on the same image, same simulator timings.
 // requests/flash are the requests served; refused/flash those the reset refused (the driver
-// follows the reset and reads the new version back; ilorest returns at Complete). Run with
-// -benchtime=1x.
+// follows the reset and reads the new version back; ilorest returns at Complete).
+// impl=agent-events is the agent's driver with a rule P5 receive port: the iLO's Redfish events
+// wake it and it polls every 10 s as a fallback (events.go). Run with -benchtime=1x.
 func BenchmarkRedfishRequestsPerFlash(b *testing.B) {
 	url := imageServer(b, map[string][]byte{"ilo5_299.bin": fwimage.Build("iLO", "2.99", []byte("payload"))}) + "/ilo5_299.bin"
-	b.Run("impl=agent", func(b *testing.B) {
+	// agent flashes as the agent does per target; with events, the iLO (on an address of its
+	// own) posts Redfish events to a rule P5 receive port.
+	agent := func(b *testing.B, events bool) {
 		for b.Loop() {
-			s := startSim(b, similo.Config{Model: similo.ILO5, Timings: requestsTimings})
+			tg := driver.Target{Name: "sim", Type: driver.TypeILO5,
+				Credentials: driver.Credentials{Username: user, Password: pass}}
+			var s *similo.Sim
+			if events {
+				s = startSimOn(b, "127.0.0.2:0", similo.Config{Model: similo.ILO5, Timings: requestsTimings})
+				tg.Receive = receivePort(b)
+			} else {
+				s = startSim(b, similo.Config{Model: similo.ILO5, Timings: requestsTimings})
+			}
+			tg.Address, tg.TLS = s.Addr(), driver.TLS{FingerprintSHA256: s.CertFingerprint()}
 			reg := driver.Registry{}
 			Register(reg, Options{})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			d, err := reg.Open(ctx, driver.Target{Name: "sim", Type: driver.TypeILO5, Address: s.Addr(),
-				Credentials: driver.Credentials{Username: user, Password: pass},
-				TLS:         driver.TLS{FingerprintSHA256: s.CertFingerprint()}})
+			d, err := reg.Open(ctx, tg)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -49,9 +59,14 @@ func BenchmarkRedfishRequestsPerFlash(b *testing.B) {
 			}
 			d.Close()
 			cancel()
+			if st := s.Stats(); events && (st.EventsDelivered == 0 || st.Subscriptions != 0) {
+				b.Fatalf("events: %d delivered, %d subscriptions left", st.EventsDelivered, st.Subscriptions)
+			}
 			reportRequests(b, s)
 		}
-	})
+	}
+	b.Run("impl=agent", func(b *testing.B) { agent(b, false) })
+	b.Run("impl=agent-events", func(b *testing.B) { agent(b, true) })
 	b.Run("impl=ilorest", func(b *testing.B) {
 		bin, err := exec.LookPath("ilorest")
 		if err != nil {

@@ -66,6 +66,8 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	if err != nil {
 		return res, fmt.Errorf("target %s: reading the update state before the flash: %w", d.t.Name, err)
 	}
+	d.subscribe(ctx) // rule P5 events (events.go): before the flash, removed after it
+	defer d.unsubscribe(ctx)
 	following := running.Active()
 	if !following && fw.EarlierAttempt && fw.Component == driver.ComponentILO && running.State == redfish.StateComplete {
 		if following, err = d.earlierFlashRan(ctx, fw, res.VersionBefore, report); err != nil {
@@ -147,8 +149,6 @@ func orNone(s string) string {
 func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccepted, following bool, report func(driver.Progress)) error {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.FlashTimeout)
 	defer cancel()
-	tick := time.NewTicker(d.opts.PollInterval)
-	defer tick.Stop()
 	seenActive, outage, polls := following, false, 0
 	var last redfish.UpdateStatus
 	for {
@@ -161,6 +161,7 @@ func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccept
 				report(driver.Progress{Phase: driver.PhaseFlashing, Percent: last.Percent, Message: "the iLO is not answering (it resets after flashing itself); waiting for it"})
 			}
 			outage = true
+			d.eventsLost() // events.go
 		case err != nil:
 			return fmt.Errorf("target %s: following the flash: %w", d.t.Name, err)
 		default:
@@ -169,12 +170,13 @@ func (d *Driver) follow(ctx context.Context, ilo4 bool, acc redfish.UpdateAccept
 			if done, err := d.judge(ctx, st, acc, seenActive || outage, polls, report); done {
 				return err
 			}
+			if outage {
+				d.resubscribeAfterReset(ctx) // still following after a reset, which forgets subscriptions
+			}
 			seenActive = seenActive || st.Active()
 		}
-		select {
-		case <-ctx.Done():
+		if !d.pause(ctx) { // the poll interval, cut short by an event (events.go)
 			return fmt.Errorf("target %s: flash did not complete (last state %s): %w", d.t.Name, orNone(last.State), ctx.Err())
-		case <-tick.C:
 		}
 	}
 }

@@ -77,6 +77,11 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	if t.LocalPort != 0 {
 		a.held.release(t.LocalPort)
 	}
+	// rule P5: the target's receive port, for drivers told of progress (Redfish events).
+	if rc := a.receiveFor(i, t.Address); rc != nil {
+		t.Receive = rc
+		defer rc.Listener.Close()
+	}
 	progress := func(p driver.Progress) {
 		r.update(tctx, false, func(s *fwv1.TargetUpdateStatus) {
 			if p.Phase != "" {

@@ -1,23 +1,17 @@
 package runner
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	"github.com/fwops/firmware-operator/internal/simulator/fwpkg"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
-	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
-	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 )
 
 // TestEndToEndSmartComponent runs agents against a real API server and two iLO 5s with the
@@ -25,14 +19,7 @@ import (
 // (Succeeded, reboot required) and is not applicable to the XL675d (Skipped); after the
 // DL325 reboots, a new job finds it applied (Skipped) and cleans the iLO up. One flash in all.
 func TestEndToEndSmartComponent(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end")
-	}
-	_, c := apiserver.StartForTest(t)
-	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNS}}); err != nil {
-		t.Fatal(err)
-	}
-	e := &e2e{t: t, c: c, images: map[string][]byte{}, out: &syncbuf.Buffer{}}
+	e := newE2E(t)
 	imgSrv := e.serveImages()
 
 	const nicTarget = "a6b1a447-382a-5a4f-1077-807010770073" // the DL325's Marvell OCP3 adapter

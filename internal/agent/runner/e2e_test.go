@@ -22,8 +22,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -36,7 +34,6 @@ import (
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
 	simoa "github.com/fwops/firmware-operator/internal/simulator/oa"
-	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
 	"github.com/fwops/firmware-operator/internal/testutil/sshd"
 )
 
@@ -138,14 +135,7 @@ func onlyPort(ports []int, want int) bool {
 // TestEndToEnd runs agents in-process against a real API server and a mixed fleet: iLO 4, 5
 // and 6 simulators, an Onboard Administrator simulator and a Linux host (a real sshd).
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end")
-	}
-	_, c := apiserver.StartForTest(t)
-	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNS}}); err != nil {
-		t.Fatal(err)
-	}
-	e := &e2e{t: t, c: c, images: map[string][]byte{}, out: &syncbuf.Buffer{}}
+	e := newE2E(t)
 	imgSrv := e.serveImages()
 
 	iloImage := fwimage.Build("iLO", "2.78", []byte(strings.Repeat("iLO firmware payload ", 500)))

@@ -97,9 +97,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 		}
 	}
 	reg := o.drivers
+	var events *ilo.EventCounters
 	if reg == nil {
 		reg = driver.Registry{}
-		ilo.Register(reg, o.ilo)
+		iloOpts := o.ilo
+		if iloOpts.Log == nil {
+			iloOpts.Log = log.With("driver", "ilo")
+		}
+		if iloOpts.Events == nil {
+			iloOpts.Events = &ilo.EventCounters{}
+		}
+		events = iloOpts.Events
+		ilo.Register(reg, iloOpts)
 		oaOpts, linuxOpts := o.oa, o.linux
 		oaOpts.Logger = log.With("driver", "oa")
 		linuxOpts.Logger = log.With("driver", "linux")
@@ -108,7 +117,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 	}
 	return Run(ctx, cfg, Deps{
 		Client: c, Drivers: reg, HTTPClient: o.httpClient, Log: log,
-		MinWriteInterval: o.minWrite, OnBound: o.onBound, redactor: red,
+		MinWriteInterval: o.minWrite, OnBound: o.onBound, redactor: red, iloEvents: events,
 	})
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
 	"github.com/fwops/firmware-operator/internal/agent/fwserver"
+	"github.com/fwops/firmware-operator/internal/agent/ilo"
 )
 
 // Deps are what an agent gets from its surroundings rather than from its flags.
@@ -58,6 +59,8 @@ type Deps struct {
 	FinalWriteTimeout time.Duration
 
 	redactor *redactor // shared with the drivers' loggers when Main built them
+	// iloEvents counts the iLO drivers' Redfish events, for /metrics, when Main built them.
+	iloEvents *ilo.EventCounters
 }
 
 // agent is one run.
@@ -172,6 +175,9 @@ func (a *agent) readTargets() {
 // serveControl starts the control listener (rule P1) and the inter-process channel (rule P5).
 func (a *agent) serveControl() (stop func()) {
 	a.metrics = control.NewMetrics(a)
+	if ev := a.deps.iloEvents; ev != nil {
+		a.metrics.CountRedfishEvents(ev.Accepted.Load, ev.Dropped.Load) // rule P5
+	}
 	ctl := &control.Server{Status: a, Metrics: a.metrics, Log: a.log}
 	ctl.SetReady(func() error {
 		switch {

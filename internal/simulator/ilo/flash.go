@@ -385,6 +385,13 @@ var ilo4State = map[string]string{
 
 func (s *Sim) setStateLocked(state string, percent int, msgID, taskPath string) {
 	hpe := obj(s.tree.edit("/redfish/v1/UpdateService"), "Oem", "Hpe")
+	prevState, _ := hpe["State"].(string)
+	prevPct, _ := hpe["FlashProgressPercent"].(int)
+	taskBefore := ""
+	if taskPath != "" {
+		taskBefore, _ = s.tree.get(taskPath)["TaskState"].(string)
+	}
+	defer func() { s.stateEventsLocked(prevState, state, prevPct, percent, taskPath, taskBefore) }()
 	hpe["State"] = state
 	hpe["FlashProgressPercent"] = percent
 	if msgID != "" {

@@ -85,6 +85,8 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.postTask(w, r)
 		case key(systemResetPath):
 			s.postSystemReset(w, r)
+		case key(subscriptionsPath):
+			s.postSubscription(w, r) // events.go
 		case key(ilo4UpdatePath):
 			if s.cfg.Model != ILO4 {
 				writeError(w, http.StatusMethodNotAllowed, "Base.1.4.ActionNotSupported", "not an iLO 4")
@@ -100,6 +102,8 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.deleteComponent(w, p)
 		case strings.HasPrefix(p, key(taskQueuePath)+"/"):
 			s.deleteTask(w, p)
+		case strings.HasPrefix(p, key(subscriptionsPath)+"/"):
+			s.deleteSubscription(w, p)
 		default:
 			s.logout(w, r, p)
 		}

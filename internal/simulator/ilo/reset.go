@@ -49,7 +49,9 @@ func (s *Sim) resetILO(ctx context.Context, taskPath, version string) {
 	s.mu.Lock()
 	s.reset.phase = resetDown
 	s.reset.count++
+	s.emitLocked(event{eventType: "StatusChange", messageID: MsgResetInProgress, origin: "/redfish/v1/Managers/1"})
 	s.forgetSessionsLocked()
+	s.forgetSubscriptionsLocked() // events.go
 	if taskPath != "" {
 		s.tree.removeMember("/redfish/v1/TaskService/Tasks", taskPath)
 	}

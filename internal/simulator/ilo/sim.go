@@ -57,6 +57,9 @@ type Timings struct {
 	// HalfUp is how long, after that, the service root answers while UpdateService still
 	// answers 503 (default 20s).
 	HalfUp time.Duration
+	// EventRetry is the wait between attempts to deliver an event (default 30s, the captures'
+	// DeliveryRetryIntervalSeconds).
+	EventRetry time.Duration
 }
 
 // Default durations of the parts real hardware makes slow; tests shorten them.
@@ -184,6 +187,16 @@ type Stats struct {
 	// ILOResets counts the resets of the iLO after flashing itself; HostBoots the host's POSTs.
 	ILOResets int `json:"iloResets"`
 	HostBoots int `json:"hostBoots"`
+	// Subscriptions counts the live event subscriptions clients made (events.go);
+	// EventsDelivered the events posted and acknowledged, EventsFailed those given up after
+	// every retry, EventRetries the failed attempts that were retried.
+	Subscriptions   int `json:"subscriptions"`
+	EventsDelivered int `json:"eventsDelivered"`
+	EventsFailed    int `json:"eventsFailed"`
+	EventRetries    int `json:"eventRetries"`
+	// LastComplete is when the update state last became Complete, so that a client's time
+	// from Complete to its verdict can be measured.
+	LastComplete time.Time `json:"lastComplete,omitzero"`
 }
 
 // Sim is one simulated iLO.
@@ -201,6 +214,7 @@ type Sim struct {
 	repo     repoState
 	host     hostState
 	reset    resetState
+	events   eventState
 
 	cert, wrongCert tls.Certificate
 	certPEM         []byte
@@ -337,6 +351,7 @@ func (s *Sim) Close() error {
 	err := s.srv.Close()
 	<-s.done
 	s.flashWG.Wait()
+	s.events.wg.Wait()
 	return err
 }
 
@@ -369,6 +384,8 @@ func (s *Sim) Stats() Stats {
 	st.SourcePorts = append([]int(nil), s.stats.SourcePorts...)
 	st.MaxConcurrent = s.local.Max()
 	st.ILOResets, st.HostBoots, st.ResetRefused = s.reset.count, s.host.boots, s.reset.refused
+	st.Subscriptions, st.EventsDelivered, st.EventsFailed, st.EventRetries = len(s.events.subs), s.events.delivered, s.events.failed, s.events.retries
+	st.LastComplete = s.events.completedAt
 	return st
 }
 

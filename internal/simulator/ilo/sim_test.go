@@ -45,16 +45,7 @@ func startTest(t *testing.T, cfg Config) *Sim {
 			*d = 30 * time.Millisecond
 		}
 	}
-	cfg.Logf = t.Logf
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return startOn(t, "127.0.0.1:0", cfg)
 }
 
 // httpClient trusts the simulator's certificate through a pool, so that the SANs are checked too.
