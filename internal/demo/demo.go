@@ -119,6 +119,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !sum.AllSucceeded() {
 		return fmt.Errorf("%d of %d targets did not succeed", len(sum.Rows)-sum.Succeeded(), len(sum.Rows))
 	}
+	if twice := sum.NotFlashedOnce(); len(twice) > 0 {
+		return fmt.Errorf("not flashed exactly once: %s", strings.Join(twice, ", "))
+	}
 	return nil
 }
 
@@ -337,6 +340,9 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		return nil, werr
 	}
 	sum = w.summary()
+	for i := range sum.Rows {
+		sum.Rows[i].Flashes = fl.Flashes(sum.Rows[i].Target)
+	}
 	p.say("")
 	if errors.Is(werr, context.DeadlineExceeded) {
 		p.step("Timed out after %s", o.Timeout)

@@ -58,6 +58,9 @@ func TestDemo(t *testing.T) {
 		if res := r[len(r)-1]; res != string(fwv1.TargetPhaseSucceeded) {
 			t.Errorf("%s ended %s, want Succeeded:\n%s", name, res, text)
 		}
+		if n := r[len(r)-2]; n != "1" {
+			t.Errorf("%s: the simulator saw %s flashes, want 1:\n%s", name, n, text)
+		}
 	}
 	if len(rows) != len(want) {
 		t.Errorf("summary has %d rows, want %d:\n%s", len(rows), len(want), text)

@@ -108,6 +108,9 @@ type Row struct {
 	Attempts    int32
 	Duration    time.Duration
 	Message     string
+	// Flashes is how many flashes the target's simulator saw start: the judge of "never
+	// flashed twice", counted by the fleet, not by the operator.
+	Flashes int
 }
 
 // Summary is how the demo ended, target by target.
@@ -139,8 +142,19 @@ func (s *Summary) Succeeded() int {
 // AllSucceeded reports whether every target succeeded (a fresh fleet has nothing to skip).
 func (s *Summary) AllSucceeded() bool { return len(s.Rows) > 0 && s.Succeeded() == len(s.Rows) }
 
+// NotFlashedOnce lists the succeeded targets whose simulator did not see exactly one flash.
+func (s *Summary) NotFlashedOnce() []string {
+	var out []string
+	for _, r := range s.Rows {
+		if r.Phase == fwv1.TargetPhaseSucceeded && r.Flashes != 1 {
+			out = append(out, fmt.Sprintf("%s (%d)", r.Target, r.Flashes))
+		}
+	}
+	return out
+}
+
 // SummaryHeader is the first line of the summary table, which tests look for.
-var SummaryHeader = []string{"TARGET", "TYPE", "VERSION BEFORE → AFTER", "P2 FW SERVER", "P4 SESSION", "NODE", "DURATION", "RESULT"}
+var SummaryHeader = []string{"TARGET", "TYPE", "VERSION BEFORE → AFTER", "P2 FW SERVER", "P4 SESSION", "NODE", "DURATION", "FLASHES", "RESULT"}
 
 // Print writes the summary table, then why each failed target failed.
 func (s *Summary) Print(p *printer) {
@@ -158,7 +172,7 @@ func (s *Summary) Print(p *printer) {
 			fw = "(P3 SSH)"
 		}
 		rows = append(rows, []string{r.Target, string(r.Type), versions(r.Before, r.After), fw, port(r.SessionPort),
-			dash(r.Node), dur, dash(string(r.Phase))})
+			dash(r.Node), dur, strconv.Itoa(r.Flashes), dash(string(r.Phase))})
 		colors = append(colors, phaseColor(string(r.Phase)))
 	}
 	p.say("")
@@ -182,6 +196,11 @@ func (s *Summary) Print(p *printer) {
 			j.Counts.Succeeded, j.Counts.Failed, j.Counts.Skipped, j.Counts.Total)
 	}
 	verdict := fmt.Sprintf("%d of %d targets succeeded", s.Succeeded(), len(s.Rows))
+	if twice := s.NotFlashedOnce(); len(twice) > 0 {
+		p.say("\n%s", p.color(ansiRed+ansiBold, "Not flashed exactly once (the simulators' count): "+strings.Join(twice, ", ")+"."))
+	} else if s.Succeeded() > 0 {
+		p.say("\nEach succeeded target was flashed exactly once (the simulators' count).")
+	}
 	if s.AllSucceeded() {
 		p.say("\n%s", p.color(ansiGreen+ansiBold, "All "+verdict+"."))
 	} else {
