@@ -80,20 +80,30 @@ func splitAddress(a string) (host string, port int, err error) {
 		return a, 0, nil
 	}
 	if strings.HasPrefix(a, "[") && strings.HasSuffix(a, "]") {
-		return a[1 : len(a)-1], 0, nil
+		host = a[1 : len(a)-1]
+	} else if !strings.Contains(a, ":") {
+		host = a
+	} else {
+		h, p, err := net.SplitHostPort(a)
+		if err != nil {
+			return "", 0, fmt.Errorf("address %q: %w", a, err)
+		}
+		// Digits only: Atoi also takes "+22", and port 0 would silently mean "the default".
+		n, err := strconv.Atoi(p)
+		if err != nil || strings.Trim(p, "0123456789") != "" || n < 1 {
+			return "", 0, fmt.Errorf("address %q: bad port %q", a, p)
+		}
+		host, port = h, n
 	}
-	if !strings.Contains(a, ":") {
-		return a, 0, nil
+	// An empty host dials the node itself (":22"), not a target; a stray bracket ("[") makes
+	// an address nothing can dial.
+	switch {
+	case strings.TrimSpace(host) == "":
+		return "", 0, fmt.Errorf("address %q: no host", a)
+	case strings.ContainsAny(host, "[] \t\r\n"):
+		return "", 0, fmt.Errorf("address %q: bad host %q", a, host)
 	}
-	h, p, err := net.SplitHostPort(a)
-	if err != nil {
-		return "", 0, fmt.Errorf("address %q: %w", a, err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		return "", 0, fmt.Errorf("address %q: bad port %q", a, p)
-	}
-	return h, n, nil
+	return host, port, nil
 }
 
 // Dial connects to t over SSH and authenticates. The caller closes the returned client.
