@@ -164,7 +164,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			slog.String("remote", r.RemoteAddr),
 			slog.String("target", target),
 			slog.String("method", r.Method),
-			slog.String("path", redactPath(r.URL.Path)),
+			slog.String("path", Redact(r.URL.Path)),
 			slog.Int("status", status),
 			slog.Int64("bytes", rec.bytes),
 			slog.Duration("duration", time.Since(start)))
@@ -241,12 +241,13 @@ func hasDotDot(p string) bool {
 	return false
 }
 
-// redactPath keeps the token out of logs: whoever reads the logs should not be able to
-// download the image with it. Eight hex digits still tell jobs apart.
-func redactPath(p string) string {
-	if rest, ok := strings.CutPrefix(p, Prefix); ok {
-		if tok, name, ok := strings.Cut(rest, "/"); ok && len(tok) == 64 {
-			return Prefix + tok[:8] + "…/" + name
+// Redact keeps the token of a firmware path or URL (http://host:port/fw/<token>/<name>) out
+// of logs and messages: whoever reads them should not be able to download the image with it.
+// Eight hex digits still tell jobs apart. Everything that shows a firmware URL goes through it.
+func Redact(p string) string {
+	if i := strings.Index(p, Prefix); i >= 0 {
+		if tok, name, ok := strings.Cut(p[i+len(Prefix):], "/"); ok && len(tok) == 64 {
+			return p[:i] + Prefix + tok[:8] + "…/" + name
 		}
 	}
 	if len(p) > 256 {
