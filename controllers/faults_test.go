@@ -204,11 +204,3 @@ func warnings(ns string) []corev1.Event {
 	}
 	return out
 }
-
-func warningReasons(ns string) []string {
-	var out []string
-	for _, e := range warnings(ns) {
-		out = append(out, e.Reason)
-	}
-	return out
-}
