@@ -56,6 +56,9 @@ var _ = ginkgo.Describe("Secrets after a rollout", ginkgo.Label("e2e"), func() {
 				HalfUp: 100 * time.Millisecond, POST: 100 * time.Millisecond}})
 		gomega.Expect(err).NotTo(gomega.HaveOccurred())
 		gomega.Expect(f.Apply(suiteCtx, k8sClient, ns)).To(gomega.Succeed())
+		// Every version of every TargetUpdate, not only the last: a progress message holding a
+		// secret is overwritten by the verdict, but whoever watched saw it.
+		history := watchTargetUpdates(ns)
 		kubelet.Use(f.AgentFunc(k8sClient, fleet.AgentOptions{Log: agents}))
 		var jobs []*fwv1.UpdateJob
 		for _, c := range []fwv1.Component{fwv1.ComponentILO, fwv1.ComponentOA, fwv1.ComponentSmartComponent} {
@@ -102,8 +105,9 @@ var _ = ginkgo.Describe("Secrets after a rollout", ginkgo.Label("e2e"), func() {
 		}
 
 		places := map[string]string{
-			"the manager's log": managerLog.String(),
-			"the agents' logs":  agents.String(),
+			"the manager's log":                            managerLog.String(),
+			"the agents' logs":                             agents.String(),
+			"every version of the TargetUpdates (watched)": history.String(),
 		}
 		gomega.Expect(places["the manager's log"]).To(gomega.ContainSubstring(jobs[0].Name), "the manager's log was not captured")
 		gomega.Expect(places["the agents' logs"]).To(gomega.ContainSubstring(`"msg":"ports bound"`), "the agents' logs were not captured")
@@ -131,6 +135,24 @@ var _ = ginkgo.Describe("Secrets after a rollout", ginkgo.Label("e2e"), func() {
 		gomega.Expect(leaks).To(gomega.BeEmpty())
 	})
 })
+
+// watchTargetUpdates records, as JSON, every version of the namespace's TargetUpdates until
+// the spec ends.
+func watchTargetUpdates(ns string) *syncLog {
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: k8sClient.Scheme()})
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	w, err := wc.Watch(suiteCtx, &fwv1.TargetUpdateList{}, client.InNamespace(ns))
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	ginkgo.DeferCleanup(w.Stop)
+	out := &syncLog{}
+	go func() {
+		for ev := range w.ResultChan() {
+			b, _ := json.Marshal(ev.Object)
+			_, _ = out.Write(append(b, '\n'))
+		}
+	}()
+	return out
+}
 
 // around shows where secret sits in text, for a person to find the leak.
 func around(text, secret string) string {

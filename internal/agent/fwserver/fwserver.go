@@ -245,15 +245,32 @@ func hasDotDot(p string) bool {
 // of logs and messages: whoever reads them should not be able to download the image with it.
 // Eight hex digits still tell jobs apart. Everything that shows a firmware URL goes through it.
 func Redact(p string) string {
-	if i := strings.Index(p, Prefix); i >= 0 {
-		if tok, name, ok := strings.Cut(p[i+len(Prefix):], "/"); ok && len(tok) == 64 {
-			return p[:i] + Prefix + tok[:8] + "…/" + name
-		}
+	if before, tok, after, ok := splitToken(p); ok {
+		return before + tok[:8] + "…" + after
 	}
 	if len(p) > 256 {
 		return p[:256] + "…"
 	}
 	return p
+}
+
+// Token returns the token of the first firmware path in s, or "" when s holds none.
+func Token(s string) string {
+	_, tok, _, _ := splitToken(s)
+	return tok
+}
+
+// splitToken cuts s around the token of its first firmware path (Prefix, 64 characters, "/").
+func splitToken(s string) (before, tok, after string, ok bool) {
+	i := strings.Index(s, Prefix)
+	if i < 0 {
+		return "", "", "", false
+	}
+	tok, name, ok := strings.Cut(s[i+len(Prefix):], "/")
+	if !ok || len(tok) != 64 {
+		return "", "", "", false
+	}
+	return s[:i+len(Prefix)], tok, "/" + name, true
 }
 
 // recorder notes the status and body bytes of a response for the access log. It forwards

@@ -392,5 +392,8 @@ func TestRedact(t *testing.T) {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
+		if got := Token(in); (got == "") != (want == in) || (got != "" && got != tok) {
+			t.Errorf("Token(%q) = %q", in, got)
+		}
 	}
 }

@@ -326,7 +326,7 @@ func (d *Driver) updateOA(ctx context.Context, fw driver.Firmware, report func(d
 		return driver.Result{}, err
 	}
 	res := driver.Result{VersionBefore: before}
-	report(driver.Progress{Phase: driver.PhaseFlashing, Message: "UPDATE IMAGE " + fw.URL})
+	report(driver.Progress{Phase: driver.PhaseFlashing, Message: "UPDATE IMAGE " + fwserver.Redact(fw.URL)})
 	d.log.Info("flashing OA", "from", before, "url", fwserver.Redact(fw.URL))
 
 	// Keep hold of this connection: the OA dropping it is the sign it really restarts.
@@ -425,7 +425,7 @@ func (d *Driver) updateILO(ctx context.Context, fw driver.Firmware, report func(
 	}
 	res := driver.Result{VersionBefore: before}
 	cmd := fmt.Sprintf("UPDATE ILO %d %s", d.t.Bay, fw.URL)
-	report(driver.Progress{Phase: driver.PhaseFlashing, Message: cmd})
+	report(driver.Progress{Phase: driver.PhaseFlashing, Message: fwserver.Redact(cmd)})
 	d.log.Info("flashing blade iLO through OA", "bay", d.t.Bay, "from", before, "url", fwserver.Redact(fw.URL))
 	out, runErr := d.run(ctx, cmd, flashLine(report))
 	if !strings.Contains(out, "Successful update") {

@@ -145,6 +145,9 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		}
 		s.Message = fmt.Sprintf("at version %s; installing %s %s", orUnknown(current), fw.Component, orUnknown(fw.Version))
 	})
+	// A driver may quote the image URL (an OA's output echoes it); the redactor keeps its token
+	// out of every status message and log line, as it does the credentials.
+	a.red.add(fwserver.Token(url))
 	log.Info("updating", "from", current, "to", fw.Version, "imageURL", fwserver.Redact(url))
 	res, err := d.Update(dctx, fw, progress)
 	if err != nil {
