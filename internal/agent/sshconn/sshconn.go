@@ -52,7 +52,7 @@ var ErrNoKnownHosts = errors.New("no known_hosts for target and host key check n
 // Addr is the host:port Dial connects to. A port in t.Address wins; else t.SSH.Port; else 22
 // (rule P3). Both given and different is an error, as one of them is surely a mistake.
 func Addr(t driver.Target) (string, error) {
-	host, port, err := splitAddress(t.Address)
+	host, port, err := driver.SplitAddress(t.Address)
 	if err != nil {
 		return "", fmt.Errorf("target %s: %w", t.Name, err)
 	}
@@ -68,42 +68,6 @@ func Addr(t driver.Target) (string, error) {
 		return "", fmt.Errorf("target %s: ssh port %d out of range", t.Name, port)
 	}
 	return net.JoinHostPort(host, strconv.Itoa(port)), nil
-}
-
-// splitAddress accepts "host", "host:port", "ip", "[v6]" and "[v6]:port"; port is 0 when absent.
-func splitAddress(a string) (host string, port int, err error) {
-	a = strings.TrimSpace(a)
-	if a == "" {
-		return "", 0, errors.New("empty address")
-	}
-	if ip := net.ParseIP(a); ip != nil { // bare IPv6 has colons but no port
-		return a, 0, nil
-	}
-	if strings.HasPrefix(a, "[") && strings.HasSuffix(a, "]") {
-		host = a[1 : len(a)-1]
-	} else if !strings.Contains(a, ":") {
-		host = a
-	} else {
-		h, p, err := net.SplitHostPort(a)
-		if err != nil {
-			return "", 0, fmt.Errorf("address %q: %w", a, err)
-		}
-		// Digits only: Atoi also takes "+22", and port 0 would silently mean "the default".
-		n, err := strconv.Atoi(p)
-		if err != nil || strings.Trim(p, "0123456789") != "" || n < 1 {
-			return "", 0, fmt.Errorf("address %q: bad port %q", a, p)
-		}
-		host, port = h, n
-	}
-	// An empty host dials the node itself (":22"), not a target; a stray bracket ("[") makes
-	// an address nothing can dial.
-	switch {
-	case strings.TrimSpace(host) == "":
-		return "", 0, fmt.Errorf("address %q: no host", a)
-	case strings.ContainsAny(host, "[] \t\r\n"):
-		return "", 0, fmt.Errorf("address %q: bad host %q", a, host)
-	}
-	return host, port, nil
 }
 
 // Dial connects to t over SSH and authenticates. The caller closes the returned client.
