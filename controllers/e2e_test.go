@@ -255,6 +255,12 @@ func (l *syncLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
 func (l *syncLog) tail(n int) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -155,7 +155,11 @@ var _ = ginkgo.Describe("UpdateJob under faults", func() {
 			gomega.HaveField("Reason", "AgentPodRejected"),
 			gomega.HaveField("Message", gomega.And(gomega.ContainSubstring("PodSecurity"), gomega.ContainSubstring("pod-security.kubernetes.io/enforce=privileged")))))
 		gomega.Expect(condition(job, fwv1.ConditionStalled)()).To(gomega.HaveField("Status", metav1.ConditionTrue))
-		gomega.Eventually(func() []string { return warningReasons(ns) }).Should(gomega.ContainElement("AgentPodRejected"))
+		// The event says what to do too: whoever runs `kubectl get events` sees the label to set.
+		gomega.Eventually(func() []corev1.Event { return warnings(ns) }).Should(gomega.ContainElement(gomega.And(
+			gomega.HaveField("Reason", "AgentPodRejected"),
+			gomega.HaveField("InvolvedObject.Name", job.Name),
+			gomega.HaveField("Message", gomega.And(gomega.ContainSubstring("PodSecurity"), gomega.ContainSubstring("pod-security.kubernetes.io/enforce=privileged"))))))
 		// Once the namespace allows it, the job goes on by itself.
 		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Name: ns}, nsObj)).To(gomega.Succeed())
 		nsObj.Labels["pod-security.kubernetes.io/enforce"] = "privileged"
@@ -188,13 +192,14 @@ var _ = ginkgo.Describe("UpdateJob under faults", func() {
 	})
 })
 
-func warningReasons(ns string) []string {
-	var out []string
+// warnings lists the namespace's Warning events.
+func warnings(ns string) []corev1.Event {
 	var list corev1.EventList
 	_ = k8sClient.List(suiteCtx, &list, client.InNamespace(ns))
+	var out []corev1.Event
 	for _, e := range list.Items {
 		if e.Type == corev1.EventTypeWarning {
-			out = append(out, e.Reason)
+			out = append(out, e)
 		}
 	}
 	return out

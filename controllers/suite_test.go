@@ -46,7 +46,9 @@ func TestControllers(t *testing.T) {
 
 var _ = ginkgo.BeforeSuite(func() {
 	suiteCtx, cancel = context.WithCancel(context.Background())
-	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(ginkgo.GinkgoWriter, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewMultiHandler(
+		slog.NewTextHandler(ginkgo.GinkgoWriter, &slog.HandlerOptions{Level: slog.LevelInfo}),
+		managerLog.handler())))
 	var err error
 	testEnv, cfg, err = apiserver.Start()
 	if errors.Is(err, apiserver.ErrNoAssets) && !apiserver.InCI() {

@@ -379,6 +379,29 @@ func TestHelmValues(t *testing.T) {
 			t.Errorf("firmwareSources = %+v, want %+v", p.Spec.FirmwareSources, want)
 		}
 	})
+	t.Run("fleetNamespace", func(t *testing.T) {
+		for _, u := range helmTemplate(t, chartDir) {
+			if u.GetKind() == "Namespace" {
+				t.Errorf("Namespace %s rendered although fleetNamespace.create is false by default", u.GetName())
+			}
+		}
+		objs := helmTemplate(t, chartDir, "--set", "fleetNamespace.create=true", "--set", "fleetNamespace.labels.team=storage",
+			"--set", "fleetNamespace.labels.pod-security\\.kubernetes\\.io/enforce=baseline")
+		ns := into[corev1.Namespace](t, objs.get(t, "Namespace", "firmware-fleets"))
+		// The level the controller's AgentPodRejected message tells people to set; a user's
+		// label cannot lower it, since agent pods would then be refused.
+		for _, mode := range []string{"enforce", "audit", "warn"} {
+			if got := ns.Labels["pod-security.kubernetes.io/"+mode]; got != "privileged" {
+				t.Errorf("label pod-security.kubernetes.io/%s = %q, want privileged", mode, got)
+			}
+		}
+		if ns.Labels["team"] != "storage" || ns.Labels["app.kubernetes.io/name"] != "firmware-operator" {
+			t.Errorf("labels %v: want the user's and the chart's", ns.Labels)
+		}
+		if ns.Annotations["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("annotations %v: uninstalling would delete the fleet's targets and Secrets", ns.Annotations)
+		}
+	})
 	t.Run("narrow fallback range", func(t *testing.T) {
 		objs := helmTemplate(t, chartDir, "--set", "portPolicy.firmwareServer.fallbackRange.end=63005")
 		got, _, _ := unstructured.NestedInt64(objs.get(t, "PortPolicy", "default").Object, "spec", "firmwareServer", "fallbackRange", "end")

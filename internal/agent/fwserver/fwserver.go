@@ -164,7 +164,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			slog.String("remote", r.RemoteAddr),
 			slog.String("target", target),
 			slog.String("method", r.Method),
-			slog.String("path", redactPath(r.URL.Path)),
+			slog.String("path", Redact(r.URL.Path)),
 			slog.Int("status", status),
 			slog.Int64("bytes", rec.bytes),
 			slog.Duration("duration", time.Since(start)))
@@ -241,18 +241,36 @@ func hasDotDot(p string) bool {
 	return false
 }
 
-// redactPath keeps the token out of logs: whoever reads the logs should not be able to
-// download the image with it. Eight hex digits still tell jobs apart.
-func redactPath(p string) string {
-	if rest, ok := strings.CutPrefix(p, Prefix); ok {
-		if tok, name, ok := strings.Cut(rest, "/"); ok && len(tok) == 64 {
-			return Prefix + tok[:8] + "…/" + name
-		}
+// Redact keeps the token of a firmware path or URL (http://host:port/fw/<token>/<name>) out
+// of logs and messages: whoever reads them should not be able to download the image with it.
+// Eight hex digits still tell jobs apart. Everything that shows a firmware URL goes through it.
+func Redact(p string) string {
+	if before, tok, after, ok := splitToken(p); ok {
+		return before + tok[:8] + "…" + after
 	}
 	if len(p) > 256 {
 		return p[:256] + "…"
 	}
 	return p
+}
+
+// Token returns the token of the first firmware path in s, or "" when s holds none.
+func Token(s string) string {
+	_, tok, _, _ := splitToken(s)
+	return tok
+}
+
+// splitToken cuts s around the token of its first firmware path (Prefix, 64 characters, "/").
+func splitToken(s string) (before, tok, after string, ok bool) {
+	i := strings.Index(s, Prefix)
+	if i < 0 {
+		return "", "", "", false
+	}
+	tok, name, ok := strings.Cut(s[i+len(Prefix):], "/")
+	if !ok || len(tok) != 64 {
+		return "", "", "", false
+	}
+	return s[:i+len(Prefix)], tok, "/" + name, true
 }
 
 // recorder notes the status and body bytes of a response for the access log. It forwards

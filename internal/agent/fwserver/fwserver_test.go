@@ -379,3 +379,21 @@ func TestLargeFileDoesNotGrowHeap(t *testing.T) {
 		t.Errorf("allocated %d bytes while serving %d: the image is being copied through the heap", alloc, size)
 	}
 }
+
+func TestRedact(t *testing.T) {
+	tok := strings.Repeat("ab12", 16)
+	for in, want := range map[string]string{
+		"/fw/" + tok + "/ilo5_310.bin":                       "/fw/ab12ab12…/ilo5_310.bin",
+		"http://127.0.0.3:63005/fw/" + tok + "/oa_5.00.bin":  "http://127.0.0.3:63005/fw/ab12ab12…/oa_5.00.bin",
+		"http://[fd00::5]:80/fw/" + tok + "/cp045.scexe":     "http://[fd00::5]:80/fw/ab12ab12…/cp045.scexe",
+		"https://mirror.example.net/firmware/ilo5_310.fwpkg": "https://mirror.example.net/firmware/ilo5_310.fwpkg",
+		"/fw/short/x.bin": "/fw/short/x.bin",
+	} {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+		if got := Token(in); (got == "") != (want == in) || (got != "" && got != tok) {
+			t.Errorf("Token(%q) = %q", in, got)
+		}
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/agent/fwserver"
 	"github.com/fwops/firmware-operator/internal/agent/sshconn"
 )
 
@@ -325,8 +326,8 @@ func (d *Driver) updateOA(ctx context.Context, fw driver.Firmware, report func(d
 		return driver.Result{}, err
 	}
 	res := driver.Result{VersionBefore: before}
-	report(driver.Progress{Phase: driver.PhaseFlashing, Message: "UPDATE IMAGE " + fw.URL})
-	d.log.Info("flashing OA", "from", before, "url", fw.URL)
+	report(driver.Progress{Phase: driver.PhaseFlashing, Message: "UPDATE IMAGE " + fwserver.Redact(fw.URL)})
+	d.log.Info("flashing OA", "from", before, "url", fwserver.Redact(fw.URL))
 
 	// Keep hold of this connection: the OA dropping it is the sign it really restarts.
 	c, err := d.connect(ctx)
@@ -424,8 +425,8 @@ func (d *Driver) updateILO(ctx context.Context, fw driver.Firmware, report func(
 	}
 	res := driver.Result{VersionBefore: before}
 	cmd := fmt.Sprintf("UPDATE ILO %d %s", d.t.Bay, fw.URL)
-	report(driver.Progress{Phase: driver.PhaseFlashing, Message: cmd})
-	d.log.Info("flashing blade iLO through OA", "bay", d.t.Bay, "from", before, "url", fw.URL)
+	report(driver.Progress{Phase: driver.PhaseFlashing, Message: fwserver.Redact(cmd)})
+	d.log.Info("flashing blade iLO through OA", "bay", d.t.Bay, "from", before, "url", fwserver.Redact(fw.URL))
 	out, runErr := d.run(ctx, cmd, flashLine(report))
 	if !strings.Contains(out, "Successful update") {
 		if runErr != nil {

@@ -11,6 +11,7 @@ import (
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
+	"github.com/fwops/firmware-operator/internal/agent/fwserver"
 	"github.com/fwops/firmware-operator/internal/fwversion"
 	"github.com/fwops/firmware-operator/internal/rollout"
 )
@@ -149,7 +150,10 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		}
 		s.Message = fmt.Sprintf("at version %s; installing %s %s", orUnknown(current), fw.Component, orUnknown(fw.Version))
 	})
-	log.Info("updating", "from", current, "to", fw.Version, "imageURL", redactPath(url))
+	// A driver may quote the image URL (an OA's output echoes it); the redactor keeps its token
+	// out of every status message and log line, as it does the credentials.
+	a.red.add(fwserver.Token(url))
+	log.Info("updating", "from", current, "to", fw.Version, "imageURL", fwserver.Redact(url))
 	res, err := d.Update(dctx, fw, progress)
 	if err != nil {
 		if interrupted() {
@@ -207,18 +211,4 @@ func orUnknown(s string) string {
 		return "(unknown)"
 	}
 	return s
-}
-
-// redactPath hides the unguessable token of a firmware URL in logs.
-func redactPath(u string) string {
-	const p = "/fw/"
-	i := strings.Index(u, p)
-	if i < 0 {
-		return u
-	}
-	rest := u[i+len(p):]
-	if j := strings.IndexByte(rest, '/'); j >= 0 {
-		return u[:i+len(p)] + "…" + rest[j:]
-	}
-	return u
 }

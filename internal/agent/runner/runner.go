@@ -464,10 +464,10 @@ func targetHost(a string) string {
 			a = a[:j]
 		}
 	}
-	if ip := net.ParseIP(strings.Trim(a, "[]")); ip != nil {
-		return ip.String()
-	}
-	if h, _, err := net.SplitHostPort(a); err == nil {
+	if h, _, err := driver.SplitAddress(a); err == nil {
+		if ip := net.ParseIP(h); ip != nil {
+			return ip.String()
+		}
 		return h
 	}
 	return a

@@ -52,7 +52,7 @@ var ErrNoKnownHosts = errors.New("no known_hosts for target and host key check n
 // Addr is the host:port Dial connects to. A port in t.Address wins; else t.SSH.Port; else 22
 // (rule P3). Both given and different is an error, as one of them is surely a mistake.
 func Addr(t driver.Target) (string, error) {
-	host, port, err := splitAddress(t.Address)
+	host, port, err := driver.SplitAddress(t.Address)
 	if err != nil {
 		return "", fmt.Errorf("target %s: %w", t.Name, err)
 	}
@@ -68,32 +68,6 @@ func Addr(t driver.Target) (string, error) {
 		return "", fmt.Errorf("target %s: ssh port %d out of range", t.Name, port)
 	}
 	return net.JoinHostPort(host, strconv.Itoa(port)), nil
-}
-
-// splitAddress accepts "host", "host:port", "ip", "[v6]" and "[v6]:port"; port is 0 when absent.
-func splitAddress(a string) (host string, port int, err error) {
-	a = strings.TrimSpace(a)
-	if a == "" {
-		return "", 0, errors.New("empty address")
-	}
-	if ip := net.ParseIP(a); ip != nil { // bare IPv6 has colons but no port
-		return a, 0, nil
-	}
-	if strings.HasPrefix(a, "[") && strings.HasSuffix(a, "]") {
-		return a[1 : len(a)-1], 0, nil
-	}
-	if !strings.Contains(a, ":") {
-		return a, 0, nil
-	}
-	h, p, err := net.SplitHostPort(a)
-	if err != nil {
-		return "", 0, fmt.Errorf("address %q: %w", a, err)
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil {
-		return "", 0, fmt.Errorf("address %q: bad port %q", a, p)
-	}
-	return h, n, nil
 }
 
 // Dial connects to t over SSH and authenticates. The caller closes the returned client.

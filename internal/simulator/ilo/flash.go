@@ -338,6 +338,7 @@ func (s *Sim) download(ctx context.Context, uri string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: HTTP %d", uri, resp.StatusCode)
 	}
 	s.mu.Lock()
+	s.secrets.imageURIs = append(s.secrets.imageURIs, uri)
 	bps := s.faults.DownloadBytesPerSec
 	s.mu.Unlock()
 	body := io.LimitReader(resp.Body, maxImage+1)

@@ -210,6 +210,7 @@ func (s *Sim) login(w http.ResponseWriter, r *http.Request) {
 	id := body.UserName + randHex(8)
 	p := sessionsPath + "/" + id
 	s.sessions[tok] = p
+	s.secrets.tokens = append(s.secrets.tokens, tok)
 	doc := map[string]any{
 		"@odata.id": p + "/", "@odata.type": "#Session.v1_0_0.Session", "Id": id,
 		"Name": "User Session", "UserName": body.UserName,

@@ -206,6 +206,7 @@ type Sim struct {
 	mu       sync.Mutex
 	tree     *tree
 	sessions map[string]string // token -> session path
+	secrets  secretsSeen       // secrets.go
 	nextID   int
 	faults   Faults
 	stats    Stats

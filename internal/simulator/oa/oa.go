@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,14 @@ type Faults struct {
 	RefuseAuth bool
 }
 
+// FetchedURLs returns every image URL this OA downloaded (HTTP 200), in order: the agent's
+// firmware server puts a secret token in the path, which a client must never repeat.
+func (s *Simulator) FetchedURLs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.fetched)
+}
+
 // Simulator is a running OA. Its methods are safe for concurrent use.
 type Simulator struct {
 	cfg    Config
@@ -68,6 +77,7 @@ type Simulator struct {
 	http   *http.Client
 
 	mu          sync.Mutex
+	fetched     []string // image URLs downloaded (HTTP 200), for FetchedURLs
 	ln          net.Listener
 	conns       map[net.Conn]struct{}
 	version     string
@@ -480,6 +490,9 @@ func (s *Simulator) download(url string) (image, error) {
 	if resp.StatusCode != http.StatusOK {
 		return image{}, fmt.Errorf("Unable to download the firmware image (HTTP %d)", resp.StatusCode) //nolint:staticcheck // the OA's own wording
 	}
+	s.mu.Lock()
+	s.fetched = append(s.fetched, url)
+	s.mu.Unlock()
 	img, err := parseImage(resp.Body)
 	if err != nil {
 		return image{}, fmt.Errorf("The firmware image is not valid: %w", err) //nolint:staticcheck // the OA's own wording
