@@ -18,11 +18,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/fleet"
@@ -176,6 +178,10 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	var cfg *rest.Config
 	var kubeconfig string
 	if o.Cluster {
+		// The manager runs in its pod here (its log is kept with the node's logs), so its file
+		// takes this process's own client lines, which controller-runtime would otherwise
+		// replace with a warning and a stack trace on the terminal.
+		ctrllog.SetLogger(logr.FromSlogHandler(slog.NewJSONHandler(logs.manager, nil)))
 		if cfg, kubeconfig, err = startRealNode(ctx, p, o.Dir, &cleanups); err != nil {
 			return nil, err
 		}
