@@ -64,6 +64,12 @@ func Start(opts ...func(*envtest.Environment)) (*envtest.Environment, *rest.Conf
 		for _, o := range opts {
 			o(env)
 		}
+		// An explicit advertise address and no endpoint reconciler let the API server start
+		// where loopback is the only interface (a test network namespace): it otherwise looks
+		// for a default route to choose the address the kubernetes Service advertises.
+		env.ControlPlane.GetAPIServer().Configure().
+			Set("advertise-address", "127.0.0.1").
+			Set("endpoint-reconciler-type", "none")
 		cfg, err := env.Start()
 		if err == nil {
 			return env, cfg, nil
