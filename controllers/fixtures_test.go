@@ -65,7 +65,7 @@ func newJob(ns, name, fleet, policy string, mutate func(*fwv1.UpdateJob)) *fwv1.
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: fwv1.UpdateJobSpec{
 			Targets:        fwv1.TargetSelection{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": fleet}}},
-			Firmware:       fwv1.FirmwareSource{URL: "http://127.0.0.1:1/ilo5.bin", SHA256: testSHA, Version: "2.78"},
+			Firmware:       &fwv1.FirmwareSource{URL: "http://127.0.0.1:1/ilo5.bin", SHA256: testSHA, Version: "2.78"},
 			PortPolicyName: policy,
 			Rollout:        fwv1.Rollout{MaxConcurrent: 2},
 		},

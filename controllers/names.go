@@ -53,6 +53,7 @@ const (
 	// ReasonFirmwareSourceNotAllowed: the PortPolicy does not allow the job's nodePath or claim.
 	ReasonFirmwareSourceNotAllowed = "FirmwareSourceNotAllowed"
 	ReasonTargetRemoved            = "TargetRemoved"
+	ReasonBaselineNotFound         = "BaselineNotFound"
 	ReasonTargetDeselected         = "TargetDeselected"
 )
 

@@ -58,6 +58,7 @@ type UpdateJobReconciler struct {
 // +kubebuilder:rbac:groups=firmware.fwops.io,resources=targetupdates/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=firmware.fwops.io,resources=updatetargets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=firmware.fwops.io,resources=portpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=firmware.fwops.io,resources=firmwarebaselines,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;delete
@@ -98,7 +99,11 @@ func (r *UpdateJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // reconcileRollout runs the phases in order; each may stop the pass with a condition.
 func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.UpdateJob) (ctrl.Result, error) {
-	policy, ok, err := r.portPolicy(ctx, job)
+	baseline, ok, err := r.baseline(ctx, job)
+	if err != nil || !ok {
+		return ctrl.Result{}, err
+	}
+	policy, ok, err := r.portPolicy(ctx, job, baseline)
 	if err != nil || !ok {
 		return ctrl.Result{}, err
 	}
@@ -252,6 +257,7 @@ func (r *UpdateJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Man
 		}).
 		Watches(&fwv1.PortPolicy{}, handler.EnqueueRequestsFromMapFunc(r.jobsOfPolicy)).
 		Watches(&fwv1.UpdateTarget{}, handler.EnqueueRequestsFromMapFunc(r.jobsInNamespace)).
+		Watches(&fwv1.FirmwareBaseline{}, handler.EnqueueRequestsFromMapFunc(r.jobsInNamespace)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.jobsWaitingForNodes)).
 		Named("updatejob").
 		Complete(r)

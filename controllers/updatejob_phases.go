@@ -21,10 +21,31 @@ import (
 	"github.com/fwops/firmware-operator/internal/ports"
 )
 
+// baseline reads the FirmwareBaseline the job's spec.baselineRef names (nil for a job with
+// spec.firmware). A missing one is a condition, not an error: the baselines' watch brings the
+// job back once it is created.
+func (r *UpdateJobReconciler) baseline(ctx context.Context, job *fwv1.UpdateJob) (*fwv1.FirmwareBaseline, bool, error) {
+	ref := job.Spec.BaselineRef
+	if ref == nil {
+		return nil, true, nil
+	}
+	b := &fwv1.FirmwareBaseline{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: job.Namespace, Name: ref.Name}, b); err != nil {
+		if apierrors.IsNotFound(err) {
+			blocked(job, ReasonBaselineNotFound, fmt.Sprintf("FirmwareBaseline %q (spec.baselineRef.name) not found in namespace %s: "+
+				"create it (firmware-operator baseline import DIR writes one from a folder of .fwpkg and .bin files) or fix the name",
+				ref.Name, job.Namespace))
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return b, true, nil
+}
+
 // portPolicy reads the job's PortPolicy; a missing or invalid one, or one that does not allow
 // the job's firmware source, is a condition, not an error: the policy's watch brings the job
 // back when an administrator changes it.
-func (r *UpdateJobReconciler) portPolicy(ctx context.Context, job *fwv1.UpdateJob) (*fwv1.PortPolicy, bool, error) {
+func (r *UpdateJobReconciler) portPolicy(ctx context.Context, job *fwv1.UpdateJob, baseline *fwv1.FirmwareBaseline) (*fwv1.PortPolicy, bool, error) {
 	policy := &fwv1.PortPolicy{}
 	if err := r.Get(ctx, client.ObjectKey{Name: job.Spec.PortPolicyName}, policy); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -37,7 +58,7 @@ func (r *UpdateJobReconciler) portPolicy(ctx context.Context, job *fwv1.UpdateJo
 		blocked(job, ReasonInvalidSpec, fmt.Sprintf("PortPolicy %q is invalid: %v", policy.Name, err))
 		return nil, false, nil
 	}
-	if msg := firmwareSourceRefusal(job, policy); msg != "" {
+	if msg := firmwareSourceRefusal(job, baseline, policy); msg != "" {
 		blocked(job, ReasonFirmwareSourceNotAllowed, msg)
 		return nil, false, nil
 	}

@@ -208,8 +208,9 @@ func (r *UpdateJobReconciler) admit(ctx context.Context, job *fwv1.UpdateJob, t 
 	if ready.Status != metav1.ConditionTrue {
 		return fail(ready.Reason, fmt.Sprintf("UpdateTarget %s is not usable: %s", t.Name, ready.Message))
 	}
-	want := job.Spec.Firmware.Version
-	if want != "" && !job.Spec.Rollout.Force {
+	// A baseline job's agent decides per component what is current (its plan).
+	if fw := job.Spec.Firmware; fw != nil && fw.Version != "" && !job.Spec.Rollout.Force {
+		want := fw.Version
 		for _, v := range t.Status.FirmwareVersions {
 			if v.Component == job.Spec.Component && fwversion.Same(v.Version, want) {
 				s.counts.Pending--

@@ -204,8 +204,10 @@ const (
 )
 
 // UpdateJobSpec says what to flash where, and how fast.
-// +kubebuilder:validation:XValidation:rule="!has(self.firmware.keepInRepository) || !self.firmware.keepInRepository || (has(self.component) && self.component == 'SmartComponent')",message="firmware.keepInRepository is for Smart Components, which the agent adds to the iLO Repository: component SmartComponent",fieldPath=".firmware.keepInRepository"
-// +kubebuilder:validation:XValidation:rule="!has(self.rollout) || !has(self.rollout.reboot) || self.rollout.reboot == 'Never' || (has(self.component) && self.component in ['SystemROM', 'SmartComponent'])",message="rollout.reboot IfRequired is for firmware that activates at the next reboot: component SystemROM or SmartComponent",fieldPath=".rollout.reboot"
+// +kubebuilder:validation:XValidation:rule="has(self.firmware) != has(self.baselineRef)",message="spec needs exactly one of firmware (one image) and baselineRef (a FirmwareBaseline of this namespace)"
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.firmware) == has(self.firmware) && has(oldSelf.baselineRef) == has(self.baselineRef)",message="firmware and baselineRef cannot be added or removed once the job exists; create a new UpdateJob"
+// +kubebuilder:validation:XValidation:rule="!has(self.firmware) || !has(self.firmware.keepInRepository) || !self.firmware.keepInRepository || (has(self.component) && self.component == 'SmartComponent')",message="firmware.keepInRepository is for Smart Components, which the agent adds to the iLO Repository: component SmartComponent",fieldPath=".firmware.keepInRepository"
+// +kubebuilder:validation:XValidation:rule="!has(self.rollout) || !has(self.rollout.reboot) || self.rollout.reboot == 'Never' || has(self.baselineRef) || (has(self.component) && self.component in ['SystemROM', 'SmartComponent'])",message="rollout.reboot IfRequired is for firmware that activates at the next reboot: component SystemROM or SmartComponent, or a baselineRef",fieldPath=".rollout.reboot"
 type UpdateJobSpec struct {
 	// targets selects the UpdateTargets to update, in this namespace.
 	// +required
@@ -217,11 +219,19 @@ type UpdateJobSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="component is immutable; create a new UpdateJob"
 	Component Component `json:"component,omitempty"`
 
-	// firmware is the image to install. It cannot change once the job exists: create a new
-	// UpdateJob to roll out another image.
-	// +required
+	// firmware is the one image to install; exactly one of firmware and baselineRef is set.
+	// It cannot change once the job exists: create a new UpdateJob to roll out another image.
+	// +optional
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="firmware is immutable; create a new UpdateJob to roll out another image"
-	Firmware FirmwareSource `json:"firmware"`
+	Firmware *FirmwareSource `json:"firmware,omitempty"`
+
+	// baselineRef names a FirmwareBaseline of this namespace to roll out instead of one image:
+	// per target the agent installs the baseline's components that apply to it and are out of
+	// date, iLO first, then the system ROM, then the rest (spec.component is then unused).
+	// Exactly one of firmware and baselineRef is set.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="baselineRef is immutable; create a new UpdateJob to roll out another baseline"
+	BaselineRef *BaselineReference `json:"baselineRef,omitempty"`
 
 	// portPolicyName names the cluster-scoped PortPolicy the agents follow.
 	// +optional
@@ -240,6 +250,15 @@ type UpdateJobSpec struct {
 	// request.
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// BaselineReference names a FirmwareBaseline in the job's namespace.
+type BaselineReference struct {
+	// name is the FirmwareBaseline's name.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
 }
 
 // JobPhase summarises a job.

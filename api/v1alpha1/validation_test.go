@@ -44,7 +44,7 @@ func validJob(name string) *fwv1.UpdateJob {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 		Spec: fwv1.UpdateJobSpec{
 			Targets:  fwv1.TargetSelection{Names: []string{"a"}},
-			Firmware: fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5.bin", SHA256: goodSHA},
+			Firmware: &fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5.bin", SHA256: goodSHA},
 			Rollout: fwv1.Rollout{
 				MaxConcurrent: 2,
 				Window:        &fwv1.MaintenanceWindow{Start: "22:00", End: "04:00", TimeZone: "Europe/Paris"},

@@ -102,7 +102,7 @@ func Node(pod *corev1.Pod) string {
 
 // Config is the agent configuration the pod passes as arguments.
 func Config(in Input, podName string) config.Config {
-	fw := in.Job.Spec.Firmware
+	fw := ptr.Deref(in.Job.Spec.Firmware, fwv1.FirmwareSource{})
 	policy := ports.FromSpec(in.Policy.Spec)
 	cfg := config.Config{
 		Namespace: in.Job.Namespace,
@@ -131,7 +131,7 @@ func Config(in Input, podName string) config.Config {
 		RebootIfRequired: in.Job.Spec.Rollout.Reboot == fwv1.RebootIfRequired,
 		Window:           in.Job.Spec.Rollout.Window,
 	}
-	cfg.Firmware.Path = firmwareSourceMount(fw)
+	cfg.Firmware.Path = firmwareSourceMount(in.Job.Spec.Firmware)
 	sessions := in.Ports.Sessions()
 	for i, t := range in.Targets {
 		spec := t.Target.Spec
@@ -172,8 +172,10 @@ func Config(in Input, podName string) config.Config {
 
 // firmwareSourceMount is where the agent finds a nodePath or claim source: the file alone,
 // mounted under its own name; "" for a url source.
-func firmwareSourceMount(fw fwv1.FirmwareSource) string {
+func firmwareSourceMount(fw *fwv1.FirmwareSource) string {
 	switch {
+	case fw == nil:
+		return ""
 	case fw.PersistentVolumeClaim != nil:
 		return path.Join(config.PVCDir, path.Base(fw.PersistentVolumeClaim.Path))
 	case fw.NodePath != "":
@@ -378,8 +380,8 @@ func addVolumes(pod *corev1.Pod, in Input) {
 	}})
 	// The source is the one file, read-only: never the directory above it (a nodePath of
 	// /etc/shadow mounted the node's /etc). The PortPolicy allowed the path (docs/security.md).
-	fw := in.Job.Spec.Firmware
-	switch at := firmwareSourceMount(fw); {
+	fw := ptr.Deref(in.Job.Spec.Firmware, fwv1.FirmwareSource{})
+	switch at := firmwareSourceMount(in.Job.Spec.Firmware); {
 	case fw.PersistentVolumeClaim != nil:
 		mount("firmware-source", at, true, corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
 			ClaimName: fw.PersistentVolumeClaim.ClaimName, ReadOnly: true,

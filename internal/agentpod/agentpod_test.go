@@ -25,7 +25,7 @@ func job() *fwv1.UpdateJob {
 		ObjectMeta: metav1.ObjectMeta{Name: "ilo5-278", Namespace: "fleet", UID: types.UID("job-uid")},
 		Spec: fwv1.UpdateJobSpec{
 			Component: fwv1.ComponentILO,
-			Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5.bin", SHA256: strings.ToUpper(sha), Version: "2.78"},
+			Firmware:  &fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5.bin", SHA256: strings.ToUpper(sha), Version: "2.78"},
 			Rollout:   fwv1.Rollout{Timeout: &metav1.Duration{Duration: 20 * time.Minute}},
 		},
 	}
@@ -261,7 +261,7 @@ func TestFirmwareSourceMountsOnlyTheFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			j := job()
 			tc.source.SHA256 = j.Spec.Firmware.SHA256
-			j.Spec.Firmware = tc.source
+			j.Spec.Firmware = &tc.source
 			pod := Build(Input{Job: j, Policy: policy(), Node: "n", Image: "i", Targets: targets()[:1], Ports: assignment(t, false)})
 			i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "firmware-source" })
 			if i < 0 || !reflect.DeepEqual(pod.Spec.Volumes[i].VolumeSource, tc.want) {

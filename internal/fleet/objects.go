@@ -90,7 +90,7 @@ func (f *Fleet) Job(namespace, name string, c fwv1.Component, policy string, max
 		Spec: fwv1.UpdateJobSpec{
 			Targets:        fwv1.TargetSelection{Selector: &metav1.LabelSelector{MatchLabels: f.Selector(c)}},
 			Component:      c,
-			Firmware:       fwv1.FirmwareSource{URL: im.URL, SHA256: im.SHA256, Version: im.Version},
+			Firmware:       &fwv1.FirmwareSource{URL: im.URL, SHA256: im.SHA256, Version: im.Version},
 			PortPolicyName: policy,
 			Rollout:        fwv1.Rollout{MaxConcurrent: maxConcurrent},
 		},
