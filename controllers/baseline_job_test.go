@@ -1,0 +1,77 @@
+package controllers_test
+
+import (
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+)
+
+// A job that rolls out a FirmwareBaseline (spec.baselineRef) checks the baseline before it
+// starts anything: it must exist, and each component's source must pass the PortPolicy's
+// allow-list exactly as a job's own spec.firmware does.
+var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
+	var ns, policy string
+	ginkgo.BeforeEach(func() {
+		ns = newNamespace()
+		policy = "policy-" + ns
+		createPolicy(policy, func(p *fwv1.PortPolicy) {
+			p.Spec.FirmwareSources.NodePathPrefixes = []fwv1.NodePathPrefix{"/var/lib/firmware/"}
+		})
+	})
+	ginkgo.AfterEach(func() {
+		if ginkgo.CurrentSpecReport().Failed() {
+			dumpNamespace(ns)
+		}
+		cleanNamespace(ns)
+	})
+
+	// blockedWith waits for Ready=False and Stalled=True with reason, and a Warning event,
+	// all with a message containing each of want; no agent pod starts.
+	blockedWith := func(job *fwv1.UpdateJob, reason string, want ...string) {
+		var msg []gomega.OmegaMatcher
+		for _, w := range want {
+			msg = append(msg, gomega.ContainSubstring(w))
+		}
+		gomega.Eventually(condition(job, fwv1.ConditionReady)).Should(gomega.And(
+			gomega.HaveField("Reason", reason), gomega.HaveField("Message", gomega.And(msg...))))
+		gomega.Expect(condition(job, fwv1.ConditionStalled)()).To(gomega.And(
+			gomega.HaveField("Status", metav1.ConditionTrue), gomega.HaveField("Reason", reason)))
+		gomega.Eventually(func() []corev1.Event {
+			var list corev1.EventList
+			_ = k8sClient.List(suiteCtx, &list, client.InNamespace(ns))
+			return list.Items
+		}).Should(gomega.ContainElement(gomega.And(
+			gomega.HaveField("Type", corev1.EventTypeWarning),
+			gomega.HaveField("Reason", reason),
+			gomega.HaveField("Message", gomega.And(msg...)))))
+		gomega.Expect(agentPodsOf(ns, job.Name)).To(gomega.BeEmpty())
+	}
+
+	ginkgo.It("waits for a missing baseline, saying what to create, then checks its components' sources", func() {
+		createILOTargets(ns, "bj", 1)
+		job := newJob(ns, "rollout", "bj", policy, func(j *fwv1.UpdateJob) {
+			j.Spec.Firmware, j.Spec.BaselineRef = nil, &fwv1.BaselineReference{Name: "spp-2026-09"}
+		})
+		blockedWith(job, "BaselineNotFound", `FirmwareBaseline "spp-2026-09"`, "spec.baselineRef.name", "baseline import")
+
+		// The baselines' watch brings the job back; the second component reads a node path
+		// the policy does not allow, and the message names the component and the field.
+		b := &fwv1.FirmwareBaseline{
+			ObjectMeta: metav1.ObjectMeta{Name: "spp-2026-09", Namespace: ns},
+			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
+				{Name: "ilo5", Kind: fwv1.BaselineKindILO,
+					Firmware:  fwv1.FirmwareSource{NodePath: "/var/lib/firmware/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+				{Name: "rom-a55", Kind: fwv1.BaselineKindSystemROM,
+					Firmware:  fwv1.FirmwareSource{NodePath: "/etc/shadow", SHA256: testSHA, Version: "3.40"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+			}},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		blockedWith(job, "FirmwareSourceNotAllowed", "component rom-a55", "spec.components[1].firmware.nodePath", `"/etc/shadow"`)
+	})
+})
