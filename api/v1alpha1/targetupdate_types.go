@@ -146,11 +146,69 @@ type TargetUpdateStatus struct {
 	// +optional
 	RetryAfter *metav1.Time `json:"retryAfter,omitempty"`
 
+	// components, for a job with a baselineRef, are the target's plan and each component's
+	// progress, in the order they are installed; skipped ones (current, newer) are listed
+	// too, last.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=200
+	Components []ComponentUpdate `json:"components,omitempty"`
+
+	// componentsDone counts the components that reached a final phase.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ComponentsDone int32 `json:"componentsDone,omitempty"`
+
+	// componentsTotal counts the components of the baseline that apply to the target.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ComponentsTotal int32 `json:"componentsTotal,omitempty"`
+
+	// componentsProgress is "componentsDone/componentsTotal", for print columns; empty for
+	// a job with spec.firmware.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	ComponentsProgress string `json:"componentsProgress,omitempty"`
+
 	// conditions: Ready is True once the target succeeded or was skipped.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ComponentUpdate is one baseline component's update on one target.
+type ComponentUpdate struct {
+	// name is the component's name in the baseline.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// kind is what the component installs.
+	// +optional
+	Kind BaselineComponentKind `json:"kind,omitempty"`
+
+	// from is the version read before it was installed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	From string `json:"from,omitempty"`
+
+	// to is the baseline's version.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	To string `json:"to,omitempty"`
+
+	// phase is where the component stands: Pending, Staging, Flashing, Verifying while it is
+	// installed, then Succeeded, Failed or Skipped.
+	// +optional
+	Phase TargetPhase `json:"phase,omitempty"`
+
+	// message says what happened to it, or why it is skipped.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
 }
 
 // TargetUpdate is one target's update within one UpdateJob, owned by the job. One object per
@@ -162,6 +220,7 @@ type TargetUpdateStatus struct {
 // +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.targetName`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Percent",type=integer,JSONPath=`.status.percent`
+// +kubebuilder:printcolumn:name="Components",type=string,JSONPath=`.status.componentsProgress`
 // +kubebuilder:printcolumn:name="Before",type=string,JSONPath=`.status.versionBefore`,priority=1
 // +kubebuilder:printcolumn:name="After",type=string,JSONPath=`.status.versionAfter`,priority=1
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.node`,priority=1
