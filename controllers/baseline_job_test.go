@@ -74,4 +74,60 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
 		blockedWith(job, "FirmwareSourceNotAllowed", "component rom-a55", "spec.components[1].firmware.nodePath", `"/etc/shadow"`)
 	})
+
+	ginkgo.It("in a dry run, writes each target's plan on its TargetUpdate next to the firewall plan, starting nothing", func() {
+		targets := createILOTargets(ns, "dry", 2)
+		recordVersions(ns, targets[0], iloAt("2.46"))
+		recordVersions(ns, targets[1], iloAt("v3.10"))
+		b := &fwv1.FirmwareBaseline{
+			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
+			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
+				{Name: "rom-a55", Kind: fwv1.BaselineKindSystemROM,
+					Firmware: fwv1.FirmwareSource{URL: "https://fw.example.net/a55.fwpkg", SHA256: testSHA, Version: "3.40"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5},
+						Models: []string{"ProLiant DL325 Gen10 Plus"}}},
+				{Name: "ilo5", Kind: fwv1.BaselineKindILO,
+					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+				{Name: "ilo6", Kind: fwv1.BaselineKindILO,
+					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo6_161.bin", SHA256: testSHA, Version: "1.61"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO6}}},
+			}},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		job := newJob(ns, "dry", "dry", policy, func(j *fwv1.UpdateJob) {
+			j.Spec.Firmware, j.Spec.BaselineRef = nil, &fwv1.BaselineReference{Name: "spp"}
+			j.Spec.DryRun, j.Spec.Rollout.MaxConcurrent = true, 2
+		})
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhasePlanned))
+		gomega.Expect(condition(job, fwv1.ConditionReady)()).To(gomega.HaveField("Message", gomega.And(
+			gomega.ContainSubstring("status.agents"), gomega.ContainSubstring("status.components"))))
+		gomega.Expect(getJob(job).Status.Agents).NotTo(gomega.BeEmpty(), "the firewall plan is still written")
+
+		byTarget := map[string]fwv1.TargetUpdate{}
+		gomega.Eventually(func() int {
+			for _, tu := range targetUpdates(ns, job.Name) {
+				if tu.Status.ComponentsTotal > 0 {
+					byTarget[tu.Spec.TargetName] = tu
+				}
+			}
+			return len(byTarget)
+		}).Should(gomega.Equal(2))
+		old, current := byTarget[targets[0]].Status, byTarget[targets[1]].Status
+		// The iLO first; the model-bound ROM waits for the agent to read the model; iLO 6's
+		// component does not apply to an iLO 5.
+		gomega.Expect(old.Components).To(gomega.HaveExactElements(
+			gomega.And(gomega.HaveField("Name", "ilo5"), gomega.HaveField("From", "2.46"), gomega.HaveField("To", "3.10"),
+				gomega.HaveField("Phase", fwv1.TargetPhasePending)),
+			gomega.And(gomega.HaveField("Name", "rom-a55"), gomega.HaveField("Message", gomega.ContainSubstring("DL325")))))
+		gomega.Expect(old.ComponentsProgress).To(gomega.Equal("0/2"))
+		gomega.Expect(old.Message).To(gomega.And(gomega.ContainSubstring("ilo5 2.46 -> 3.10"), gomega.ContainSubstring("about 8m")))
+		gomega.Expect(current.Components).To(gomega.ContainElement(gomega.And(
+			gomega.HaveField("Name", "ilo5"), gomega.HaveField("Phase", fwv1.TargetPhaseSkipped))))
+		gomega.Expect(current.Message).To(gomega.ContainSubstring("nothing to install"))
+		for _, tu := range byTarget {
+			gomega.Expect(tu.Status.Phase).NotTo(gomega.BeElementOf(fwv1.TargetPhaseFlashing, fwv1.TargetPhaseSucceeded))
+		}
+		gomega.Expect(agentPodsOf(ns, job.Name)).To(gomega.BeEmpty())
+	})
 })

@@ -121,7 +121,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		return ctrl.Result{RequeueAfter: time.Millisecond}, nil
 	}
 	if job.Spec.DryRun {
-		return ctrl.Result{}, r.plan(ctx, job, policy, targets, tus)
+		return ctrl.Result{}, r.plan(ctx, job, policy, baseline, targets, tus)
 	}
 	if err := r.ensureAgentAccess(ctx, job); err != nil {
 		return ctrl.Result{}, err

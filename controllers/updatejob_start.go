@@ -377,7 +377,7 @@ func (r *UpdateJobReconciler) liveAgentPods(ctx context.Context) ([]corev1.Pod, 
 
 // plan writes, for a dry run, the agents the first wave would start: node, targets and the
 // ports each would open, so that a firewall request can be written before anything runs.
-func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy,
+func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline,
 	targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate) error {
 	nodes, err := r.eligibleNodes(ctx, policy)
 	if err != nil {
@@ -429,6 +429,12 @@ func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, pol
 	}
 	job.Status.Phase = fwv1.JobPhasePlanned
 	msg := fmt.Sprintf("dry run: %d targets in waves of %d; status.agents lists the first wave's nodes and ports", len(targets), wave)
+	if baseline != nil {
+		if err := r.writeTargetPlans(ctx, job, baseline, targets, tus); err != nil {
+			return err
+		}
+		msg += fmt.Sprintf("; each TargetUpdate's status.components lists its plan for FirmwareBaseline %s (%s)", baseline.Name, baseline.Spec.Version)
+	}
 	setConditions(job, metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionFalse, ReasonDryRun, msg)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/fwversion"
@@ -32,6 +33,10 @@ type Inventory struct {
 	Devices map[string]string
 	// Installed are the versions a Linux host recorded, by baseline component name.
 	Installed map[string]string
+	// Recorded says the inventory is what the UpdateTarget's status last recorded (a dry
+	// run), not read from the target: it holds no model and no devices, so components that
+	// depend on them are left Undecided instead of judged not to apply.
+	Recorded bool
 }
 
 // Step is one component to install.
@@ -63,6 +68,9 @@ const (
 	Unordered SkipReason = "Unordered"
 	// PrerequisiteUnmet: a prerequisite would not be at its minimum version.
 	PrerequisiteUnmet SkipReason = "PrerequisiteUnmet"
+	// Undecided: whether it applies depends on what a recorded inventory lacks (the model,
+	// the devices); the agent decides once it reads the target.
+	Undecided SkipReason = "Undecided"
 )
 
 // Plan is one target's plan.
@@ -84,12 +92,45 @@ func (p Plan) RebootRequired() bool {
 	})
 }
 
+// Rough durations, for a dry run's estimate only (never a deadline): an iLO flash with its
+// reset, a staged system ROM or Smart Component, an OA flash with its restart, and the
+// server's reboot and POST.
+const (
+	estimateILO       = 8 * time.Minute
+	estimateStaged    = 4 * time.Minute
+	estimateOA        = 15 * time.Minute
+	estimateRebootAll = 10 * time.Minute
+)
+
+// Estimate is roughly how long the plan takes, its one reboot included when reboot is set.
+func (p Plan) Estimate(reboot bool) time.Duration {
+	var d time.Duration
+	for _, s := range p.Steps {
+		switch s.Component.Kind {
+		case fwv1.BaselineKindILO:
+			d += estimateILO
+		case fwv1.BaselineKindOA:
+			d += estimateOA
+		default:
+			d += estimateStaged
+		}
+	}
+	if reboot && p.RebootRequired() {
+		d += estimateRebootAll
+	}
+	return d
+}
+
 // Make plans baseline for the target whose inventory is inv.
 func Make(inv Inventory, baseline *fwv1.FirmwareBaseline) Plan {
 	m := maker{inv: inv, byName: map[string]*fwv1.BaselineComponent{}, state: map[string]string{}, done: map[string]bool{}}
 	var applicable []*fwv1.BaselineComponent
 	for i := range baseline.Spec.Components {
 		c := &baseline.Spec.Components[i]
+		if why := m.undecided(c); why != "" {
+			m.plan.Skipped = append(m.plan.Skipped, Skipped{Name: c.Name, To: c.Firmware.Version, Reason: Undecided, Message: why})
+			continue
+		}
 		if m.applies(c) {
 			m.byName[c.Name] = c
 			applicable = append(applicable, c)
@@ -141,6 +182,20 @@ func (m *maker) applies(c *fwv1.BaselineComponent) bool {
 		return false // none of its devices is in this server
 	}
 	return true
+}
+
+// undecided says why a recorded inventory cannot tell whether c applies, or "".
+func (m *maker) undecided(c *fwv1.BaselineComponent) string {
+	if !m.inv.Recorded || !slices.Contains(c.AppliesTo.TargetTypes, m.inv.TargetType) {
+		return ""
+	}
+	switch {
+	case c.Kind == fwv1.BaselineKindSmartComponent:
+		return "applies if the server has one of its devices; the agent reads the inventory first"
+	case len(c.AppliesTo.Models) > 0:
+		return fmt.Sprintf("applies if the server is a %s; the agent reads its model first", strings.Join(c.AppliesTo.Models, " or "))
+	}
+	return ""
 }
 
 // devices are the component's payload devices present in the inventory.

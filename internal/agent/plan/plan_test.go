@@ -207,3 +207,28 @@ func TestMake(t *testing.T) {
 		})
 	}
 }
+
+func TestMakeFromRecordedVersions(t *testing.T) {
+	// A dry run knows only the versions last recorded on the UpdateTarget: the model-bound
+	// ROMs and the NIC are undecided, the iLO is planned.
+	inv := Inventory{TargetType: fwv1.TargetTypeILO5, Recorded: true,
+		Versions: map[fwv1.BaselineComponentKind]string{fwv1.BaselineKindILO: "2.46"}}
+	p := Make(inv, fleetBaseline())
+	steps, skipped := brief(p)
+	if want := []string{"ilo5 2.46->3.10"}; !reflect.DeepEqual(steps, want) {
+		t.Errorf("steps %q, want %q", steps, want)
+	}
+	if want := []string{"nic-bcm57414:Undecided", "rom-a55:Undecided", "rom-a48:Undecided"}; !reflect.DeepEqual(skipped, want) {
+		t.Errorf("skipped %q, want %q", skipped, want)
+	}
+}
+
+func TestEstimate(t *testing.T) {
+	p := Make(ilo5(dl325, "2.46", "2.40", map[string]string{nicGUID: "08.50.78"}), fleetBaseline())
+	if got, want := p.Estimate(false), estimateILO+2*estimateStaged; got != want {
+		t.Errorf("Estimate(no reboot) = %s, want %s", got, want)
+	}
+	if got, want := p.Estimate(true), estimateILO+2*estimateStaged+estimateRebootAll; got != want {
+		t.Errorf("Estimate(reboot) = %s, want %s", got, want)
+	}
+}
