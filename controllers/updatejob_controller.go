@@ -152,7 +152,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		s.startable = retriesOnly(s.startable)
 	}
 	if gate == "" || gate == ReasonFailureBudgetExceeded {
-		if err := r.startTargets(ctx, job, policy, targets, tus, &s); err != nil {
+		if err := r.startTargets(ctx, job, policy, baseline, targets, tus, &s); err != nil {
 			return ctrl.Result{}, err
 		}
 		if pods, err = r.agentPods(ctx, job); err != nil {

@@ -118,7 +118,7 @@ func (r *UpdateJobReconciler) startGate(job *fwv1.UpdateJob, s summary) (string,
 
 // startTargets fills the free slots of maxConcurrent with startable targets, spread over the
 // eligible nodes, one agent pod per node and batch.
-func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy,
+func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline,
 	targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate, s *summary) error {
 	slots := int(job.Spec.Rollout.MaxConcurrent) - int(s.counts.InProgress)
 	if slots <= 0 || len(s.startable) == 0 {
@@ -156,7 +156,7 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 		return err
 	}
 	for _, group := range spread(batch, nodes, agents, r.maxPerAgent()) {
-		pod, err := r.startAgent(ctx, job, policy, group.node, group.targets, agents, tus)
+		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, agents, tus)
 		if err != nil {
 			return err
 		}
@@ -267,7 +267,7 @@ func spread(batch []agentpod.Target, nodes []string, agents []corev1.Pod, maxPer
 // startAgent creates one agent pod and records each target's claim. The pod comes first: its
 // name derives from the claims, so a controller that stops in between finds it again and
 // records the claims then (syncInFlight).
-func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, node string,
+func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline, node string,
 	targets []agentpod.Target, agents []corev1.Pod, tus map[string]*fwv1.TargetUpdate) (*corev1.Pod, error) {
 	var onNode []corev1.Pod
 	for i := range agents {
@@ -285,7 +285,7 @@ func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJo
 		return nil, fmt.Errorf("assigning ports on node %s: %w", node, err)
 	}
 	pod := agentpod.Build(agentpod.Input{
-		Job: job, Policy: policy, Node: node, Image: r.AgentImage, ServiceAccount: agentAccessName(job),
+		Job: job, Policy: policy, Baseline: baseline, Node: node, Image: r.AgentImage, ServiceAccount: agentAccessName(job),
 		Targets: targets, Ports: assignment,
 	})
 	if err := controllerutil.SetControllerReference(job, pod, r.Scheme); err != nil {
@@ -472,6 +472,12 @@ func (r *UpdateJobReconciler) ensureAgentAccess(ctx context.Context, job *fwv1.U
 	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, role, func() error {
 		role.Rules = []rbacv1.PolicyRule{
 			{APIGroups: []string{fwv1.GroupVersion.Group}, Resources: []string{"targetupdates/status"}, Verbs: []string{"patch"}},
+		}
+		if ref := job.Spec.BaselineRef; ref != nil {
+			// The agent reads the components of its job's baseline from the API (they are
+			// neither secret nor per target), and that one object only.
+			role.Rules = append(role.Rules, rbacv1.PolicyRule{APIGroups: []string{fwv1.GroupVersion.Group},
+				Resources: []string{"firmwarebaselines"}, ResourceNames: []string{ref.Name}, Verbs: []string{"get"}})
 		}
 		return owned(role)
 	}); err != nil {

@@ -48,8 +48,11 @@ type Target struct {
 
 // Input is everything the pod depends on.
 type Input struct {
-	Job            *fwv1.UpdateJob
-	Policy         *fwv1.PortPolicy
+	Job    *fwv1.UpdateJob
+	Policy *fwv1.PortPolicy
+	// Baseline is the FirmwareBaseline the job's spec.baselineRef names, as the controller
+	// checked it; nil for a job with spec.firmware.
+	Baseline       *fwv1.FirmwareBaseline
 	Node           string
 	Image          string
 	ServiceAccount string
@@ -132,6 +135,9 @@ func Config(in Input, podName string) config.Config {
 		Window:           in.Job.Spec.Rollout.Window,
 	}
 	cfg.Firmware.Path = firmwareSourceMount(in.Job.Spec.Firmware)
+	if b := in.Baseline; b != nil {
+		cfg.Baseline, cfg.BaselineGeneration = b.Name, b.Generation
+	}
 	sessions := in.Ports.Sessions()
 	for i, t := range in.Targets {
 		spec := t.Target.Spec
@@ -378,20 +384,30 @@ func addVolumes(pod *corev1.Pod, in Input) {
 	mount("firmware-cache", config.CacheDir, false, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 		Path: config.CacheDir, Type: ptr.To(corev1.HostPathDirectoryOrCreate),
 	}})
-	// The source is the one file, read-only: never the directory above it (a nodePath of
+	// A source is the one file, read-only: never the directory above it (a nodePath of
 	// /etc/shadow mounted the node's /etc). The PortPolicy allowed the path (docs/security.md).
-	fw := ptr.Deref(in.Job.Spec.Firmware, fwv1.FirmwareSource{})
-	switch at := firmwareSourceMount(in.Job.Spec.Firmware); {
-	case fw.PersistentVolumeClaim != nil:
-		mount("firmware-source", at, true, corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
-			ClaimName: fw.PersistentVolumeClaim.ClaimName, ReadOnly: true,
-		}})
-		// The kubelet resolves a subPath inside the volume, symbolic links included.
-		c.VolumeMounts[len(c.VolumeMounts)-1].SubPath = fw.PersistentVolumeClaim.Path
-	case fw.NodePath != "":
-		mount("firmware-source", at, true, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
-			Path: fw.NodePath, Type: ptr.To(corev1.HostPathFile),
-		}})
+	mountSource := func(name, at string, fw *fwv1.FirmwareSource) {
+		switch {
+		case fw.PersistentVolumeClaim != nil:
+			mount(name, at, true, corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+				ClaimName: fw.PersistentVolumeClaim.ClaimName, ReadOnly: true,
+			}})
+			// The kubelet resolves a subPath inside the volume, symbolic links included.
+			c.VolumeMounts[len(c.VolumeMounts)-1].SubPath = fw.PersistentVolumeClaim.Path
+		case fw.NodePath != "":
+			mount(name, at, true, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+				Path: fw.NodePath, Type: ptr.To(corev1.HostPathFile),
+			}})
+		}
+	}
+	if fw := in.Job.Spec.Firmware; fw != nil {
+		mountSource("firmware-source", firmwareSourceMount(fw), fw)
+	}
+	if b := in.Baseline; b != nil {
+		for i := range b.Spec.Components {
+			comp := &b.Spec.Components[i]
+			mountSource(fmt.Sprintf("component%d-source", i), config.ComponentSourceMount(comp.Name, comp.Firmware), &comp.Firmware)
+		}
 	}
 	for i, t := range in.Targets {
 		dir := path.Join(config.TargetsDir, t.Target.Name)

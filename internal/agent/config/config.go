@@ -106,8 +106,14 @@ type Config struct {
 	Node     string
 	Pod      string
 	Firmware Firmware
-	Ports    Ports
-	Targets  []Target
+	// Baseline names, for a job with spec.baselineRef, the FirmwareBaseline of Namespace the
+	// agent reads (its Role may get that one object) instead of Firmware; BaselineGeneration
+	// is the generation the controller checked, so that an agent never installs components
+	// whose sources the controller did not allow.
+	Baseline           string
+	BaselineGeneration int64
+	Ports              Ports
+	Targets            []Target
 	// Timeout bounds each target's update.
 	Timeout time.Duration
 	// Force flashes targets already at the wanted version.
@@ -145,6 +151,27 @@ func (c Config) CachePath() string {
 	return path.Join(c.MountRoot, CacheDir)
 }
 
+// ComponentSourceMount is where a baseline component's nodePath or claim source is mounted in
+// the pod: the file alone, under the component's name (two components may share a file
+// name); "" for a url source.
+func ComponentSourceMount(component string, fw fwv1.FirmwareSource) string {
+	switch {
+	case fw.PersistentVolumeClaim != nil:
+		return path.Join(PVCDir, component, path.Base(fw.PersistentVolumeClaim.Path))
+	case fw.NodePath != "":
+		return path.Join(StagedDir, component, path.Base(fw.NodePath))
+	}
+	return ""
+}
+
+// ComponentPath is the local file of a baseline component's nodePath or claim source.
+func (c Config) ComponentPath(component string, fw fwv1.FirmwareSource) string {
+	if at := ComponentSourceMount(component, fw); at != "" {
+		return path.Join(c.MountRoot, at)
+	}
+	return ""
+}
+
 // FirmwarePath is the local firmware file, for PVC and staged sources.
 func (c Config) FirmwarePath() string {
 	if c.Firmware.Path == "" {
@@ -163,7 +190,11 @@ func (c Config) Args() []string {
 		"--node=" + c.Node,
 		"--pod=" + c.Pod,
 		"--component=" + c.Firmware.Component,
-		"--sha256=" + c.Firmware.SHA256,
+	}
+	if c.Baseline != "" {
+		a = append(a, "--baseline="+c.Baseline, "--baseline-generation="+strconv.FormatInt(c.BaselineGeneration, 10))
+	} else {
+		a = append(a, "--sha256="+c.Firmware.SHA256)
 	}
 	if c.Firmware.URL != "" {
 		a = append(a, "--firmware-url="+c.Firmware.URL)
@@ -221,6 +252,8 @@ func Parse(args []string) (Config, error) {
 	fs.StringVar(&c.JobUID, "job-uid", "", "UID of the UpdateJob")
 	fs.StringVar(&c.Node, "node", "", "node the agent runs on")
 	fs.StringVar(&c.Pod, "pod", "", "the agent's pod name")
+	fs.StringVar(&c.Baseline, "baseline", "", "FirmwareBaseline to roll out, in --namespace, instead of one image")
+	fs.Int64Var(&c.BaselineGeneration, "baseline-generation", 0, "generation of --baseline the controller checked")
 	fs.StringVar(&c.Firmware.Component, "component", "iLO", "component to install: iLO, SystemROM, SmartComponent or OA")
 	fs.StringVar(&c.Firmware.SHA256, "sha256", "", "SHA-256 of the image (required)")
 	fs.StringVar(&c.Firmware.URL, "firmware-url", "", "HTTP(S) URL of the image")
@@ -287,9 +320,19 @@ func (c Config) Validate() error {
 	}
 	req("namespace", c.Namespace)
 	req("job", c.Job)
-	req("sha256", c.Firmware.SHA256)
-	if (c.Firmware.URL == "") == (c.Firmware.Path == "") {
-		errs = append(errs, errors.New("exactly one of --firmware-url and --firmware-path is required"))
+	switch {
+	case c.Baseline != "":
+		if c.Firmware.SHA256 != "" || c.Firmware.URL != "" || c.Firmware.Path != "" {
+			errs = append(errs, errors.New("--baseline excludes --sha256, --firmware-url and --firmware-path: the baseline names each component's image"))
+		}
+		if c.BaselineGeneration <= 0 {
+			errs = append(errs, errors.New("--baseline-generation is required with --baseline"))
+		}
+	default:
+		req("sha256", c.Firmware.SHA256)
+		if (c.Firmware.URL == "") == (c.Firmware.Path == "") {
+			errs = append(errs, errors.New("exactly one of --firmware-url and --firmware-path is required"))
+		}
 	}
 	if len(c.Targets) == 0 {
 		errs = append(errs, errors.New("at least one --target is required"))

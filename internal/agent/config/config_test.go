@@ -37,6 +37,60 @@ func TestArgsRoundTrip(t *testing.T) {
 	}
 }
 
+// baselineSample is the configuration of an agent of a job with spec.baselineRef.
+func baselineSample() Config {
+	c := sample()
+	c.Firmware = Firmware{Component: "iLO"}
+	c.Baseline, c.BaselineGeneration = "spp-2026-09", 3
+	return c
+}
+
+func TestBaselineArgsRoundTrip(t *testing.T) {
+	want := baselineSample()
+	got, err := Parse(want.Args())
+	if err != nil {
+		t.Fatalf("Parse(Args()): %v", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("round trip changed the config:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestParseBaselineNamesTheBadFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"no generation", func(c *Config) { c.BaselineGeneration = 0 }, "--baseline-generation is required"},
+		{"an image too", func(c *Config) { c.Firmware.URL = "https://fw.example.net/ilo5.bin" }, "--baseline excludes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := baselineSample()
+			tc.mutate(&c)
+			_, err := Parse(c.Args())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestComponentSourceMount(t *testing.T) {
+	for _, tc := range []struct {
+		fw   fwv1.FirmwareSource
+		want string
+	}{
+		{fwv1.FirmwareSource{URL: "https://fw.example.net/a.bin"}, ""},
+		{fwv1.FirmwareSource{NodePath: "/var/lib/firmware/ilo5/ilo5_310.bin"}, StagedDir + "/ilo5/ilo5_310.bin"},
+		{fwv1.FirmwareSource{PersistentVolumeClaim: &fwv1.PVCSource{ClaimName: "spp", Path: "2026.09/ilo5_310.bin"}}, PVCDir + "/ilo5/ilo5_310.bin"},
+	} {
+		if got := ComponentSourceMount("ilo5", tc.fw); got != tc.want {
+			t.Errorf("ComponentSourceMount(%+v) = %q, want %q", tc.fw, got, tc.want)
+		}
+	}
+}
+
 func TestArgsDeterministic(t *testing.T) {
 	if a, b := sample().Args(), sample().Args(); !reflect.DeepEqual(a, b) {
 		t.Fatalf("Args is not deterministic:\n%v\n%v", a, b)
