@@ -130,4 +130,44 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 		}
 		gomega.Expect(agentPodsOf(ns, job.Name)).To(gomega.BeEmpty())
 	})
+
+	ginkgo.It("records a finished baseline rollout's versions on the UpdateTarget, so that compliance turns green", func() {
+		targets := createILOTargets(ns, "rec", 1)
+		recordVersions(ns, targets[0], iloAt("2.46"), fwv1.ComponentVersion{Component: fwv1.ComponentSystemROM, Version: "2.40"})
+		b := &fwv1.FirmwareBaseline{
+			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
+			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
+				{Name: "ilo5", Kind: fwv1.BaselineKindILO,
+					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+				{Name: "rom", Kind: fwv1.BaselineKindSystemROM,
+					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/rom.fwpkg", SHA256: testSHA, Version: "3.40"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+			}},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		gomega.Eventually(func() int32 { return getBaseline(b).Status.Counts.Drifting }).Should(gomega.Equal(int32(1)))
+
+		// What a baseline job's agent leaves on the TargetUpdate it finished: the iLO and the
+		// ROM installed, the ROM activated by the one reboot.
+		tu := &fwv1.TargetUpdate{
+			ObjectMeta: metav1.ObjectMeta{Name: "rollout-" + targets[0], Namespace: ns},
+			Spec:       fwv1.TargetUpdateSpec{JobName: "rollout", TargetName: targets[0], TargetType: fwv1.TargetTypeILO5},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, tu)).To(gomega.Succeed())
+		now := metav1.Now()
+		tu.Status = fwv1.TargetUpdateStatus{Phase: fwv1.TargetPhaseSucceeded, CompletionTime: &now, ComponentsDone: 2, ComponentsTotal: 2,
+			ComponentsProgress: "2/2", Components: []fwv1.ComponentUpdate{
+				{Name: "ilo5", Kind: fwv1.BaselineKindILO, From: "2.46", To: "3.10", Phase: fwv1.TargetPhaseSucceeded},
+				{Name: "rom", Kind: fwv1.BaselineKindSystemROM, From: "2.40", To: "3.40", Phase: fwv1.TargetPhaseSucceeded},
+			}}
+		gomega.Expect(k8sClient.Status().Update(suiteCtx, tu)).To(gomega.Succeed())
+
+		gomega.Eventually(func() []fwv1.ComponentVersion {
+			t := &fwv1.UpdateTarget{}
+			gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: targets[0]}, t)).To(gomega.Succeed())
+			return t.Status.FirmwareVersions
+		}).Should(gomega.ConsistOf(iloAt("3.10"), fwv1.ComponentVersion{Component: fwv1.ComponentSystemROM, Version: "3.40"}))
+		gomega.Eventually(func() string { return getBaseline(b).Status.Compliance }).Should(gomega.Equal("1/1"))
+	})
 })

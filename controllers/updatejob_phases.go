@@ -21,6 +21,15 @@ import (
 	"github.com/fwops/firmware-operator/internal/ports"
 )
 
+// targetComponent is the component a TargetUpdate records its version under: none for a
+// baseline job, whose TargetUpdates record one per component in status.components.
+func targetComponent(job *fwv1.UpdateJob) fwv1.Component {
+	if job.Spec.BaselineRef != nil {
+		return ""
+	}
+	return job.Spec.Component
+}
+
 // baseline reads the FirmwareBaseline the job's spec.baselineRef names (nil for a job with
 // spec.firmware). A missing one is a condition, not an error: the baselines' watch brings the
 // job back once it is created.
@@ -187,7 +196,7 @@ func (r *UpdateJobReconciler) ensureTargetUpdates(ctx context.Context, job *fwv1
 				Namespace: job.Namespace,
 				Labels:    map[string]string{fwv1.LabelJob: labelValue(job.Name), fwv1.LabelTarget: labelValue(t.Name)},
 			},
-			Spec: fwv1.TargetUpdateSpec{JobName: job.Name, TargetName: t.Name, TargetType: t.Spec.Type, Component: job.Spec.Component},
+			Spec: fwv1.TargetUpdateSpec{JobName: job.Name, TargetName: t.Name, TargetType: t.Spec.Type, Component: targetComponent(job)},
 		}
 		if err := controllerutil.SetControllerReference(job, tu, r.Scheme); err != nil {
 			return nil, false, err

@@ -142,7 +142,7 @@ func (r *UpdateTargetReconciler) recordVersions(ctx context.Context, t *fwv1.Upd
 		if last == nil || tu.Status.CompletionTime.After(last.Status.CompletionTime.Time) {
 			last = tu
 		}
-		if tu.Status.Phase == fwv1.TargetPhaseFailed || versionOf(tu) == "" {
+		if tu.Status.Phase == fwv1.TargetPhaseFailed || tu.Spec.Component == "" || versionOf(tu) == "" {
 			continue
 		}
 		if cur := latest[tu.Spec.Component]; cur == nil || tu.Status.CompletionTime.After(cur.Status.CompletionTime.Time) {
@@ -152,11 +152,41 @@ func (r *UpdateTargetReconciler) recordVersions(ctx context.Context, t *fwv1.Upd
 	for comp, tu := range latest {
 		setVersion(&t.Status.FirmwareVersions, comp, versionOf(tu))
 	}
+	// A baseline rollout finished after the single-image ones records the versions it read
+	// or installed, component by component, so that compliance sees them.
+	if last != nil && last.Spec.Component == "" {
+		for comp, v := range baselineVersions(last) {
+			if tu := latest[comp]; tu == nil || last.Status.CompletionTime.After(tu.Status.CompletionTime.Time) {
+				setVersion(&t.Status.FirmwareVersions, comp, v)
+			}
+		}
+	}
 	if last != nil {
 		t.Status.LastJob = last.Spec.JobName
 		t.Status.LastUpdateTime = last.Status.CompletionTime
 	}
 	return nil
+}
+
+// baselineVersions are the versions a baseline TargetUpdate's components leave running, for
+// the kinds with one inventory entry per target: installed ones run their version (a system
+// ROM left staged, rebootRequired, does not yet), skipped ones the version read.
+func baselineVersions(tu *fwv1.TargetUpdate) map[fwv1.Component]string {
+	out := map[fwv1.Component]string{}
+	for _, c := range tu.Status.Components {
+		comp, ok := map[fwv1.BaselineComponentKind]fwv1.Component{fwv1.BaselineKindILO: fwv1.ComponentILO,
+			fwv1.BaselineKindSystemROM: fwv1.ComponentSystemROM, fwv1.BaselineKindOA: fwv1.ComponentOA}[c.Kind]
+		if !ok {
+			continue
+		}
+		switch {
+		case c.Phase == fwv1.TargetPhaseSucceeded && !(c.Kind == fwv1.BaselineKindSystemROM && tu.Status.RebootRequired):
+			out[comp] = c.To
+		case c.Phase == fwv1.TargetPhaseSkipped && c.From != "":
+			out[comp] = c.From
+		}
+	}
+	return out
 }
 
 func versionOf(tu *fwv1.TargetUpdate) string {
