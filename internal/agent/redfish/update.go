@@ -260,6 +260,8 @@ const (
 
 // System is the part of Systems/1 the client reads.
 type System struct {
+	// Model is the server model ("ProLiant DL325 Gen10 Plus").
+	Model      string `json:"Model"`
 	PowerState string `json:"PowerState"`
 	Oem        struct {
 		Hpe struct {

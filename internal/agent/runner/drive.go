@@ -37,26 +37,8 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 
 	tctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
-	// explain turns an error into a status message, naming the timeout when it struck.
-	explain := func(what string, err error) string {
-		msg := what + ": " + err.Error()
-		if errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-			msg = fmt.Sprintf("timed out after %s (the job's per-target timeout) while %s: %v", a.cfg.Timeout, what, err)
-		}
-		return msg
-	}
-	interrupted := func() bool {
-		if ctx.Err() == nil {
-			return false
-		}
-		// The agent is stopping (pod deleted, node drained): keep the phase so that the next
-		// agent resumes from it, and say so.
-		log.Warn("agent stopping; target left for the next agent to resume", "phase", r.phase())
-		r.update(context.WithoutCancel(ctx), true, func(s *fwv1.TargetUpdateStatus) {
-			s.Message = "agent stopped while " + strings.ToLower(string(s.Phase)) + "; the next agent resumes this target"
-		})
-		return true
-	}
+	explain := func(what string, err error) string { return a.explain(ctx, tctx, what, err) }
+	interrupted := func() bool { return a.leftForNextAgent(ctx, r, log) }
 
 	url, err := imageURL(a.cfg.Address, t.Address, a.bound.Firmware, urlPath)
 	if err != nil {
@@ -73,31 +55,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		fw.RebootBy = a.rebootBy(log)
 	}
 
-	// rule P4: free the held session port just before the driver dials from it.
-	t.LocalPort = a.bound.Sessions[t.Name]
-	if t.LocalPort != 0 {
-		a.held.release(t.LocalPort)
-	}
-	// rule P5: the target's receive port, for drivers told of progress (Redfish events).
-	if rc := a.receiveFor(i, t.Address); rc != nil {
-		t.Receive = rc
-		defer rc.Listener.Close()
-	}
-	progress := func(p driver.Progress) {
-		r.update(tctx, false, func(s *fwv1.TargetUpdateStatus) {
-			if p.Phase != "" {
-				s.Phase = fwv1.TargetPhase(p.Phase)
-			}
-			s.Percent = int32(min(max(p.Percent, 0), 100))
-			if p.Message != "" {
-				s.Message = p.Message
-			}
-		})
-	}
-	// What the driver says before Update (waiting for a target that resets, say) reaches the
-	// status too.
-	dctx := driver.WithReporter(tctx, progress)
-	d, err := a.deps.Drivers.Open(dctx, t)
+	d, dctx, progress, closeTarget, err := a.connect(tctx, i)
 	if err != nil {
 		if interrupted() {
 			return
@@ -109,7 +67,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		fail(msg)
 		return
 	}
-	defer d.Close()
+	defer closeTarget()
 
 	current, err := d.Version(dctx, fw.Component)
 	if err != nil {
@@ -188,6 +146,71 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	}
 	log.Info("target updated", "versionBefore", res.VersionBefore, "versionAfter", res.VersionAfter, "rebootRequired", res.RebootRequired)
 	r.finish(ctx, fwv1.TargetPhaseSucceeded, msg, set)
+}
+
+// explain turns an error into a status message, naming the job's per-target timeout when it
+// struck (tctx is the target's context, ctx the agent's).
+func (a *agent) explain(ctx, tctx context.Context, what string, err error) string {
+	msg := what + ": " + err.Error()
+	if errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		msg = fmt.Sprintf("timed out after %s (the job's per-target timeout) while %s: %v", a.cfg.Timeout, what, err)
+	}
+	return msg
+}
+
+// leftForNextAgent reports whether the agent is stopping (pod deleted, node drained); if so
+// it keeps the target's phase, so that the next agent resumes from it, and says so.
+func (a *agent) leftForNextAgent(ctx context.Context, r *reporter, log *slog.Logger) bool {
+	if ctx.Err() == nil {
+		return false
+	}
+	log.Warn("agent stopping; target left for the next agent to resume", "phase", r.phase())
+	r.update(context.WithoutCancel(ctx), true, func(s *fwv1.TargetUpdateStatus) {
+		s.Message = "agent stopped while " + strings.ToLower(string(s.Phase)) + "; the next agent resumes this target"
+	})
+	return true
+}
+
+// connect opens the target's driver from its rule P4 session port, with its rule P5 receive
+// port, and a context whose reporter writes what the driver says to the target's status.
+// closeTarget ends the session and frees the receive port.
+func (a *agent) connect(tctx context.Context, i int) (d driver.Driver, dctx context.Context, progress func(driver.Progress), closeTarget func(), err error) {
+	r, t := a.reps[i], a.targets[i]
+	// rule P4: free the held session port just before the driver dials from it.
+	t.LocalPort = a.bound.Sessions[t.Name]
+	if t.LocalPort != 0 {
+		a.held.release(t.LocalPort)
+	}
+	// rule P5: the target's receive port, for drivers told of progress (Redfish events).
+	var rc *driver.Receive
+	if rc = a.receiveFor(i, t.Address); rc != nil {
+		t.Receive = rc
+	}
+	progress = func(p driver.Progress) {
+		r.update(tctx, false, func(s *fwv1.TargetUpdateStatus) {
+			if p.Phase != "" {
+				s.Phase = fwv1.TargetPhase(p.Phase)
+			}
+			s.Percent = int32(min(max(p.Percent, 0), 100))
+			if p.Message != "" {
+				s.Message = p.Message
+			}
+		})
+	}
+	// What the driver says before Update (waiting for a target that resets, say) reaches the
+	// status too.
+	dctx = driver.WithReporter(tctx, progress)
+	d, err = a.deps.Drivers.Open(dctx, t)
+	closeReceive := func() {
+		if rc != nil {
+			rc.Listener.Close()
+		}
+	}
+	if err != nil {
+		closeReceive()
+		return nil, nil, nil, nil, err
+	}
+	return d, dctx, progress, func() { d.Close(); closeReceive() }, nil
 }
 
 // rebootBy is when a reboot the job allows must end: when its maintenance window closes (zero

@@ -384,3 +384,21 @@ func truncate(s string, n int) string {
 	}
 	return s[:n-3] + "..."
 }
+
+// components are the baseline components as recorded before this agent, by name.
+func (r *reporter) components() map[string]fwv1.ComponentUpdate {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]fwv1.ComponentUpdate{}
+	for _, c := range r.live.Components {
+		out[c.Name] = c
+	}
+	return out
+}
+
+// rebootRequired is what the status says of staged firmware, by this agent or an earlier one.
+func (r *reporter) rebootRequired() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live.RebootRequired
+}

@@ -280,22 +280,46 @@ func (a *agent) run(ctx context.Context) {
 		return
 	}
 
-	img, err := a.fetch(ctx)
+	if a.cfg.Baseline != "" {
+		a.runBaseline(ctx, active)
+		return
+	}
+	img, err := a.fetch(ctx, firmware.Source{URL: a.cfg.Firmware.URL, Path: a.cfg.FirmwarePath(), SHA256: a.cfg.Firmware.SHA256}, "the job's sha256")
 	if err != nil {
 		for _, i := range active {
 			a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, err.Error(), nil)
 		}
 		return
 	}
-
-	// rule P2: serve the verified image on the bound firmware port.
-	a.fw = &fwserver.Server{Log: a.log, OnServed: func(_ string, n int64) { a.metrics.AddBytesServed(n) }}
-	urlPath, err := a.fw.Register(a.cfg.JobUID+"/"+a.cfg.Job, img)
+	paths, stop, err := a.serveImages(map[string]firmware.Image{a.cfg.JobUID + "/" + a.cfg.Job: img})
 	if err != nil {
 		for _, i := range active {
 			a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, "cannot serve the firmware image: "+err.Error(), nil)
 		}
 		return
+	}
+	defer stop()
+
+	var wg sync.WaitGroup
+	for _, i := range active {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.drive(ctx, i, img, paths[a.cfg.JobUID+"/"+a.cfg.Job])
+		}()
+	}
+	wg.Wait()
+}
+
+// serveImages registers the verified images, by key, and serves them on the bound firmware
+// port (rule P2) until stop; paths are the images' URL paths by key.
+func (a *agent) serveImages(imgs map[string]firmware.Image) (paths map[string]string, stop func(), err error) {
+	a.fw = &fwserver.Server{Log: a.log, OnServed: func(_ string, n int64) { a.metrics.AddBytesServed(n) }}
+	paths = map[string]string{}
+	for key, img := range imgs {
+		if paths[key], err = a.fw.Register(key, img); err != nil {
+			return nil, nil, err
+		}
 	}
 	fl := a.held.take(a.bound.Firmware)
 	served := make(chan struct{})
@@ -305,30 +329,20 @@ func (a *agent) run(ctx context.Context) {
 			a.log.Error("firmware server stopped", "err", err)
 		}
 	}()
-	defer func() {
+	a.imgOK.Store(true)
+	return paths, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = a.fw.Shutdown(sctx)
 		_ = fl.Close() // in case Shutdown came before Serve started
 		<-served
-	}()
-	a.imgOK.Store(true)
-
-	var wg sync.WaitGroup
-	for _, i := range active {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.drive(ctx, i, img, urlPath)
-		}()
-	}
-	wg.Wait()
+	}, nil
 }
 
 // fetch gets the verified image from the cache; its error is the message for every target.
-func (a *agent) fetch(ctx context.Context) (firmware.Image, error) {
+// digestOwner names where the wanted digest came from ("the job's sha256").
+func (a *agent) fetch(ctx context.Context, src firmware.Source, digestOwner string) (firmware.Image, error) {
 	cache := &firmware.Cache{Dir: a.cfg.CachePath(), Client: a.deps.HTTPClient, Log: a.log}
-	src := firmware.Source{URL: a.cfg.Firmware.URL, Path: a.cfg.FirmwarePath(), SHA256: a.cfg.Firmware.SHA256}
 	img, err := cache.Get(ctx, src)
 	if err == nil {
 		a.log.Info("firmware image verified", "sha256", img.SHA256, "bytes", img.Size, "file", img.FileName)
@@ -337,8 +351,8 @@ func (a *agent) fetch(ctx context.Context) (firmware.Image, error) {
 	var mm *firmware.DigestMismatchError
 	if errors.As(err, &mm) {
 		a.log.Error("firmware image rejected: SHA-256 mismatch", "expected", mm.Expected, "source", mm.Source)
-		return img, fmt.Errorf("firmware image rejected, nothing was flashed: %s does not hash to the job's sha256 %s; fix the job's sha256 or the file at its source",
-			mm.Source, mm.Expected)
+		return img, fmt.Errorf("firmware image rejected, nothing was flashed: %s does not hash to %s %s; fix %s or the file at its source",
+			mm.Source, digestOwner, mm.Expected, digestOwner)
 	}
 	a.log.Error("firmware image fetch failed", "err", err)
 	return img, fmt.Errorf("could not fetch the firmware image, nothing was flashed: %w", err)

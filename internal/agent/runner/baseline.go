@@ -1,0 +1,295 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/agent/firmware"
+	"github.com/fwops/firmware-operator/internal/agent/fwserver"
+	"github.com/fwops/firmware-operator/internal/agent/plan"
+)
+
+// componentImage is a baseline component's verified image and the URL path it is served
+// at, or why it cannot be installed.
+type componentImage struct {
+	img  firmware.Image
+	path string
+	err  error
+}
+
+// runBaseline rolls the job's FirmwareBaseline out: it reads the baseline (the generation the
+// controller checked, whose sources it allowed), verifies and serves every component's image,
+// and drives each target through its own plan.
+func (a *agent) runBaseline(ctx context.Context, active []int) {
+	failAll := func(msg string) {
+		for _, i := range active {
+			a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, msg, nil)
+		}
+	}
+	b := &fwv1.FirmwareBaseline{}
+	if err := a.deps.Client.Get(ctx, client.ObjectKey{Namespace: a.cfg.Namespace, Name: a.cfg.Baseline}, b); err != nil {
+		failAll(fmt.Sprintf("cannot read FirmwareBaseline %s/%s, nothing was flashed: %v", a.cfg.Namespace, a.cfg.Baseline, err))
+		return
+	}
+	if b.Generation != a.cfg.BaselineGeneration {
+		failAll(fmt.Sprintf("FirmwareBaseline %s changed after the job checked it (generation %d, checked %d), nothing was flashed: "+
+			"create a new UpdateJob to roll out the changed baseline", b.Name, b.Generation, a.cfg.BaselineGeneration))
+		return
+	}
+	comps := map[string]*componentImage{}
+	imgs := map[string]firmware.Image{}
+	for _, c := range b.Spec.Components {
+		src := firmware.Source{URL: c.Firmware.URL, Path: a.cfg.ComponentPath(c.Name, c.Firmware), SHA256: strings.ToLower(c.Firmware.SHA256)}
+		img, err := a.fetch(ctx, src, fmt.Sprintf("FirmwareBaseline %s component %s's firmware.sha256", b.Name, c.Name))
+		comps[c.Name] = &componentImage{img: img, err: err}
+		if err == nil {
+			imgs[a.cfg.JobUID+"/"+a.cfg.Job+"/"+c.Name] = img
+		}
+	}
+	paths, stop, err := a.serveImages(imgs)
+	if err != nil {
+		failAll("cannot serve the firmware images: " + err.Error())
+		return
+	}
+	defer stop()
+	for name, ci := range comps {
+		ci.path = paths[a.cfg.JobUID+"/"+a.cfg.Job+"/"+name]
+	}
+	var wg sync.WaitGroup
+	for _, i := range active {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.driveBaseline(ctx, i, b, comps)
+		}()
+	}
+	wg.Wait()
+}
+
+// driveBaseline installs one target's plan, component by component, each once: a component
+// an earlier agent installed is not installed again, and one it was installing is followed
+// (EarlierAttempt), not restarted. The one reboot, when the job allows it, comes with the
+// last component that needs it.
+func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseline, comps map[string]*componentImage) {
+	r, t := a.reps[i], a.targets[i]
+	log := a.log.With("target", t.Name, "type", t.Type, "address", t.Address)
+	fail := func(msg string) {
+		log.Error("target failed", "reason", msg)
+		r.finish(ctx, fwv1.TargetPhaseFailed, msg, nil)
+	}
+	if err := a.terrs[i]; err != nil {
+		fail(err.Error())
+		return
+	}
+	earlier := r.components()
+	tctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	d, dctx, progress, closeTarget, err := a.connect(tctx, i)
+	if err != nil {
+		if !a.leftForNextAgent(ctx, r, log) {
+			msg := a.explain(ctx, tctx, "connecting to "+t.Address, err)
+			if a := advice(err); a != "" {
+				msg += "; " + a
+			}
+			fail(msg)
+		}
+		return
+	}
+	defer closeTarget()
+
+	inv, err := inventory(dctx, d, t, b)
+	if err != nil {
+		if !a.leftForNextAgent(ctx, r, log) {
+			fail(a.explain(ctx, tctx, "reading the inventory", err))
+		}
+		return
+	}
+	p := plan.Make(inv, b)
+	list := planned(p, earlier)
+	done := 0
+	for _, c := range list {
+		if c.Phase.Finished() {
+			done++
+		}
+	}
+	log.Info("plan made", "steps", len(p.Steps), "applicable", p.Total())
+	setComponent := func(name string, f func(c *fwv1.ComponentUpdate)) {
+		r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
+			for k := range s.Components {
+				if s.Components[k].Name == name {
+					f(&s.Components[k])
+				}
+			}
+			s.ComponentsDone = int32(done)
+			s.ComponentsProgress = fmt.Sprintf("%d/%d", done, s.ComponentsTotal)
+		})
+	}
+	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
+		s.Components, s.ComponentsTotal, s.ComponentsDone = list, int32(len(list)), int32(done)
+		s.ComponentsProgress = fmt.Sprintf("%d/%d", done, len(list))
+		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
+		s.Message = fmt.Sprintf("installing %d of the %d components of FirmwareBaseline %s (%s) that apply", len(p.Steps), len(list), b.Name, b.Spec.Version)
+	})
+
+	lastReboot := -1
+	for k, s := range p.Steps {
+		if needsReboot(s.Component.Kind) && !earlier[s.Component.Name].Phase.Finished() {
+			lastReboot = k
+		}
+	}
+	staged := r.rebootRequired()
+	installed := 0
+	for k, s := range p.Steps {
+		name := s.Component.Name
+		if earlier[name].Phase.Finished() {
+			continue // installed (or found not needed) by an earlier agent: never again
+		}
+		ci := comps[name]
+		if ci.err != nil {
+			setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = fwv1.TargetPhaseFailed, truncate(ci.err.Error(), 1024) })
+			fail(fmt.Sprintf("component %s (%s -> %s): %v; the components after it were not installed", name, orUnknown(s.From), s.To, ci.err))
+			return
+		}
+		url, err := imageURL(a.cfg.Address, t.Address, a.bound.Firmware, ci.path)
+		if err != nil {
+			fail("cannot build the firmware URL for the target: " + err.Error())
+			return
+		}
+		fw := driver.Firmware{Component: driverComponent(s.Component), URL: url, LocalPath: ci.img.Path, FileName: ci.img.FileName,
+			SHA256: ci.img.SHA256, Version: s.To, RebootIfRequired: a.cfg.RebootIfRequired && k == lastReboot,
+			EarlierAttempt: earlier[name].Phase.InProgress()}
+		if fw.RebootIfRequired {
+			fw.RebootBy = a.rebootBy(log)
+		}
+		a.red.add(fwserver.Token(url))
+		setComponent(name, func(c *fwv1.ComponentUpdate) {
+			c.Phase, c.Message = fwv1.TargetPhaseFlashing, fmt.Sprintf("installing %s over %s", s.To, orUnknown(s.From))
+		})
+		log.Info("installing component", "component", name, "from", s.From, "to", s.To, "imageURL", fwserver.Redact(url))
+		res, err := d.Update(dctx, fw, progress)
+		if err != nil {
+			if a.leftForNextAgent(ctx, r, log) {
+				return
+			}
+			msg := a.explain(ctx, tctx, "installing component "+name, err)
+			setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = fwv1.TargetPhaseFailed, truncate(msg, 1024) })
+			fail(msg + "; the components after it were not installed")
+			return
+		}
+		staged = staged || res.RebootRequired
+		if fw.RebootIfRequired && !res.RebootRequired {
+			staged = false // the one reboot activated everything staged before it
+		}
+		done++
+		installed++
+		phase, msg := fwv1.TargetPhaseSucceeded, res.Message
+		if res.NotNeeded {
+			phase = fwv1.TargetPhaseSkipped
+		}
+		if msg == "" {
+			msg = fmt.Sprintf("updated from %s to %s", orUnknown(res.VersionBefore), orUnknown(res.VersionAfter))
+		}
+		setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = phase, truncate(msg, 1024) })
+	}
+	msg := fmt.Sprintf("FirmwareBaseline %s (%s): %d of %d components installed, %d already current or skipped",
+		b.Name, b.Spec.Version, installed, len(list), len(list)-installed)
+	if staged {
+		msg += "; a reboot is needed for the staged components to take effect (rollout.reboot IfRequired reboots once at the end)"
+	}
+	r.finish(ctx, fwv1.TargetPhaseSucceeded, msg, func(s *fwv1.TargetUpdateStatus) { s.RebootRequired = staged })
+}
+
+// planned is the plan as the TargetUpdate shows it, steps first: components an earlier agent
+// of this job already took to a final phase, or was installing, keep what it recorded.
+func planned(p plan.Plan, earlier map[string]fwv1.ComponentUpdate) []fwv1.ComponentUpdate {
+	var out []fwv1.ComponentUpdate
+	for _, s := range p.Steps {
+		c := fwv1.ComponentUpdate{Name: s.Component.Name, Kind: s.Component.Kind, From: s.From, To: s.To, Phase: fwv1.TargetPhasePending}
+		if e, ok := earlier[c.Name]; ok && (e.Phase.Finished() || e.Phase.InProgress()) {
+			c = e
+		}
+		out = append(out, c)
+	}
+	for _, s := range p.Skipped {
+		if e, ok := earlier[s.Name]; ok && e.Phase == fwv1.TargetPhaseSucceeded {
+			out = append(out, e) // installed by an earlier agent, now current
+			continue
+		}
+		out = append(out, fwv1.ComponentUpdate{Name: s.Name, From: s.From, To: s.To, Phase: fwv1.TargetPhaseSkipped,
+			Message: truncate(string(s.Reason)+": "+s.Message, 1024)})
+	}
+	return out
+}
+
+// needsReboot says whether a kind may activate only at the server's next reboot.
+func needsReboot(k fwv1.BaselineComponentKind) bool {
+	return k == fwv1.BaselineKindSystemROM || k == fwv1.BaselineKindSmartComponent
+}
+
+// driverComponent is what the driver installs for a baseline component. A Linux host
+// records each Smart Component's version under the component's name.
+func driverComponent(c fwv1.BaselineComponent) driver.Component {
+	switch c.Kind {
+	case fwv1.BaselineKindILO:
+		return driver.ComponentILO
+	case fwv1.BaselineKindSystemROM:
+		return driver.ComponentSystemROM
+	case fwv1.BaselineKindOA:
+		return driver.ComponentOA
+	case fwv1.BaselineKindSmartComponent:
+		return driver.ComponentSmartComponent
+	}
+	return driver.Component(c.Name)
+}
+
+// inventory reads what the plan needs from the target: the whole inventory from a driver
+// that has one (iLO), else the version of each kind the target type can run.
+func inventory(ctx context.Context, d driver.Driver, t driver.Target, b *fwv1.FirmwareBaseline) (plan.Inventory, error) {
+	inv := plan.Inventory{TargetType: fwv1.TargetType(t.Type), Bay: t.Bay != 0,
+		Versions: map[fwv1.BaselineComponentKind]string{}, Devices: map[string]string{}, Installed: map[string]string{}}
+	read := func(kind fwv1.BaselineComponentKind, c driver.Component) error {
+		v, err := d.Version(ctx, c)
+		inv.Versions[kind] = v
+		return err
+	}
+	if di, ok := d.(driver.Inventorier); ok {
+		got, err := di.Inventory(ctx)
+		if err != nil {
+			return inv, err
+		}
+		inv.Model, inv.Devices = got.Model, got.Devices
+		inv.Versions[fwv1.BaselineKindILO] = got.Versions[driver.ComponentILO]
+		inv.Versions[fwv1.BaselineKindSystemROM] = got.Versions[driver.ComponentSystemROM]
+		return inv, nil
+	}
+	switch t.Type {
+	case driver.TypeOA:
+		if t.Bay != 0 {
+			return inv, read(fwv1.BaselineKindILO, driver.ComponentILO)
+		}
+		return inv, read(fwv1.BaselineKindOA, driver.ComponentOA)
+	case driver.TypeLinux:
+		for _, c := range b.Spec.Components {
+			if c.Kind != fwv1.BaselineKindLinuxSmartComponent {
+				continue
+			}
+			v, err := d.Version(ctx, driverComponent(c))
+			if err != nil {
+				return inv, err
+			}
+			inv.Installed[c.Name] = v
+		}
+		return inv, nil
+	}
+	if err := read(fwv1.BaselineKindILO, driver.ComponentILO); err != nil {
+		return inv, err
+	}
+	return inv, read(fwv1.BaselineKindSystemROM, driver.ComponentSystemROM)
+}
+

@@ -1,0 +1,144 @@
+package runner
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
+	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
+)
+
+// TestEndToEndBaseline rolls one FirmwareBaseline out, through a real API server, over both
+// iLO 5 captures (DL325 and XL675d), an iLO 4 and an iLO 6: each target gets exactly the
+// components that apply to it, in order (the iLO, the DL325's system ROM whose prerequisite
+// is that iLO), each flashed once as the simulators count, the current XL675d ROM skipped,
+// and the DL325 rebooted once at the end to activate its ROM.
+func TestEndToEndBaseline(t *testing.T) {
+	e := newE2E(t)
+	imgSrv := e.serveImages()
+	images := map[string][]byte{
+		"ilo5_278.bin":  fwimage.Build("iLO", "2.78", []byte(strings.Repeat("iLO 5 firmware ", 200))),
+		"ilo4_282.bin":  fwimage.Build("iLO", "2.82", []byte("iLO 4 firmware")),
+		"ilo6_161.bin":  fwimage.Build("iLO", "1.61", []byte("iLO 6 firmware")),
+		"a43_268.fwpkg": fwimage.Build("SystemROM", "2.68", []byte("DL325 system ROM")),
+		"a47_252.fwpkg": fwimage.Build("SystemROM", "2.52", []byte("XL675d system ROM")),
+	}
+	for name, b := range images {
+		e.images[name] = b
+	}
+	component := func(name string, kind fwv1.BaselineComponentKind, file, version string, types ...fwv1.TargetType) fwv1.BaselineComponent {
+		return fwv1.BaselineComponent{Name: name, Kind: kind,
+			Firmware:  fwv1.FirmwareSource{URL: imgSrv.URL + "/" + file, SHA256: digest(images[file]), Version: version},
+			AppliesTo: fwv1.ComponentApplicability{TargetTypes: types}}
+	}
+	romDL325 := component("rom-a43", fwv1.BaselineKindSystemROM, "a43_268.fwpkg", "2.68", fwv1.TargetTypeILO5)
+	romDL325.AppliesTo.Models = []string{"ProLiant DL325 Gen10 Plus"}
+	romDL325.Prerequisites = []fwv1.ComponentPrerequisite{{Name: "ilo5", MinimumVersion: "2.78"}}
+	romXL := component("rom-a47", fwv1.BaselineKindSystemROM, "a47_252.fwpkg", "2.52", fwv1.TargetTypeILO5)
+	romXL.AppliesTo.Models = []string{"ProLiant XL675d Gen10 Plus"}
+	b := &fwv1.FirmwareBaseline{ObjectMeta: metav1.ObjectMeta{Name: "spp-2026-09", Namespace: testNS},
+		Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
+			romDL325, romXL, // listed before the iLOs: the plan puts the iLO first
+			component("ilo5", fwv1.BaselineKindILO, "ilo5_278.bin", "2.78", fwv1.TargetTypeILO5),
+			component("ilo4", fwv1.BaselineKindILO, "ilo4_282.bin", "2.82", fwv1.TargetTypeILO4),
+			component("ilo6", fwv1.BaselineKindILO, "ilo6_161.bin", "1.61", fwv1.TargetTypeILO6),
+		}}}
+	if err := e.c.Create(context.Background(), b); err != nil {
+		t.Fatalf("the API server refused the baseline: %v", err)
+	}
+
+	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4,
+		ResetDelay: 50 * time.Millisecond, ILOReset: time.Second, HalfUp: 300 * time.Millisecond, POST: 300 * time.Millisecond}
+	sims := map[string]*similo.Sim{}
+	start := func(name, mockup string, model similo.Model) {
+		s, err := similo.New(similo.Config{MockupDir: shared.Mockup(mockup), Model: model, Username: "Administrator", Password: e2ePassword, Timings: fast})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		sims[name] = s
+	}
+	start("dl325", shared.DL325, similo.ILO5)
+	start("xl675d", "ilo5-xl675d-gen10plus-v2.55", similo.ILO5)
+	start("ilo4", shared.DL325, similo.ILO4)
+	start("ilo6", shared.DL325, similo.ILO6)
+	var targets []config.Target
+	for _, n := range []struct{ name, typ string }{{"dl325", "iLO5"}, {"xl675d", "iLO5"}, {"ilo4", "iLO4"}, {"ilo6", "iLO6"}} {
+		targets = append(targets, config.Target{Name: n.name, Type: n.typ, Address: sims[n.name].Addr(), CertificateSHA256: sims[n.name].CertFingerprint()})
+	}
+	cfg := e.job("spp", config.Firmware{Component: "iLO"}, targets)
+	cfg.Baseline, cfg.BaselineGeneration = b.Name, b.Generation
+	cfg.RebootIfRequired = true
+	for _, tg := range cfg.Targets {
+		mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
+	}
+	if err := e.run(cfg); err != nil {
+		t.Fatalf("agent: %v\n%s", err, e.out.String())
+	}
+
+	type want struct {
+		components []string // "name phase from->to", in the order installed, then skipped
+		flashes    int
+		boots      int
+	}
+	for name, w := range map[string]want{
+		"dl325":  {[]string{"ilo5 Succeeded 2.46->2.78", "rom-a43 Succeeded 2.52->2.68"}, 2, 1},
+		"xl675d": {[]string{"ilo5 Succeeded 2.55->2.78", "rom-a47 Skipped 2.52->2.52"}, 1, 0},
+		"ilo4":   {[]string{"ilo4 Succeeded 2.80->2.82"}, 1, 0},
+		"ilo6":   {[]string{"ilo6 Succeeded 1.55->1.61"}, 1, 0},
+	} {
+		s := e.status("spp", name)
+		var got []string
+		for _, c := range s.Components {
+			got = append(got, c.Name+" "+string(c.Phase)+" "+c.From+"->"+c.To)
+		}
+		if strings.Join(got, ", ") != strings.Join(w.components, ", ") {
+			t.Errorf("%s: components %q, want %q (%s)", name, got, w.components, s.Message)
+		}
+		if s.Phase != fwv1.TargetPhaseSucceeded || s.RebootRequired {
+			t.Errorf("%s: %s rebootRequired=%v (%s); want Succeeded, nothing left staged", name, s.Phase, s.RebootRequired, s.Message)
+		}
+		if s.ComponentsProgress != "" && s.ComponentsDone != s.ComponentsTotal {
+			t.Errorf("%s: components %s (%d of %d done)", name, s.ComponentsProgress, s.ComponentsDone, s.ComponentsTotal)
+		}
+		st := sims[name].Stats()
+		if st.FlashRequests != w.flashes || st.FlashesStarted != w.flashes || st.FlashesCompleted != w.flashes || st.HostBoots != w.boots {
+			t.Errorf("%s: simulator saw %d flash requests, %d started, %d completed, %d boots; want %d flashes, %d boots",
+				name, st.FlashRequests, st.FlashesStarted, st.FlashesCompleted, st.HostBoots, w.flashes, w.boots)
+		}
+	}
+	if v := sims["dl325"].Version("SystemROM"); !strings.Contains(v, "v2.68") {
+		t.Errorf("DL325 runs ROM %q after its one reboot, want 2.68", v)
+	}
+
+	t.Run("a second run flashes nothing", func(t *testing.T) {
+		again := e.job("spp-again", config.Firmware{Component: "iLO"}, targets)
+		again.Baseline, again.BaselineGeneration, again.RebootIfRequired = b.Name, b.Generation, true
+		for _, tg := range again.Targets {
+			mountCredentials(t, again, tg.Name, "Administrator", e2ePassword)
+		}
+		if err := e.run(again); err != nil {
+			t.Fatalf("agent: %v\n%s", err, e.out.String())
+		}
+		for name, s := range sims {
+			if st := s.Stats(); st.FlashesStarted != map[string]int{"dl325": 2}[name]+map[bool]int{true: 1}[name != "dl325"] || st.HostBoots > 1 {
+				t.Errorf("%s: %d flashes, %d boots after a second run", name, st.FlashesStarted, st.HostBoots)
+			}
+			for _, c := range e.status("spp-again", name).Components {
+				if c.Phase != fwv1.TargetPhaseSkipped {
+					t.Errorf("%s: second run %s %s (%s), want Skipped", name, c.Name, c.Phase, c.Message)
+				}
+			}
+		}
+	})
+}
