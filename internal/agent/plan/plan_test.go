@@ -121,6 +121,16 @@ func TestMake(t *testing.T) {
 			steps: []string{"linux-nic 1.1.0->1.2.0"},
 		},
 		{
+			name:  "Linux: a component the host never recorded is installed (the Smart Component checks itself)",
+			inv:   Inventory{TargetType: fwv1.TargetTypeLinux},
+			steps: []string{"linux-nic ->1.2.0"},
+		},
+		{
+			name:    "Linux: a current component is skipped",
+			inv:     Inventory{TargetType: fwv1.TargetTypeLinux, Installed: map[string]string{"linux-nic": "1.2.0"}},
+			skipped: []string{"linux-nic:Current"},
+		},
+		{
 			name: "a prerequisite later in the baseline and of another kind goes first",
 			inv:  ilo5(dl325, "3.10", "2.40", map[string]string{nicGUID: "08.50.78"}),
 			baseline: func() *fwv1.FirmwareBaseline {

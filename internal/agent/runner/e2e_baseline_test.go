@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,13 +12,17 @@ import (
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/agent/linux"
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
+	simoa "github.com/fwops/firmware-operator/internal/simulator/oa"
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
+	"github.com/fwops/firmware-operator/internal/testutil/sshd"
 )
 
 // TestEndToEndBaseline rolls one FirmwareBaseline out, through a real API server, over both
-// iLO 5 captures (DL325 and XL675d), an iLO 4 and an iLO 6: each target gets exactly the
+// iLO 5 captures (DL325 and XL675d), an iLO 4, an iLO 6, an OA and a Linux host (a real sshd): each target gets exactly the
 // components that apply to it, in order (the iLO, the DL325's system ROM whose prerequisite
 // is that iLO), each flashed once as the simulators count, the current XL675d ROM skipped,
 // and the DL325 rebooted once at the end to activate its ROM.
@@ -29,7 +35,15 @@ func TestEndToEndBaseline(t *testing.T) {
 		"ilo6_161.bin":  fwimage.Build("iLO", "1.61", []byte("iLO 6 firmware")),
 		"a43_268.fwpkg": fwimage.Build("SystemROM", "2.68", []byte("DL325 system ROM")),
 		"a47_252.fwpkg": fwimage.Build("SystemROM", "2.52", []byte("XL675d system ROM")),
+		"oa_500.bin":    fwimage.Build("OA", "5.00", []byte("OA firmware")),
 	}
+	// The Smart Component leaves a line on the host each time it runs.
+	ranDir := t.TempDir()
+	if err := os.Chmod(ranDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ranLog := filepath.Join(ranDir, "ran")
+	images["cp012345.scexe"] = []byte("#!/bin/sh\necho ran >> " + ranLog + "\necho 'smart component: installed'\nexit 0\n")
 	for name, b := range images {
 		e.images[name] = b
 	}
@@ -49,6 +63,8 @@ func TestEndToEndBaseline(t *testing.T) {
 			component("ilo5", fwv1.BaselineKindILO, "ilo5_278.bin", "2.78", fwv1.TargetTypeILO5),
 			component("ilo4", fwv1.BaselineKindILO, "ilo4_282.bin", "2.82", fwv1.TargetTypeILO4),
 			component("ilo6", fwv1.BaselineKindILO, "ilo6_161.bin", "1.61", fwv1.TargetTypeILO6),
+			component("oa", fwv1.BaselineKindOA, "oa_500.bin", "5.00", fwv1.TargetTypeOA),
+			component("linux-nic", fwv1.BaselineKindLinuxSmartComponent, "cp012345.scexe", "1.2.3", fwv1.TargetTypeLinux),
 		}}}
 	if err := e.c.Create(context.Background(), b); err != nil {
 		t.Fatalf("the API server refused the baseline: %v", err)
@@ -76,13 +92,36 @@ func TestEndToEndBaseline(t *testing.T) {
 	for _, n := range []struct{ name, typ string }{{"dl325", "iLO5"}, {"xl675d", "iLO5"}, {"ilo4", "iLO4"}, {"ilo6", "iLO6"}} {
 		targets = append(targets, config.Target{Name: n.name, Type: n.typ, Address: sims[n.name].Addr(), CertificateSHA256: sims[n.name].CertFingerprint()})
 	}
+	oaSim, err := simoa.Start(simoa.Config{Password: e2ePassword, Version: "4.97", RestartDelay: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = oaSim.Close() })
+	host := sshd.Start(t)
+	targets = append(targets,
+		config.Target{Name: "oa1", Type: "OA", Address: oaSim.Addr(), HasKnownHosts: true},
+		config.Target{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, HasKnownHosts: true})
+	mount := func(cfg config.Config) {
+		for _, tg := range cfg.Targets {
+			switch tg.Name {
+			case "oa1":
+				mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
+				mountSecret(t, cfg, tg.Name, config.KnownHostsDir, fwv1.SecretKeyKnownHosts, []byte(oaSim.KnownHostsLine()+"\n"))
+			case "host1":
+				mountSecret(t, cfg, tg.Name, config.CredentialsDir, fwv1.SecretKeyUsername, []byte(host.User))
+				mountSecret(t, cfg, tg.Name, config.CredentialsDir, fwv1.SecretKeySSHPrivateKey, host.UserKey)
+				mountSecret(t, cfg, tg.Name, config.KnownHostsDir, fwv1.SecretKeyKnownHosts, host.KnownHosts)
+			default:
+				mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
+			}
+		}
+	}
+	linuxOpts := WithLinuxOptions(linux.Options{StateDir: t.TempDir(), Timeouts: driver.Timeouts{Connect: 5 * time.Second}})
 	cfg := e.job("spp", config.Firmware{Component: "iLO"}, targets)
 	cfg.Baseline, cfg.BaselineGeneration = b.Name, b.Generation
 	cfg.RebootIfRequired = true
-	for _, tg := range cfg.Targets {
-		mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
-	}
-	if err := e.run(cfg); err != nil {
+	mount(cfg)
+	if err := e.run(cfg, linuxOpts); err != nil {
 		t.Fatalf("agent: %v\n%s", err, e.out.String())
 	}
 
@@ -96,6 +135,8 @@ func TestEndToEndBaseline(t *testing.T) {
 		"xl675d": {[]string{"ilo5 Succeeded 2.55->2.78", "rom-a47 Skipped 2.52->2.52"}, 1, 0},
 		"ilo4":   {[]string{"ilo4 Succeeded 2.80->2.82"}, 1, 0},
 		"ilo6":   {[]string{"ilo6 Succeeded 1.55->1.61"}, 1, 0},
+		"oa1":    {[]string{"oa Succeeded 4.97->5.00"}, 1, 0},
+		"host1":  {[]string{"linux-nic Succeeded ->1.2.3"}, 1, 0},
 	} {
 		s := e.status("spp", name)
 		var got []string
@@ -111,12 +152,25 @@ func TestEndToEndBaseline(t *testing.T) {
 		if s.ComponentsProgress != "" && s.ComponentsDone != s.ComponentsTotal {
 			t.Errorf("%s: components %s (%d of %d done)", name, s.ComponentsProgress, s.ComponentsDone, s.ComponentsTotal)
 		}
+		if name == "oa1" || name == "host1" {
+			continue // counted below
+		}
 		st := sims[name].Stats()
 		if st.FlashRequests != w.flashes || st.FlashesStarted != w.flashes || st.FlashesCompleted != w.flashes || st.HostBoots != w.boots {
 			t.Errorf("%s: simulator saw %d flash requests, %d started, %d completed, %d boots; want %d flashes, %d boots",
 				name, st.FlashRequests, st.FlashesStarted, st.FlashesCompleted, st.HostBoots, w.flashes, w.boots)
 		}
 	}
+	if n := oaSim.Flashes(); n != 1 {
+		t.Errorf("OA: %d flashes, want 1", n)
+	}
+	ranOnce := func() {
+		t.Helper()
+		if b, _ := os.ReadFile(ranLog); string(b) != "ran\n" {
+			t.Errorf("the Linux host ran the Smart Component %d times, want once", strings.Count(string(b), "ran"))
+		}
+	}
+	ranOnce()
 	if v := sims["dl325"].Version("SystemROM"); !strings.Contains(v, "v2.68") {
 		t.Errorf("DL325 runs ROM %q after its one reboot, want 2.68", v)
 	}
@@ -124,11 +178,20 @@ func TestEndToEndBaseline(t *testing.T) {
 	t.Run("a second run flashes nothing", func(t *testing.T) {
 		again := e.job("spp-again", config.Firmware{Component: "iLO"}, targets)
 		again.Baseline, again.BaselineGeneration, again.RebootIfRequired = b.Name, b.Generation, true
-		for _, tg := range again.Targets {
-			mountCredentials(t, again, tg.Name, "Administrator", e2ePassword)
-		}
-		if err := e.run(again); err != nil {
+		mount(again)
+		if err := e.run(again, linuxOpts); err != nil {
 			t.Fatalf("agent: %v\n%s", err, e.out.String())
+		}
+		if n := oaSim.Flashes(); n != 1 {
+			t.Errorf("OA: %d flashes after a second run, want 1", n)
+		}
+		ranOnce()
+		for _, name := range []string{"oa1", "host1"} {
+			for _, c := range e.status("spp-again", name).Components {
+				if c.Phase != fwv1.TargetPhaseSkipped {
+					t.Errorf("%s: second run %s %s (%s), want Skipped", name, c.Name, c.Phase, c.Message)
+				}
+			}
 		}
 		for name, s := range sims {
 			if st := s.Stats(); st.FlashesStarted != map[string]int{"dl325": 2}[name]+map[bool]int{true: 1}[name != "dl325"] || st.HostBoots > 1 {
