@@ -180,7 +180,7 @@ func baselineVersions(tu *fwv1.TargetUpdate) map[fwv1.Component]string {
 			continue
 		}
 		switch {
-		case c.Phase == fwv1.TargetPhaseSucceeded && !(c.Kind == fwv1.BaselineKindSystemROM && tu.Status.RebootRequired):
+		case c.Phase == fwv1.TargetPhaseSucceeded && (c.Kind != fwv1.BaselineKindSystemROM || !tu.Status.RebootRequired):
 			out[comp] = c.To
 		case c.Phase == fwv1.TargetPhaseSkipped && c.From != "":
 			out[comp] = c.From

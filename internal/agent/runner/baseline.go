@@ -152,7 +152,9 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 		}
 		ci := comps[name]
 		if ci.err != nil {
-			setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = fwv1.TargetPhaseFailed, truncate(ci.err.Error(), 1024) })
+			setComponent(name, func(c *fwv1.ComponentUpdate) {
+				c.Phase, c.Message = fwv1.TargetPhaseFailed, truncate(ci.err.Error(), 1024)
+			})
 			fail(fmt.Sprintf("component %s (%s -> %s): %v; the components after it were not installed", name, orUnknown(s.From), s.To, ci.err))
 			return
 		}
@@ -292,4 +294,3 @@ func inventory(ctx context.Context, d driver.Driver, t driver.Target, b *fwv1.Fi
 	}
 	return inv, read(fwv1.BaselineKindSystemROM, driver.ComponentSystemROM)
 }
-
