@@ -1,0 +1,79 @@
+package runner
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
+	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
+)
+
+// TestEndToEndBaselineResume: an agent that ends after it staged a DL325's system ROM but
+// before it wrote the target's end leaves the target Flashing; the next agent of the job
+// finds the ROM still at its old version (it activates at the next reboot) and must not flash
+// it again: the component an earlier agent finished is never installed twice.
+func TestEndToEndBaselineResume(t *testing.T) {
+	e := newE2E(t)
+	imgSrv := e.serveImages()
+	ilo5 := fwimage.Build("iLO", "2.78", []byte("iLO 5 firmware"))
+	rom := fwimage.Build("SystemROM", "2.68", []byte("DL325 system ROM"))
+	e.images["ilo5_278.bin"], e.images["a43_268.fwpkg"] = ilo5, rom
+	b := &fwv1.FirmwareBaseline{ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: testNS},
+		Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
+			{Name: "ilo5", Kind: fwv1.BaselineKindILO,
+				Firmware:  fwv1.FirmwareSource{URL: imgSrv.URL + "/ilo5_278.bin", SHA256: digest(ilo5), Version: "2.78"},
+				AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+			{Name: "rom-a43", Kind: fwv1.BaselineKindSystemROM,
+				Firmware:  fwv1.FirmwareSource{URL: imgSrv.URL + "/a43_268.fwpkg", SHA256: digest(rom), Version: "2.68"},
+				AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+		}}}
+	if err := e.c.Create(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4,
+		ResetDelay: 50 * time.Millisecond, ILOReset: time.Second, HalfUp: 300 * time.Millisecond, POST: 300 * time.Millisecond}
+	sim, err := similo.New(similo.Config{MockupDir: shared.Mockup(shared.DL325), Username: "Administrator", Password: e2ePassword, Timings: fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	cfg := e.job("spp", config.Firmware{Component: "iLO"}, []config.Target{{Name: "dl325", Type: "iLO5", Address: sim.Addr(), CertificateSHA256: sim.CertFingerprint()}})
+	cfg.Baseline, cfg.BaselineGeneration = b.Name, b.Generation
+	mountCredentials(t, cfg, "dl325", "Administrator", e2ePassword)
+	if err := e.run(cfg); err != nil {
+		t.Fatalf("agent: %v\n%s", err, e.out.String())
+	}
+	if s := e.status("spp", "dl325"); s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || s.ComponentsProgress != "2/2" {
+		t.Fatalf("first agent: %s rebootRequired=%v %s (%s); want Succeeded, the ROM staged, 2/2", s.Phase, s.RebootRequired, s.ComponentsProgress, s.Message)
+	}
+
+	// As if the first agent had ended before its final write: the target is Flashing.
+	tu := &fwv1.TargetUpdate{}
+	if err := e.c.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: "spp-dl325"}, tu); err != nil {
+		t.Fatal(err)
+	}
+	tu.Status.Phase, tu.Status.CompletionTime, tu.Status.Conditions = fwv1.TargetPhaseFlashing, nil, nil
+	if err := e.c.Status().Update(context.Background(), tu); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.run(cfg); err != nil {
+		t.Fatalf("second agent: %v\n%s", err, e.out.String())
+	}
+	s := e.status("spp", "dl325")
+	if s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired {
+		t.Errorf("second agent: %s rebootRequired=%v (%s); want Succeeded, the ROM still staged", s.Phase, s.RebootRequired, s.Message)
+	}
+	if st := sim.Stats(); st.FlashRequests != 2 || st.HostBoots != 0 {
+		t.Errorf("simulator saw %d flash requests, %d boots; want 2 (the iLO, the ROM once), none", st.FlashRequests, st.HostBoots)
+	}
+}
