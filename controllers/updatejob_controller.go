@@ -257,7 +257,9 @@ func (r *UpdateJobReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Man
 		}).
 		Watches(&fwv1.PortPolicy{}, handler.EnqueueRequestsFromMapFunc(r.jobsOfPolicy)).
 		Watches(&fwv1.UpdateTarget{}, handler.EnqueueRequestsFromMapFunc(r.jobsInNamespace)).
-		Watches(&fwv1.FirmwareBaseline{}, handler.EnqueueRequestsFromMapFunc(r.jobsInNamespace)).
+		// A baseline's spec (not its compliance status) can unblock or change a job.
+		Watches(&fwv1.FirmwareBaseline{}, handler.EnqueueRequestsFromMapFunc(r.jobsInNamespace),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.jobsWaitingForNodes)).
 		Named("updatejob").
 		Complete(r)

@@ -153,7 +153,7 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 		ci := comps[name]
 		if ci.err != nil {
 			setComponent(name, func(c *fwv1.ComponentUpdate) {
-				c.Phase, c.Message = fwv1.TargetPhaseFailed, truncate(ci.err.Error(), 1024)
+				c.Phase, c.Message = fwv1.TargetPhaseFailed, ci.err.Error()
 			})
 			fail(fmt.Sprintf("component %s (%s -> %s): %v; the components after it were not installed", name, orUnknown(s.From), s.To, ci.err))
 			return
@@ -180,7 +180,7 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 				return
 			}
 			msg := a.explain(ctx, tctx, "installing component "+name, err)
-			setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = fwv1.TargetPhaseFailed, truncate(msg, 1024) })
+			setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = fwv1.TargetPhaseFailed, msg })
 			fail(msg + "; the components after it were not installed")
 			return
 		}
@@ -197,7 +197,7 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 		if msg == "" {
 			msg = fmt.Sprintf("updated from %s to %s", orUnknown(res.VersionBefore), orUnknown(res.VersionAfter))
 		}
-		setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = phase, truncate(msg, 1024) })
+		setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = phase, msg })
 	}
 	msg := fmt.Sprintf("FirmwareBaseline %s (%s): %d of %d components installed, %d already current or skipped",
 		b.Name, b.Spec.Version, installed, len(list), len(list)-installed)
@@ -224,7 +224,7 @@ func planned(p plan.Plan, earlier map[string]fwv1.ComponentUpdate) []fwv1.Compon
 			continue
 		}
 		out = append(out, fwv1.ComponentUpdate{Name: s.Name, From: s.From, To: s.To, Phase: fwv1.TargetPhaseSkipped,
-			Message: truncate(string(s.Reason)+": "+s.Message, 1024)})
+			Message: string(s.Reason) + ": " + s.Message})
 	}
 	return out
 }

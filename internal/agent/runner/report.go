@@ -198,6 +198,9 @@ func (r *reporter) update(ctx context.Context, force bool, f func(s *fwv1.Target
 	next := *r.live.DeepCopy()
 	f(&next)
 	next.Message = truncate(r.redact(next.Message), maxMessage)
+	for i := range next.Components { // a driver's message may quote the image URL and its token
+		next.Components[i].Message = truncate(r.redact(next.Components[i].Message), maxComponentMessage)
+	}
 	r.live = next
 	r.updatedAt = r.now()
 	now := r.now()
@@ -375,8 +378,12 @@ func (r *reporter) finish(ctx context.Context, phase fwv1.TargetPhase, msg strin
 	})
 }
 
-// maxMessage is the API's bound on status.message.
-const maxMessage = 2048
+// maxMessage and maxComponentMessage are the API's bounds on status.message and
+// status.components[].message.
+const (
+	maxMessage          = 2048
+	maxComponentMessage = 1024
+)
 
 func truncate(s string, n int) string {
 	if len(s) <= n {
