@@ -170,4 +170,27 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 		}).Should(gomega.ConsistOf(iloAt("3.10"), fwv1.ComponentVersion{Component: fwv1.ComponentSystemROM, Version: "3.40"}))
 		gomega.Eventually(func() string { return getBaseline(b).Status.Compliance }).Should(gomega.Equal("1/1"))
 	})
+
+	ginkgo.It("never mixes two versions of a baseline: a changed baseline holds the job, saying to create a new one", func() {
+		createILOTargets(ns, "pin", 1)
+		b := &fwv1.FirmwareBaseline{
+			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
+			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
+				{Name: "ilo5", Kind: fwv1.BaselineKindILO,
+					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+			}},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		job := newJob(ns, "pin", "pin", policy, func(j *fwv1.UpdateJob) {
+			j.Spec.Firmware, j.Spec.BaselineRef, j.Spec.DryRun = nil, &fwv1.BaselineReference{Name: "spp"}, true
+		})
+		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhasePlanned))
+		gomega.Expect(getJob(job).Status.BaselineGeneration).To(gomega.Equal(getBaseline(b).Generation))
+
+		cur := getBaseline(b)
+		cur.Spec.Components[0].Firmware.Version = "3.11"
+		gomega.Expect(k8sClient.Update(suiteCtx, cur)).To(gomega.Succeed())
+		blockedWith(job, "BaselineChanged", "FirmwareBaseline spp changed (generation 2)", "generation 1", "create a new UpdateJob")
+	})
 })

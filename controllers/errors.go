@@ -60,7 +60,7 @@ var stalledReasons = map[string]bool{
 	ReasonPortPolicyNotFound: true, ReasonTargetsNotFound: true, ReasonNoTargets: true,
 	ReasonNoEligibleNodes: true, ReasonInvalidSpec: true, ReasonAgentPodRejected: true,
 	ReasonAgentAccessFailed: true, ReasonNameCollision: true, ReasonFirmwareSourceNotAllowed: true,
-	ReasonBaselineNotFound: true,
+	ReasonBaselineNotFound: true, ReasonBaselineChanged: true,
 }
 
 // setStalled derives the kstatus Stalled condition from the phase and the Ready condition:

@@ -54,6 +54,7 @@ const (
 	ReasonFirmwareSourceNotAllowed = "FirmwareSourceNotAllowed"
 	ReasonTargetRemoved            = "TargetRemoved"
 	ReasonBaselineNotFound         = "BaselineNotFound"
+	ReasonBaselineChanged          = "BaselineChanged"
 	ReasonTargetDeselected         = "TargetDeselected"
 )
 

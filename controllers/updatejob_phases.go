@@ -48,6 +48,14 @@ func (r *UpdateJobReconciler) baseline(ctx context.Context, job *fwv1.UpdateJob)
 		}
 		return nil, false, err
 	}
+	switch checked := job.Status.BaselineGeneration; {
+	case checked == 0:
+		job.Status.BaselineGeneration = b.Generation
+	case checked != b.Generation:
+		blocked(job, ReasonBaselineChanged, fmt.Sprintf("FirmwareBaseline %s changed (generation %d) after the job began rolling out generation %d: "+
+			"a job never mixes two versions of a baseline; create a new UpdateJob to roll out the change", b.Name, b.Generation, checked))
+		return nil, false, nil
+	}
 	return b, true, nil
 }
 

@@ -367,6 +367,11 @@ type UpdateJobStatus struct {
 	// +kubebuilder:validation:MaxItems=5000
 	Agents []AgentStatus `json:"agents,omitempty"`
 
+	// baselineGeneration is the generation of the FirmwareBaseline (spec.baselineRef) the job
+	// checked first and rolls out: a job never mixes two versions of a baseline.
+	// +optional
+	BaselineGeneration int64 `json:"baselineGeneration,omitempty"`
+
 	// startTime is when the first target started.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
