@@ -18,14 +18,23 @@ import (
 // componentImage is a baseline component's verified image and the URL path it is served
 // at, or why it cannot be installed.
 type componentImage struct {
-	img  firmware.Image
-	path string
-	err  error
+	once  sync.Once
+	fetch func() (firmware.Image, string, error)
+	img   firmware.Image
+	path  string
+	err   error
+}
+
+// load fetches, verifies and registers the image the first time a target's plan needs it: an
+// SPP-sized baseline costs only what the fleet installs.
+func (ci *componentImage) load() (firmware.Image, string, error) {
+	ci.once.Do(func() { ci.img, ci.path, ci.err = ci.fetch() })
+	return ci.img, ci.path, ci.err
 }
 
 // runBaseline rolls the job's FirmwareBaseline out: it reads the baseline (the generation the
-// controller checked, whose sources it allowed), verifies and serves every component's image,
-// and drives each target through its own plan.
+// controller checked, whose sources it allowed), serves the components' images as the targets'
+// plans need them, each verified first, and drives each target through its own plan.
 func (a *agent) runBaseline(ctx context.Context, active []int) {
 	failAll := func(msg string) {
 		for _, i := range active {
@@ -42,24 +51,26 @@ func (a *agent) runBaseline(ctx context.Context, active []int) {
 			"create a new UpdateJob to roll out the changed baseline", b.Name, b.Generation, a.cfg.BaselineGeneration))
 		return
 	}
-	comps := map[string]*componentImage{}
-	imgs := map[string]firmware.Image{}
-	for _, c := range b.Spec.Components {
-		src := firmware.Source{URL: c.Firmware.URL, Path: a.cfg.ComponentPath(c.Name, c.Firmware), SHA256: strings.ToLower(c.Firmware.SHA256)}
-		img, err := a.fetch(ctx, src, fmt.Sprintf("FirmwareBaseline %s component %s's firmware.sha256", b.Name, c.Name))
-		comps[c.Name] = &componentImage{img: img, err: err}
-		if err == nil {
-			imgs[a.cfg.JobUID+"/"+a.cfg.Job+"/"+c.Name] = img
-		}
-	}
-	paths, stop, err := a.serveImages(imgs)
+	_, stop, err := a.serveImages(nil)
 	if err != nil {
 		failAll("cannot serve the firmware images: " + err.Error())
 		return
 	}
 	defer stop()
-	for name, ci := range comps {
-		ci.path = paths[a.cfg.JobUID+"/"+a.cfg.Job+"/"+name]
+	comps := map[string]*componentImage{}
+	for _, c := range b.Spec.Components {
+		src := firmware.Source{URL: c.Firmware.URL, Path: a.cfg.ComponentPath(c.Name, c.Firmware), SHA256: strings.ToLower(c.Firmware.SHA256)}
+		comps[c.Name] = &componentImage{fetch: func() (firmware.Image, string, error) {
+			img, err := a.fetch(ctx, src, fmt.Sprintf("FirmwareBaseline %s component %s's firmware.sha256", b.Name, c.Name))
+			if err != nil {
+				return img, "", err
+			}
+			p, err := a.fw.Register(a.cfg.JobUID+"/"+a.cfg.Job+"/"+c.Name, img)
+			if err != nil {
+				return img, "", fmt.Errorf("cannot serve the image of component %s: %w", c.Name, err)
+			}
+			return img, p, nil
+		}}
 	}
 	var wg sync.WaitGroup
 	for _, i := range active {
@@ -150,22 +161,23 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 		if earlier[name].Phase.Finished() {
 			continue // installed (or found not needed) by an earlier agent: never again
 		}
-		ci := comps[name]
-		if ci.err != nil {
-			setComponent(name, func(c *fwv1.ComponentUpdate) {
-				c.Phase, c.Message = fwv1.TargetPhaseFailed, ci.err.Error()
-			})
-			fail(fmt.Sprintf("component %s (%s -> %s): %v; the components after it were not installed", name, orUnknown(s.From), s.To, ci.err))
+		setComponent(name, func(c *fwv1.ComponentUpdate) {
+			c.Phase, c.Message = fwv1.TargetPhaseDownloading, "downloading and verifying the image"
+		})
+		img, urlPath, err := comps[name].load()
+		if err != nil {
+			setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = fwv1.TargetPhaseFailed, err.Error() })
+			fail(fmt.Sprintf("component %s (%s -> %s): %v; the components after it were not installed", name, orUnknown(s.From), s.To, err))
 			return
 		}
-		url, err := imageURL(a.cfg.Address, t.Address, a.bound.Firmware, ci.path)
+		url, err := imageURL(a.cfg.Address, t.Address, a.bound.Firmware, urlPath)
 		if err != nil {
 			fail("cannot build the firmware URL for the target: " + err.Error())
 			return
 		}
-		fw := driver.Firmware{Component: driverComponent(s.Component), URL: url, LocalPath: ci.img.Path, FileName: ci.img.FileName,
-			SHA256: ci.img.SHA256, Version: s.To, RebootIfRequired: a.cfg.RebootIfRequired && k == lastReboot,
-			EarlierAttempt: earlier[name].Phase.InProgress()}
+		fw := driver.Firmware{Component: driverComponent(s.Component), URL: url, LocalPath: img.Path, FileName: img.FileName,
+			SHA256: img.SHA256, Version: s.To, RebootIfRequired: a.cfg.RebootIfRequired && k == lastReboot,
+			EarlierAttempt: askedBefore(earlier[name].Phase)}
 		if fw.RebootIfRequired {
 			fw.RebootBy = a.rebootBy(log)
 		}
@@ -227,6 +239,12 @@ func planned(p plan.Plan, earlier map[string]fwv1.ComponentUpdate) []fwv1.Compon
 			Message: string(s.Reason) + ": " + s.Message})
 	}
 	return out
+}
+
+// askedBefore says whether an earlier agent may have asked the target for the component's
+// flash: it recorded a phase from the flash on (not one while it fetched the image).
+func askedBefore(p fwv1.TargetPhase) bool {
+	return p == fwv1.TargetPhaseStaging || p == fwv1.TargetPhaseFlashing || p == fwv1.TargetPhaseVerifying
 }
 
 // needsReboot says whether a kind may activate only at the server's next reboot.
