@@ -155,6 +155,7 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 		}
 	}
 	staged := r.rebootRequired()
+	var stagedNames []string // staged by this agent, for the message
 	installed := 0
 	for k, s := range p.Steps {
 		name := s.Component.Name
@@ -196,9 +197,12 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 			fail(msg + "; the components after it were not installed")
 			return
 		}
+		if res.RebootRequired {
+			stagedNames = append(stagedNames, name)
+		}
 		staged = staged || res.RebootRequired
 		if fw.RebootIfRequired && !res.RebootRequired {
-			staged = false // the one reboot activated everything staged before it
+			staged, stagedNames = false, nil // the one reboot activated everything staged before it
 		}
 		done++
 		installed++
@@ -214,7 +218,11 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 	msg := fmt.Sprintf("FirmwareBaseline %s (%s): %d of %d components installed, %d already current or skipped",
 		b.Name, b.Spec.Version, installed, len(list), len(list)-installed)
 	if staged {
-		msg += "; a reboot is needed for the staged components to take effect (rollout.reboot IfRequired reboots once at the end)"
+		what := "the components staged before"
+		if len(stagedNames) > 0 {
+			what = strings.Join(stagedNames, ", ")
+		}
+		msg += fmt.Sprintf("; staged until the server's next reboot: %s (rollout.reboot IfRequired reboots once at the end)", what)
 	}
 	r.finish(ctx, fwv1.TargetPhaseSucceeded, msg, func(s *fwv1.TargetUpdateStatus) { s.RebootRequired = staged })
 }

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,7 +54,8 @@ func TestEndToEndBaselineResume(t *testing.T) {
 	if err := e.run(cfg); err != nil {
 		t.Fatalf("agent: %v\n%s", err, e.out.String())
 	}
-	if s := e.status("spp", "dl325"); s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || s.ComponentsProgress != "2/2" {
+	if s := e.status("spp", "dl325"); s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || s.ComponentsProgress != "2/2" ||
+		!strings.Contains(s.Message, "staged until the server's next reboot: rom-a43") {
 		t.Fatalf("first agent: %s rebootRequired=%v %s (%s); want Succeeded, the ROM staged, 2/2", s.Phase, s.RebootRequired, s.ComponentsProgress, s.Message)
 	}
 
