@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -159,8 +160,12 @@ func (r *reporter) readPatiently(ctx context.Context, key types.NamespacedName) 
 		switch {
 		case err == nil || apierrors.IsNotFound(err) || apierrors.IsUnauthorized(err):
 			return tu, err
-		case apierrors.IsForbidden(err):
+		case PolicyRefused(err):
 			r.log.Info("the API server does not let this pod read its TargetUpdate yet: waiting for the controller to assign it (status.agentPod)",
+				"targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
+		case apierrors.IsForbidden(err):
+			r.log.Warn("the API server does not authorize this pod's ServiceAccount to read its TargetUpdate (the job's Role): retrying, "+
+				"as a kube-apiserver that has just started does until its authorization cache is filled",
 				"targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
 		default:
 			r.log.Warn("could not read the TargetUpdate; retrying", "targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
@@ -283,14 +288,14 @@ func (r *reporter) patchStatusLocked(ctx context.Context, next fwv1.TargetUpdate
 			r.obj = out
 			return nil
 		}
-		if apierrors.IsForbidden(err) {
+		if PolicyRefused(err) {
 			return r.handedOverLocked(err.Error())
 		}
 		if !apierrors.IsConflict(err) {
 			return err
 		}
 		fresh, err := ReadTargetUpdate(ctx, r.c, client.ObjectKeyFromObject(cur))
-		if apierrors.IsForbidden(err) {
+		if PolicyRefused(err) {
 			return r.handedOverLocked(err.Error())
 		}
 		if err != nil {
@@ -302,6 +307,15 @@ func (r *reporter) patchStatusLocked(ctx context.Context, next fwv1.TargetUpdate
 		cur = fresh
 	}
 	return fmt.Errorf("TargetUpdate %s kept changing under the agent's write", r.obj.Name)
+}
+
+// PolicyRefused reports whether err is the admission policy firmware-operator-agent-writes
+// refusing this pod a TargetUpdate that is no longer assigned to it. Any other Forbidden is
+// authorization (RBAC), which can be passing: a kube-apiserver that has just restarted refuses
+// requests its Role cache has not caught up with ("role ... not found") for a few seconds.
+// Taken for a hand-over, that left a finished flash unreported and its target failed.
+func PolicyRefused(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "ValidatingAdmissionPolicy")
 }
 
 // handedOverLocked stops every write of a TargetUpdate this agent read before and that is
