@@ -267,7 +267,7 @@ func (a *agent) run(ctx context.Context) {
 		r.update(ctx, true, func(s *fwv1.TargetUpdateStatus) {
 			now := metav1.NewTime(a.deps.Now())
 			s.Node, s.AgentPod = a.cfg.Node, a.cfg.Pod
-			a.bound.reportTo(s, r.target.Name)
+			a.bound.reportTo(s, r.target.Name, i, fwv1.TargetType(a.targets[i].Type))
 			s.StartTime, s.CompletionTime = &now, nil
 			s.Message = "downloading and verifying the firmware image"
 			// A target the agent was flashing keeps its phase until its version is read.
