@@ -41,7 +41,7 @@ const e2ePassword = "Fl4sh-Th3-Fl33t!"
 
 // e2e holds what the end-to-end runs share: the API server, the image server, all output.
 type e2e struct {
-	t      *testing.T
+	t      testing.TB
 	c      client.Client
 	images map[string][]byte
 	out    *syncbuf.Buffer // stdout and stderr of every agent run
