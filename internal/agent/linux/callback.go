@@ -106,14 +106,14 @@ func (r *receiver) handle(c net.Conn) {
 		r.counters.Refused.Add(1)
 		r.log.Warn("Linux call-back refused", "reason", why, "from", from)
 	}
-	if err != nil {
-		refuse("no complete report line")
-		return
-	}
 	r.mu.Lock()
 	relayed := r.relayed[from]
 	delete(r.relayed, from)
 	r.mu.Unlock()
+	if err != nil {
+		refuse("no complete report line")
+		return
+	}
 	f := strings.Fields(line)
 	switch {
 	case !relayed:

@@ -1,7 +1,6 @@
 package linux
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -58,23 +57,9 @@ func oneTimedRun(b *testing.B, s *sshd.Server, callback bool) (time.Duration, in
 		defer l.Close()
 		h.tg.Receive = &driver.Receive{Listener: l}
 	}
-	dir := b.TempDir()
-	gate, exited := filepath.Join(dir, "gate"), filepath.Join(dir, "exited")
-	comp := filepath.Join(dir, "cp099997.scexe")
-	script := fmt.Sprintf("#!/bin/sh\nwhile [ ! -e %s ]; do sleep 0.01; done\ndate +%%s.%%N > %s\nexit 0\n", strconv.Quote(gate), strconv.Quote(exited))
-	if err := os.WriteFile(comp, []byte(script), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	d, err := Open(b.Context(), h.tg, h.opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := d.Update(b.Context(), driver.Firmware{LocalPath: comp, FileName: filepath.Base(comp)}, nil)
-		done <- err
-	}()
+	exited := filepath.Join(b.TempDir(), "exited")
+	fw, gate := exitOnGate(b, "date +%s.%N > "+strconv.Quote(exited))
+	done, _ := updateInBackground(b, h.tg, h.opts, fw)
 	// Let the run reach the follow loop first, as a real flash of minutes does.
 	deadline := time.Now().Add(30 * time.Second)
 	for counters.StateReads.Load() < 2 {

@@ -49,20 +49,41 @@ func waitFollowing(t *testing.T, logs *syncbuf.Buffer, counters *CallbackCounter
 	})
 }
 
+// updateInBackground opens a driver on tg and runs fw's Update; done gives its error, after
+// which res holds its result.
+func updateInBackground(t testing.TB, tg driver.Target, opts Options, fw driver.Firmware) (done <-chan error, res *driver.Result) {
+	t.Helper()
+	d, err := Open(t.Context(), tg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	errc := make(chan error, 1)
+	res = &driver.Result{}
+	go func() { r, err := d.Update(t.Context(), fw, nil); *res = r; errc <- err }()
+	return errc, res
+}
+
+// exitOnGate writes a component that waits for the file gate, runs then, and exits 0.
+func exitOnGate(t testing.TB, then string) (fw driver.Firmware, gate string) {
+	t.Helper()
+	dir := t.TempDir()
+	gate = filepath.Join(dir, "gate")
+	comp := filepath.Join(dir, "cp099998.scexe")
+	script := fmt.Sprintf("#!/bin/sh\nwhile [ ! -e %s ]; do sleep 0.01; done\n%s\nexit 0\n", strconv.Quote(gate), then)
+	if err := os.WriteFile(comp, []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return driver.Firmware{LocalPath: comp, FileName: filepath.Base(comp)}, gate
+}
+
 // rule P5: the detached run reports its exit code through the SSH session's remote port
 // forward to the receive port; the driver learns it without another read of the run's state
 // (polls are an hour apart here).
 func TestP5_LinuxCallBackReportsTheEnd(t *testing.T) {
 	h, counters := callbackHost(t)
 	g := gatedComponent(t, ExitInstalledReboot)
-	d, err := Open(t.Context(), h.tg, h.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	done := make(chan error, 1)
-	var res driver.Result
-	go func() { var err error; res, err = d.Update(t.Context(), g.firmware(), nil); done <- err }()
+	done, res := updateInBackground(t, h.tg, h.opts, g.firmware())
 	waitFollowing(t, h.logs, counters, 1, 2)
 	g.release(t)
 	if err := wait(t, done); err != nil {
@@ -110,23 +131,8 @@ func TestP5_LinuxCallBackRefusedFallsBackToTheResultFile(t *testing.T) {
 func TestP5_LinuxCallBackSilentFallsBackToTheResultFile(t *testing.T) {
 	h, counters := callbackHost(t)
 	h.opts.FallbackPollInterval = 50 * time.Millisecond
-	dir := t.TempDir()
-	gate := filepath.Join(dir, "gate")
-	comp := filepath.Join(dir, "cp099998.scexe")
-	script := fmt.Sprintf("#!/bin/sh\nwhile [ ! -e %s ]; do sleep 0.05; done\nrm -f callback\nexit 0\n", strconv.Quote(gate))
-	if err := os.WriteFile(comp, []byte(script), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(t.Context(), h.tg, h.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := d.Update(t.Context(), driver.Firmware{LocalPath: comp, FileName: filepath.Base(comp)}, nil)
-		done <- err
-	}()
+	fw, gate := exitOnGate(t, "rm -f callback")
+	done, _ := updateInBackground(t, h.tg, h.opts, fw)
 	waitFollowing(t, h.logs, counters, 1, 2)
 	if err := os.WriteFile(gate, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -180,14 +186,7 @@ func send(t *testing.T, addr, line string) string {
 func TestP5_LinuxForgedCallBackRefused(t *testing.T) {
 	h, counters := callbackHost(t)
 	g := gatedComponent(t, ExitInstalledReboot)
-	d, err := Open(t.Context(), h.tg, h.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	done := make(chan error, 1)
-	var res driver.Result
-	go func() { var err error; res, err = d.Update(t.Context(), g.firmware(), nil); done <- err }()
+	done, res := updateInBackground(t, h.tg, h.opts, g.firmware())
 	waitFollowing(t, h.logs, counters, 1, 2)
 	port, token := callbackFile(t, h.tg.Linux.StagingDirectory)
 

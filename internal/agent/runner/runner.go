@@ -34,6 +34,7 @@ import (
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
 	"github.com/fwops/firmware-operator/internal/agent/fwserver"
 	"github.com/fwops/firmware-operator/internal/agent/ilo"
+	"github.com/fwops/firmware-operator/internal/agent/linux"
 )
 
 // Deps are what an agent gets from its surroundings rather than from its flags.
@@ -61,6 +62,8 @@ type Deps struct {
 	redactor *redactor // shared with the drivers' loggers when Main built them
 	// iloEvents counts the iLO drivers' Redfish events, for /metrics, when Main built them.
 	iloEvents *ilo.EventCounters
+	// linuxCallbacks counts the Linux drivers' call-backs, for /metrics, when Main built them.
+	linuxCallbacks *linux.CallbackCounters
 }
 
 // agent is one run.
@@ -177,6 +180,9 @@ func (a *agent) serveControl() (stop func()) {
 	a.metrics = control.NewMetrics(a)
 	if ev := a.deps.iloEvents; ev != nil {
 		a.metrics.CountRedfishEvents(ev.Accepted.Load, ev.Dropped.Load) // rule P5
+	}
+	if cb := a.deps.linuxCallbacks; cb != nil {
+		a.metrics.CountLinuxCallbacks(cb.Accepted.Load, cb.Refused.Load) // rule P5
 	}
 	ctl := &control.Server{Status: a, Metrics: a.metrics, Log: a.log}
 	ctl.SetReady(func() error {
