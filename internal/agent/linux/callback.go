@@ -146,7 +146,8 @@ func (r *receiver) relay(fwd net.Listener) {
 		}
 		go func() {
 			defer in.Close()
-			out, err := net.DialTimeout("tcp", r.l.Addr().String(), callbackTimeout)
+			// The receive port is on this very node: the dial is local and short.
+			out, err := (&net.Dialer{Timeout: callbackTimeout}).DialContext(context.Background(), "tcp", r.l.Addr().String())
 			if err != nil {
 				r.log.Warn("could not relay a call-back to the receive port", "err", err.Error())
 				return

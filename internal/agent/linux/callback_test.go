@@ -112,9 +112,14 @@ func TestP5_LinuxCallBackRefusedFallsBackToTheResultFile(t *testing.T) {
 	h.opts.PollInterval = 50 * time.Millisecond // the fallback; the hour-long one must not be used
 	g := gatedComponent(t, ExitInstalled)
 	_, _, done := startGated(t, h.tg, h.opts, g)
+	// Released once the follow loop read the run as running: only a later read can end it.
+	waitUntil(t, 30*time.Second, "the driver never read the run's state", func() bool { return counters.StateReads.Load() >= 2 })
 	g.release(t)
 	if err := wait(t, done); err != nil {
 		t.Fatalf("Update: %v\n%s", err, h.logs)
+	}
+	if counters.StateReads.Load() < 3 {
+		t.Fatalf("state reads %d: the end was not read from the result file", counters.StateReads.Load())
 	}
 	if counters.ForwardsRefused.Load() != 1 || counters.Forwards.Load() != 0 || counters.Accepted.Load() != 0 {
 		t.Fatalf("forwards refused %d, granted %d, call-backs %d: want 1, 0, 0", counters.ForwardsRefused.Load(),
