@@ -134,6 +134,18 @@ type TargetUpdateStatus struct {
 	// +kubebuilder:validation:items:Maximum=65535
 	ReceivePorts []int32 `json:"receivePorts,omitempty"`
 
+	// receivePort is the one of receivePorts that this target's messages arrive at (P5);
+	// unset for a target that sends none (iLO 4, OA).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	ReceivePort int32 `json:"receivePort,omitempty"`
+
+	// receiveVia is how they arrive: RedfishEvents (from the iLO's address: a firewall must
+	// let it reach receivePort) or SSHCallback (inside the SSH session: no opening).
+	// +optional
+	ReceiveVia ReceiveVia `json:"receiveVia,omitempty"`
+
 	// startTime is when the current attempt started.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`

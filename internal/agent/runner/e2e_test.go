@@ -41,7 +41,7 @@ const e2ePassword = "Fl4sh-Th3-Fl33t!"
 
 // e2e holds what the end-to-end runs share: the API server, the image server, all output.
 type e2e struct {
-	t      *testing.T
+	t      testing.TB
 	c      client.Client
 	images map[string][]byte
 	out    *syncbuf.Buffer // stdout and stderr of every agent run
@@ -370,6 +370,13 @@ func TestEndToEnd(t *testing.T) {
 		s := e.status("linux", "host1")
 		if s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || !strings.Contains(s.Message, "reboot") || s.VersionAfter != "1.2.3" {
 			t.Errorf("status %+v", s)
+		}
+		// rule P5: the host's call-back comes through the SSH session to the target's receive port.
+		if s.ReceivePort != int32(cfg.Ports.Reverse[0]) || s.ReceiveVia != fwv1.ReceiveViaSSHCallback {
+			t.Errorf("receivePort %d via %q, want %d via SSHCallback", s.ReceivePort, s.ReceiveVia, cfg.Ports.Reverse[0])
+		}
+		if !strings.Contains(e.out.String(), "the host reports the run's end through the SSH session") {
+			t.Errorf("the agent did not ask the host for the call-back:\n%s", e.out.String())
 		}
 		sp := cfg.Targets[0].SessionPort
 		if !strings.Contains(host.Logs(), "from 127.0.0.1 port "+strconv.Itoa(sp)) { // rule P4

@@ -98,6 +98,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 	}
 	reg := o.drivers
 	var events *ilo.EventCounters
+	var callbacks *linux.CallbackCounters
 	if reg == nil {
 		reg = driver.Registry{}
 		iloOpts := o.ilo
@@ -112,12 +113,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 		oaOpts, linuxOpts := o.oa, o.linux
 		oaOpts.Logger = log.With("driver", "oa")
 		linuxOpts.Logger = log.With("driver", "linux")
+		if linuxOpts.Callbacks == nil {
+			linuxOpts.Callbacks = &linux.CallbackCounters{}
+		}
+		callbacks = linuxOpts.Callbacks
 		reg[driver.TypeOA] = oa.NewFactory(oaOpts)
 		reg[driver.TypeLinux] = linux.NewFactory(linuxOpts)
 	}
 	return Run(ctx, cfg, Deps{
 		Client: c, Drivers: reg, HTTPClient: o.httpClient, Log: log,
-		MinWriteInterval: o.minWrite, OnBound: o.onBound, redactor: red, iloEvents: events,
+		MinWriteInterval: o.minWrite, OnBound: o.onBound, redactor: red, iloEvents: events, linuxCallbacks: callbacks,
 	})
 }
 

@@ -46,19 +46,25 @@ func statusChanged(a, b fwv1.TargetUpdateStatus) bool {
 		a.VersionBefore != b.VersionBefore || a.VersionAfter != b.VersionAfter ||
 		a.RebootRequired != b.RebootRequired || a.SessionPort != b.SessionPort ||
 		a.FirmwareServerPort != b.FirmwareServerPort || a.ControlPort != b.ControlPort || a.IPCPort != b.IPCPort ||
-		!slices.Equal(a.ReceivePorts, b.ReceivePorts) || a.Node != b.Node || a.AgentPod != b.AgentPod
+		!slices.Equal(a.ReceivePorts, b.ReceivePorts) || a.ReceivePort != b.ReceivePort || a.ReceiveVia != b.ReceiveVia || a.Node != b.Node || a.AgentPod != b.AgentPod
 }
 
 // reportTo puts the ports the agent really bound into a target's status: the target's own
 // session port (rule P4) and the agent's control (P1), firmware server (P2), inter-process
 // and receive ports (P5). The controller shows them in the UpdateJob's status.agents from
-// there (ports.md, "Across the cluster": the agent reports the ports it really bound).
-func (b Bound) reportTo(s *fwv1.TargetUpdateStatus, target string) {
+// there (ports.md, "Across the cluster": the agent reports the ports it really bound). The
+// i-th target of the agent, of type typ, receives on the i-th receive port (receiveFor) when
+// its type sends to one.
+func (b Bound) reportTo(s *fwv1.TargetUpdateStatus, target string, i int, typ fwv1.TargetType) {
 	s.SessionPort = int32(b.Sessions[target])
 	s.ControlPort, s.FirmwareServerPort, s.IPCPort = int32(b.Control), int32(b.Firmware), int32(b.IPC)
 	s.ReceivePorts = nil
 	for _, p := range b.Reverse {
 		s.ReceivePorts = append(s.ReceivePorts, int32(p))
+	}
+	s.ReceivePort, s.ReceiveVia = 0, ""
+	if via := typ.ReceiveVia(); via != "" && i < len(b.Reverse) {
+		s.ReceivePort, s.ReceiveVia = int32(b.Reverse[i]), via
 	}
 }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
 	"github.com/fwops/firmware-operator/internal/agent/fwserver"
 	"github.com/fwops/firmware-operator/internal/agent/ilo"
+	"github.com/fwops/firmware-operator/internal/agent/linux"
 )
 
 // Deps are what an agent gets from its surroundings rather than from its flags.
@@ -61,6 +62,8 @@ type Deps struct {
 	redactor *redactor // shared with the drivers' loggers when Main built them
 	// iloEvents counts the iLO drivers' Redfish events, for /metrics, when Main built them.
 	iloEvents *ilo.EventCounters
+	// linuxCallbacks counts the Linux drivers' call-backs, for /metrics, when Main built them.
+	linuxCallbacks *linux.CallbackCounters
 }
 
 // agent is one run.
@@ -178,6 +181,9 @@ func (a *agent) serveControl() (stop func()) {
 	if ev := a.deps.iloEvents; ev != nil {
 		a.metrics.CountRedfishEvents(ev.Accepted.Load, ev.Dropped.Load) // rule P5
 	}
+	if cb := a.deps.linuxCallbacks; cb != nil {
+		a.metrics.CountLinuxCallbacks(cb.Accepted.Load, cb.Refused.Load) // rule P5
+	}
 	ctl := &control.Server{Status: a, Metrics: a.metrics, Log: a.log}
 	ctl.SetReady(func() error {
 		switch {
@@ -267,7 +273,7 @@ func (a *agent) run(ctx context.Context) {
 		r.update(ctx, true, func(s *fwv1.TargetUpdateStatus) {
 			now := metav1.NewTime(a.deps.Now())
 			s.Node, s.AgentPod = a.cfg.Node, a.cfg.Pod
-			a.bound.reportTo(s, r.target.Name)
+			a.bound.reportTo(s, r.target.Name, i, fwv1.TargetType(a.targets[i].Type))
 			s.StartTime, s.CompletionTime = &now, nil
 			s.Message = "downloading and verifying the firmware image"
 			// A target the agent was flashing keeps its phase until its version is read.
