@@ -261,7 +261,9 @@ func (f *fixture) rawStatus(t *testing.T, requestURI string) int {
 func TestTraversalRefused(t *testing.T) { traversalRefused(t, start(t, 1000)) }
 
 // Traversal is refused over TLS as over HTTP.
-func TestTraversalRefusedOverTLS(t *testing.T) { traversalRefused(t, startServer(t, 1000, testCert(t))) }
+func TestTraversalRefusedOverTLS(t *testing.T) {
+	traversalRefused(t, startServer(t, 1000, testCert(t)))
+}
 
 func traversalRefused(t *testing.T, f *fixture) {
 	tok, name, _ := strings.Cut(strings.TrimPrefix(f.path, Prefix), "/")
