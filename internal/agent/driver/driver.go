@@ -122,6 +122,9 @@ type Firmware struct {
 	// RequireHTTPS is set when the PortPolicy's firmwareServer.tls is Required: a target that
 	// cannot fetch over HTTPS must not be given the plain URL.
 	RequireHTTPS bool
+	// OnImageURL, when set, learns from ImageURL whether the target is given the image over
+	// HTTPS (the runner records the certificate's fingerprint then).
+	OnImageURL func(secure bool)
 	// LocalPath is the verified file on the node, for drivers that push the file (Linux).
 	LocalPath string
 	// FileName is the image's original file name (Smart Components keep theirs).
@@ -152,12 +155,18 @@ type Firmware struct {
 func (f Firmware) ImageURL(canHTTPS bool, cannot string) (string, error) {
 	switch {
 	case canHTTPS && f.SecureURL != "":
+		if f.OnImageURL != nil {
+			f.OnImageURL(true)
+		}
 		return f.SecureURL, nil
 	case f.RequireHTTPS:
 		if canHTTPS {
 			cannot = "the agent serves no HTTPS"
 		}
 		return "", fmt.Errorf("%w: %s; nothing was flashed. Set the PortPolicy's spec.firmwareServer.tls to Preferred to serve this target over HTTP, or upgrade its firmware to one that fetches images over HTTPS", ErrHTTPSRequired, cannot)
+	}
+	if f.OnImageURL != nil {
+		f.OnImageURL(false)
 	}
 	return f.URL, nil
 }

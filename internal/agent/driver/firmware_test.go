@@ -23,9 +23,17 @@ func TestImageURL(t *testing.T) {
 		{"Required without a secure URL", Firmware{URL: plain, RequireHTTPS: true}, true, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			var told []bool
+			tc.fw.OnImageURL = func(secure bool) { told = append(told, secure) }
 			got, err := tc.fw.ImageURL(tc.canHTTPS, "iLO 4 downloads firmware over HTTP only")
 			if got != tc.want || (err != nil) != tc.err {
 				t.Fatalf("ImageURL = %q, %v; want %q, error %v", got, err, tc.want, tc.err)
+			}
+			switch {
+			case err != nil && len(told) != 0:
+				t.Errorf("OnImageURL told %v for no URL", told)
+			case err == nil && (len(told) != 1 || told[0] != (got == secure)):
+				t.Errorf("OnImageURL told %v for %s", told, got)
 			}
 			if err == nil {
 				return

@@ -73,6 +73,15 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	fw := driver.Firmware{
 		Component: driver.Component(a.cfg.Firmware.Component), URL: url, LocalPath: img.Path,
 		SecureURL: secureURL, RequireHTTPS: a.cfg.FirmwareTLS == fwv1.FirmwareServerTLSRequired,
+		// The status names the certificate the target is about to see, when it is to see one.
+		OnImageURL: func(secure bool) {
+			r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
+				s.FirmwareServerCertificateSHA256 = ""
+				if secure {
+					s.FirmwareServerCertificateSHA256 = certSHA256
+				}
+			})
+		},
 		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
 		RebootIfRequired: a.cfg.RebootIfRequired, KeepInRepository: a.cfg.Firmware.KeepInRepository,
 		EarlierAttempt: resumedPhase.InProgress() || earlierBefore != "",
@@ -153,7 +162,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 
 	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
 		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
-		s.FirmwareServerCertificateSHA256 = certSHA256
+		s.FirmwareServerCertificateSHA256 = "" // set when the driver gives the https URL
 		if s.VersionBefore == "" || !resumedPhase.InProgress() {
 			s.VersionBefore = current
 		}
