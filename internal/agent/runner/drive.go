@@ -171,7 +171,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	// A driver may quote the image URL (an OA's output echoes it); the redactor keeps its token
 	// out of every status message and log line, as it does the credentials.
 	a.red.add(fwserver.Token(url))
-	log.Info("updating", "from", current, "to", fw.Version, "imageURL", fwserver.Redact(url))
+	log.Info("updating", "from", current, "to", fw.Version, "imageURL", fwserver.Redact(url), "https", fw.SecureURL != "")
 	res, err := d.Update(dctx, fw, progress)
 	if err != nil {
 		if interrupted() {
