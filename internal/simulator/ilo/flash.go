@@ -81,12 +81,25 @@ func (s *Sim) postSimpleUpdate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyMissing", "ImageURI is required")
 		return
 	}
-	if tp := strings.ToUpper(body.TransferProtocol); tp != "" && tp != "HTTP" && tp != "HTTPS" {
-		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyValueNotInList", "TransferProtocol must be HTTP or HTTPS")
+	if tp := strings.ToUpper(body.TransferProtocol); tp != "" && !s.offersTransferProtocol(tp) {
+		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyValueNotInList", "TransferProtocol "+body.TransferProtocol+" is not one of TransferProtocol@Redfish.AllowableValues")
 		return
 	}
 	s.noteFlashRequest(FlashRequest{Action: "SimpleUpdate", ImageURI: body.ImageURI, TransferProtocol: body.TransferProtocol})
 	s.startFlash(w, flashReq{route: routeSimpleUpdate, imageURI: body.ImageURI})
+}
+
+// offersTransferProtocol says whether the UpdateService lists tp for SimpleUpdate.
+func (s *Sim) offersTransferProtocol(tp string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list, _ := field(s.tree.get("/redfish/v1/UpdateService"), "Actions", "#UpdateService.SimpleUpdate")["TransferProtocol@Redfish.AllowableValues"].([]any)
+	for _, v := range list {
+		if p, ok := v.(string); ok && strings.EqualFold(p, tp) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Sim) postAddFromURI(w http.ResponseWriter, r *http.Request) {

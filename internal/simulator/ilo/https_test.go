@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -69,4 +70,23 @@ func TestILO4RefusesHTTPS(t *testing.T) {
 func asString(m map[string]any) string {
 	b, _ := json.Marshal(m)
 	return string(b)
+}
+
+// An iLO that does not list HTTPS for SimpleUpdate refuses TransferProtocol HTTPS, as a
+// Redfish service refuses a value outside its AllowableValues, and flashes nothing.
+func TestSimpleUpdateRefusesAProtocolItDoesNotList(t *testing.T) {
+	s := startTest(t, Config{SimpleUpdateProtocols: []string{"HTTP"}})
+	c := httpClient(t, s)
+	_, us := call(t, c, "GET", s.URL()+"/redfish/v1/UpdateService", nil, nil)
+	if got := field(us, "Actions", "#UpdateService.SimpleUpdate")["TransferProtocol@Redfish.AllowableValues"]; fmt.Sprint(got) != "[HTTP]" {
+		t.Fatalf("advertised %v, want [HTTP]", got)
+	}
+	img, _ := httpsImage(t, fwimage.Build("iLO", "2.90", nil))
+	resp, d := call(t, c, "POST", s.URL()+simpleUpdate, map[string]string{"ImageURI": img, "TransferProtocol": "HTTPS"}, nil)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(asString(d), "PropertyValueNotInList") {
+		t.Fatalf("SimpleUpdate with an unlisted protocol: %d %v, want 400 PropertyValueNotInList", resp.StatusCode, d)
+	}
+	if st := s.Stats(); st.FlashesStarted != 0 {
+		t.Fatalf("%d flashes started", st.FlashesStarted)
+	}
 }
