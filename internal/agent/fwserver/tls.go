@@ -126,6 +126,15 @@ func (c *peekedConn) ReadFrom(src io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{c.Conn}, src)
 }
 
+// CloseWrite lets net/http half-close a plain connection before closing it, as it does a
+// *net.TCPConn, so that a client's last request is not cut short by a reset.
+func (c *peekedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // tlsConfig is the firmware server's: TLS 1.2 at least, Go's default suites.
 func tlsConfig(cert *tls.Certificate) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*cert}}
