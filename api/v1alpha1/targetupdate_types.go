@@ -112,6 +112,13 @@ type TargetUpdateStatus struct {
 	// +optional
 	FirmwareServerPort int32 `json:"firmwareServerPort,omitempty"`
 
+	// firmwareServerCertificateSHA256 is the SHA-256 (hex) of the certificate the agent's
+	// firmware server presented when it offered the target the image over HTTPS (P2); empty
+	// when it offered plain HTTP only. Compare it with what the target logged.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{64}$`
+	FirmwareServerCertificateSHA256 string `json:"firmwareServerCertificateSHA256,omitempty"`
+
 	// controlPort is the agent's control listener as bound (P1): the assigned port (62286 by
 	// default) unless a process outside Kubernetes held it, then the next free one.
 	// +optional

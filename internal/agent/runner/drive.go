@@ -9,6 +9,7 @@ import (
 	"time"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/agentcert"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
 	"github.com/fwops/firmware-operator/internal/agent/fwserver"
@@ -58,13 +59,29 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		return true
 	}
 
-	url, err := imageURL(a.cfg.Address, t.Address, a.bound.Firmware, urlPath)
+	url, err := imageURL("http", a.cfg.Address, t.Address, a.bound.Firmware, urlPath)
 	if err != nil {
 		fail("cannot build the firmware URL for the target: " + err.Error())
 		return
 	}
+	// rule P2: the same path on the same port over HTTPS, with the agent's certificate.
+	var secureURL, certSHA256 string
+	if a.fw.Certificate != nil {
+		secureURL = "https://" + strings.TrimPrefix(url, "http://")
+		certSHA256 = agentcert.FingerprintSHA256(*a.fw.Certificate)
+	}
 	fw := driver.Firmware{
 		Component: driver.Component(a.cfg.Firmware.Component), URL: url, LocalPath: img.Path,
+		SecureURL: secureURL, RequireHTTPS: a.cfg.FirmwareTLS == fwv1.FirmwareServerTLSRequired,
+		// The status names the certificate the target is about to see, when it is to see one.
+		OnImageURL: func(secure bool) {
+			r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
+				s.FirmwareServerCertificateSHA256 = ""
+				if secure {
+					s.FirmwareServerCertificateSHA256 = certSHA256
+				}
+			})
+		},
 		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
 		RebootIfRequired: a.cfg.RebootIfRequired, KeepInRepository: a.cfg.Firmware.KeepInRepository,
 		EarlierAttempt: resumedPhase.InProgress() || earlierBefore != "",
@@ -145,6 +162,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 
 	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
 		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
+		s.FirmwareServerCertificateSHA256 = "" // set when the driver gives the https URL
 		if s.VersionBefore == "" || !resumedPhase.InProgress() {
 			s.VersionBefore = current
 		}
@@ -153,7 +171,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	// A driver may quote the image URL (an OA's output echoes it); the redactor keeps its token
 	// out of every status message and log line, as it does the credentials.
 	a.red.add(fwserver.Token(url))
-	log.Info("updating", "from", current, "to", fw.Version, "imageURL", fwserver.Redact(url))
+	log.Info("updating", "from", current, "to", fw.Version, "imageURL", fwserver.Redact(url), "https", fw.SecureURL != "")
 	res, err := d.Update(dctx, fw, progress)
 	if err != nil {
 		if interrupted() {

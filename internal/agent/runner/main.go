@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +40,7 @@ type options struct {
 	httpClient *http.Client
 	minWrite   time.Duration
 	onBound    func(Bound)
+	onCert     func(tls.Certificate)
 	level      slog.Level
 }
 
@@ -65,6 +67,10 @@ func WithMinWriteInterval(d time.Duration) Option { return func(o *options) { o.
 
 // WithOnBound calls f with the ports bound, before any target is touched.
 func WithOnBound(f func(Bound)) Option { return func(o *options) { o.onBound = f } }
+
+// WithOnCertificate calls f with the agent's certificate once it is made (tests that look for
+// its private key).
+func WithOnCertificate(f func(tls.Certificate)) Option { return func(o *options) { o.onCert = f } }
 
 // WithLogLevel sets the lowest level logged (default Info).
 func WithLogLevel(l slog.Level) Option { return func(o *options) { o.level = l } }
@@ -122,7 +128,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 	}
 	return Run(ctx, cfg, Deps{
 		Client: c, Drivers: reg, HTTPClient: o.httpClient, Log: log,
-		MinWriteInterval: o.minWrite, OnBound: o.onBound, redactor: red, iloEvents: events, linuxCallbacks: callbacks,
+		MinWriteInterval: o.minWrite, OnBound: o.onBound, OnCertificate: o.onCert, redactor: red, iloEvents: events, linuxCallbacks: callbacks,
 	})
 }
 

@@ -10,6 +10,7 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/agentcert"
 	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agent/control"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
@@ -59,6 +61,10 @@ type Deps struct {
 	// DefaultFinalWriteTimeout).
 	FinalWriteTimeout time.Duration
 
+	// OnCertificate, when set, is called with the agent's certificate once it is made (the
+	// secret scan looks for its private key everywhere).
+	OnCertificate func(tls.Certificate)
+
 	redactor *redactor // shared with the drivers' loggers when Main built them
 	// iloEvents counts the iLO drivers' Redfish events, for /metrics, when Main built them.
 	iloEvents *ilo.EventCounters
@@ -81,6 +87,9 @@ type agent struct {
 	metrics *control.Metrics
 	fw      *fwserver.Server
 	imgOK   atomic.Bool
+	// certificate is the agent's (agentcert), made on first use: for HTTPS on the firmware
+	// port (rule P2) and the Redfish event listeners (rule P5).
+	certificate func() (*tls.Certificate, error)
 }
 
 // Status implements control.StatusSource for /status and /metrics.
@@ -126,6 +135,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	log = log.With("job", cfg.Job, "node", cfg.Node, "pod", cfg.Pod)
 	a := &agent{cfg: cfg, deps: deps, log: log, red: red}
+	a.certificate = sync.OnceValues(a.makeCertificate)
 
 	// Secrets first, so that nothing logged afterwards can carry them.
 	a.readTargets()
@@ -294,8 +304,17 @@ func (a *agent) run(ctx context.Context) {
 		return
 	}
 
-	// rule P2: serve the verified image on the bound firmware port.
+	// rule P2: serve the verified image on the bound firmware port, over HTTPS too unless the
+	// PortPolicy disables it.
 	a.fw = &fwserver.Server{Log: a.log, OnServed: func(_ string, n int64) { a.metrics.AddBytesServed(n) }}
+	if a.cfg.ServesHTTPS() {
+		if a.fw.Certificate, err = a.certificate(); err != nil {
+			for _, i := range active {
+				a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, "cannot serve the firmware image over HTTPS, nothing was flashed: "+err.Error(), nil)
+			}
+			return
+		}
+	}
 	urlPath, err := a.fw.Register(a.cfg.JobUID+"/"+a.cfg.Job, img)
 	if err != nil {
 		for _, i := range active {
@@ -434,17 +453,45 @@ func targetFromMounts(cfg config.Config, t config.Target) (driver.Target, error)
 	return dt, nil
 }
 
-// imageURL is the URL a target pulls the image from (rule P2): the agent's address as the
-// target sees it, the bound firmware port and the registered path.
-func imageURL(advertise, targetAddress string, port int, urlPath string) (string, error) {
-	host := advertise
-	if host == "" {
-		var err error
-		if host, err = localAddressToward(targetAddress); err != nil {
-			return "", err
+// imageURL is the URL a target pulls the image from (rule P2): scheme (http or https), the
+// agent's address as the target sees it, the bound firmware port and the registered path.
+func imageURL(scheme, advertise, targetAddress string, port int, urlPath string) (string, error) {
+	host, err := agentHost(advertise, targetAddress)
+	if err != nil {
+		return "", err
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port)) + urlPath, nil
+}
+
+// agentHost is the agent's address as a target sees it: the advertised one, else the one the
+// kernel routes toward the target from.
+func agentHost(advertise, targetAddress string) (string, error) {
+	if advertise != "" {
+		return advertise, nil
+	}
+	return localAddressToward(targetAddress)
+}
+
+// makeCertificate makes the agent's certificate for the addresses its targets reach it at,
+// valid for the job's per-target timeout and a day more (an agent also waits for its claims
+// and between targets; the targets do not check the validity anyway).
+func (a *agent) makeCertificate() (*tls.Certificate, error) {
+	var hosts []string
+	for _, t := range a.targets {
+		if h, err := agentHost(a.cfg.Address, t.Address); err == nil {
+			hosts = append(hosts, h)
 		}
 	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + urlPath, nil
+	now := a.deps.Now()
+	cert, err := agentcert.New(hosts, now, now.Add(a.cfg.Timeout+24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("agent certificate made", "sha256", agentcert.FingerprintSHA256(cert), "addresses", fmt.Sprint(hosts))
+	if a.deps.OnCertificate != nil {
+		a.deps.OnCertificate(cert)
+	}
+	return &cert, nil
 }
 
 // localAddressToward is the local address the kernel would use to reach the target: a UDP
