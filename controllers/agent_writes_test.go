@@ -2,23 +2,15 @@ package controllers_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"sort"
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -26,22 +18,8 @@ import (
 	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
 )
 
-// installAgentWritePolicy creates the ValidatingAdmissionPolicy and binding exactly as
-// config/rbac/agent_write_policy.yaml ships them (test/deploy checks the chart's are the same).
 func installAgentWritePolicy() {
-	f, err := os.Open(filepath.Join(apiserver.RepoRoot(), "config/rbac/agent_write_policy.yaml"))
-	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	defer f.Close()
-	dec := utilyaml.NewYAMLOrJSONDecoder(f, 4096)
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
-	gomega.Expect(dec.Decode(policy)).To(gomega.Succeed())
-	gomega.Expect(dec.Decode(binding)).To(gomega.Succeed())
-	for _, o := range []client.Object{policy, binding} {
-		if err := k8sClient.Create(suiteCtx, o); err != nil && !apierrors.IsAlreadyExists(err) {
-			gomega.Expect(err).NotTo(gomega.HaveOccurred())
-		}
-	}
+	gomega.Expect(apiserver.InstallAgentWritePolicy(suiteCtx, k8sClient)).To(gomega.Succeed())
 }
 
 // agentClient is a client that authenticates as the agent pod does: with a token of the
@@ -49,18 +27,9 @@ func installAgentWritePolicy() {
 // impersonation, so the token carries the pod's name for the admission policy. With bound
 // false the token is the same ServiceAccount's, bound to no pod.
 func agentClient(pod *corev1.Pod, bound bool) client.Client {
-	kc := kubernetes.NewForConfigOrDie(cfg)
-	spec := authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}
-	if bound {
-		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}
-	}
-	tr, err := kc.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(suiteCtx, pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
-		Spec: spec,
-	}, metav1.CreateOptions{})
+	token, err := apiserver.PodToken(suiteCtx, cfg, pod, bound)
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	c := rest.AnonymousClientConfig(cfg)
-	c.BearerToken = tr.Status.Token
-	cl, err := client.New(c, client.Options{Scheme: k8sClient.Scheme()})
+	cl, err := client.New(apiserver.PodConfig(cfg, token), client.Options{Scheme: k8sClient.Scheme()})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	return cl
 }
@@ -156,6 +125,7 @@ var _ = ginkgo.Describe("Agent write scope", func() {
 			err := writeMessage(agent, ns, name, "not mine")
 			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "writing %s: %v", what, err)
 			gomega.Expect(err.Error()).To(gomega.ContainSubstring("may read and write only the TargetUpdates assigned to it"), what)
+			gomega.Expect(runner.PolicyRefused(err)).To(gomega.BeTrue(), "the agent must take the policy's refusal for a hand-over: %v", err)
 
 			key := client.ObjectKey{Namespace: ns, Name: name}
 			tu, err := runner.ReadTargetUpdate(suiteCtx, agent, key)
@@ -164,6 +134,7 @@ var _ = ginkgo.Describe("Agent write scope", func() {
 			err = agent.Get(suiteCtx, key, &fwv1.TargetUpdate{})
 			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "reading %s by get: %v", what, err)
 			gomega.Expect(err.Error()).To(gomega.ContainSubstring(`cannot get resource "targetupdates"`), "RBAC's answer")
+			gomega.Expect(runner.PolicyRefused(err)).To(gomega.BeFalse(), "an RBAC refusal is no hand-over: %v", err)
 			status := &fwv1.TargetUpdate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 			err = agent.SubResource("status").Get(suiteCtx, status, status)
 			gomega.Expect(apierrors.IsForbidden(err)).To(gomega.BeTrue(), "reading %s by get of its status: %v", what, err)

@@ -1,18 +1,25 @@
 package controllers_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/controllers"
 	"github.com/fwops/firmware-operator/internal/fleet"
 	"github.com/fwops/firmware-operator/internal/simulator/ilo"
 )
@@ -59,18 +66,41 @@ var _ = ginkgo.Describe("Secrets after a rollout", ginkgo.Label("e2e"), func() {
 		// Every version of every TargetUpdate, not only the last: a progress message holding a
 		// secret is overwritten by the verdict, but whoever watched saw it.
 		history := watchTargetUpdates(ns)
-		kubelet.Use(f.AgentFunc(k8sClient, fleet.AgentOptions{Log: agents}))
+		// Every agent's certificate, private key included: it lives in the agent's memory only.
+		var certMu sync.Mutex
+		var certs []tls.Certificate
+		kubelet.Use(f.AgentFunc(k8sClient, fleet.AgentOptions{Log: agents, OnCertificate: func(c tls.Certificate) {
+			certMu.Lock()
+			defer certMu.Unlock()
+			certs = append(certs, c)
+		}}))
 		var jobs []*fwv1.UpdateJob
 		for _, c := range []fwv1.Component{fwv1.ComponentILO, fwv1.ComponentOA, fwv1.ComponentSmartComponent} {
 			j := f.Job(ns, "scan-"+strings.ToLower(string(c)), c, policy, 3)
+			j.Spec.Rollout.Timeout = &metav1.Duration{Duration: scanTargetTimeout}
 			gomega.Expect(k8sClient.Create(suiteCtx, j)).To(gomega.Succeed())
 			jobs = append(jobs, j)
 		}
 		for _, j := range jobs {
-			gomega.Eventually(jobPhase(j), 2*time.Minute).Should(gomega.Equal(fwv1.JobPhaseSucceeded), "job %s", j.Name)
+			waitFinished(j)
+			gomega.Expect(getJob(j).Status.Phase).To(gomega.Equal(fwv1.JobPhaseSucceeded), "job %s: %s", j.Name, targetMessages(ns, j.Name))
 		}
 
 		secrets := map[string]string{"the fleet's password": fleet.Password}
+		certMu.Lock()
+		gomega.Expect(certs).NotTo(gomega.BeEmpty(), "no agent made a certificate: the scan would prove nothing about its key")
+		for i, c := range certs {
+			der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+			gomega.Expect(err).NotTo(gomega.HaveOccurred())
+			// As PEM (what a leak would most likely look like), line by line, and as hex.
+			for j, line := range strings.Split(string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "\n") {
+				if len(line) >= 16 && !strings.HasPrefix(line, "-----") {
+					secrets[fmt.Sprintf("line %d of agent %d's TLS private key", j, i)] = line
+				}
+			}
+			secrets[fmt.Sprintf("agent %d's TLS private key (hex)", i)] = hex.EncodeToString(der)[:64]
+		}
+		certMu.Unlock()
 		var tokens, imageURLs []string
 		for _, t := range f.Targets() {
 			switch t.Type {
@@ -132,9 +162,44 @@ var _ = ginkgo.Describe("Secrets after a rollout", ginkgo.Label("e2e"), func() {
 				}
 			}
 		}
+		// No Secret holds the agents' TLS keys either: they are made in memory and die with
+		// the agent (the Secrets hold the targets' credentials, so they are not scanned above).
+		var secretList corev1.SecretList
+		gomega.Expect(k8sClient.List(suiteCtx, &secretList, client.InNamespace(ns))).To(gomega.Succeed())
+		for _, sec := range secretList.Items {
+			for k, v := range sec.Data {
+				for what, secret := range secrets {
+					if strings.Contains(what, "TLS private key") && (strings.Contains(string(v), secret) || strings.Contains(hex.EncodeToString(v), secret)) {
+						leaks = append(leaks, fmt.Sprintf("%s in Secret %s key %s", what, sec.Name, k))
+					}
+				}
+			}
+		}
 		gomega.Expect(leaks).To(gomega.BeEmpty())
 	})
 })
+
+// scanTargetTimeout is each scan job's spec.rollout.timeout: the controller fails a target
+// whose agent has not reported within it (and its grace), so a job always finishes.
+const scanTargetTimeout = 3 * time.Minute
+
+// waitFinished waits until the job has finished, Succeeded or Failed. How long that takes
+// depends on the machine's load; that it ends does not: the controller itself fails a
+// target past spec.rollout.timeout and its grace, so the wait's bound is the job's own.
+func waitFinished(j *fwv1.UpdateJob) {
+	ginkgo.GinkgoHelper()
+	bound := scanTargetTimeout + controllers.DefaultTimeoutGrace + time.Minute
+	gomega.Eventually(jobPhase(j), bound).Should(gomega.BeElementOf(fwv1.JobPhaseSucceeded, fwv1.JobPhaseFailed), "job %s", j.Name)
+}
+
+// targetMessages lists the job's TargetUpdates' phases and messages, for a failure.
+func targetMessages(ns, job string) string {
+	var b strings.Builder
+	for _, tu := range targetUpdates(ns, job) {
+		fmt.Fprintf(&b, "\n  %s: %s: %s", tu.Name, tu.Status.Phase, tu.Status.Message)
+	}
+	return b.String()
+}
 
 // watchTargetUpdates records, as JSON, every version of the namespace's TargetUpdates until
 // the spec ends.

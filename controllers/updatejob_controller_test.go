@@ -341,6 +341,12 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 			gomega.Expect(a.Ports.Sessions[0]).To(gomega.Equal(int32(60000)))  // P4
 			gomega.Expect(a.Ports.IPC).To(gomega.Equal(int32(61000)))          // P5
 			gomega.Expect(a.Ports.Sessions).To(gomega.HaveLen(len(a.Targets))) // P4: one per target
+			// P5: each iLO 5 posts its events to its own receive port, named for the firewall.
+			gomega.Expect(a.Receive).To(gomega.HaveLen(len(a.Targets)))
+			for j, r := range a.Receive {
+				gomega.Expect(r).To(gomega.Equal(fwv1.TargetReceivePort{Target: a.Targets[j], Port: a.Ports.Reverse[j], Via: fwv1.ReceiveViaRedfishEvents}))
+			}
+			gomega.Expect(a.Ports.Reverse[0]).To(gomega.Equal(int32(61001))) // P5: after the IPC port
 			seen += len(a.Targets)
 		}
 		gomega.Expect(seen).To(gomega.Equal(4), "the first wave is maxConcurrent targets")

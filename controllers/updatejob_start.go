@@ -422,8 +422,13 @@ func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, pol
 			taken[g.node][p] = true
 		}
 		st := fwv1.AgentStatus{Node: g.node, Ports: agentPorts(a)}
-		for _, t := range g.targets {
+		receive := a.Receive()
+		for j, t := range g.targets {
 			st.Targets = append(st.Targets, t.Target.Name)
+			// The agent hands its j-th target the j-th receive port (runner.receiveFor).
+			if via := t.Target.Spec.Type.ReceiveVia(); via != "" && j < len(receive) {
+				st.Receive = append(st.Receive, fwv1.TargetReceivePort{Target: t.Target.Name, Port: int32(receive[j]), Via: via})
+			}
 		}
 		job.Status.Agents = append(job.Status.Agents, st)
 	}

@@ -16,6 +16,22 @@ const (
 	PortSelectionLowest PortSelection = "Lowest"
 )
 
+// FirmwareServerTLS says whether the agent's firmware server offers HTTPS (rule P2's "internal
+// secure web server").
+// +kubebuilder:validation:Enum=Disabled;Preferred;Required
+type FirmwareServerTLS string
+
+const (
+	// FirmwareServerTLSDisabled serves every target over plain HTTP.
+	FirmwareServerTLSDisabled FirmwareServerTLS = "Disabled"
+	// FirmwareServerTLSPreferred serves HTTPS to the targets that advertise it (iLO 5 and 6
+	// listing HTTPS in SimpleUpdate's TransferProtocol) and HTTP to the others.
+	FirmwareServerTLSPreferred FirmwareServerTLS = "Preferred"
+	// FirmwareServerTLSRequired serves HTTPS only: a target that cannot fetch over HTTPS fails,
+	// and nothing is flashed on it.
+	FirmwareServerTLSRequired FirmwareServerTLS = "Required"
+)
+
 // PortRange is an inclusive range of TCP ports.
 // +kubebuilder:validation:XValidation:rule="self.start <= self.end",message="start must be less than or equal to end"
 type PortRange struct {
@@ -53,6 +69,15 @@ type FirmwareServerPorts struct {
 	// +optional
 	// +kubebuilder:default=Random
 	Selection PortSelection `json:"selection,omitempty"`
+
+	// tls says whether the firmware server offers HTTPS, on the same port as HTTP, with a
+	// self-signed certificate each agent makes in memory: Disabled (HTTP only), Preferred
+	// (HTTPS to the targets that advertise it, HTTP to the others) or Required (a target that
+	// cannot fetch over HTTPS fails). The image's SHA-256 is checked before it is served
+	// either way.
+	// +optional
+	// +kubebuilder:default=Preferred
+	TLS FirmwareServerTLS `json:"tls,omitempty"`
 }
 
 // AgentPlacement says which nodes may run agent pods.

@@ -112,6 +112,13 @@ type TargetUpdateStatus struct {
 	// +optional
 	FirmwareServerPort int32 `json:"firmwareServerPort,omitempty"`
 
+	// firmwareServerCertificateSHA256 is the SHA-256 (hex) of the certificate the agent's
+	// firmware server presented when it offered the target the image over HTTPS (P2); empty
+	// when it offered plain HTTP only. Compare it with what the target logged.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{64}$`
+	FirmwareServerCertificateSHA256 string `json:"firmwareServerCertificateSHA256,omitempty"`
+
 	// controlPort is the agent's control listener as bound (P1): the assigned port (62286 by
 	// default) unless a process outside Kubernetes held it, then the next free one.
 	// +optional
@@ -133,6 +140,18 @@ type TargetUpdateStatus struct {
 	// +kubebuilder:validation:items:Minimum=1
 	// +kubebuilder:validation:items:Maximum=65535
 	ReceivePorts []int32 `json:"receivePorts,omitempty"`
+
+	// receivePort is the one of receivePorts that this target's messages arrive at (P5);
+	// unset for a target that sends none (iLO 4, OA).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	ReceivePort int32 `json:"receivePort,omitempty"`
+
+	// receiveVia is how they arrive: RedfishEvents (from the iLO's address: a firewall must
+	// let it reach receivePort) or SSHCallback (inside the SSH session: no opening).
+	// +optional
+	ReceiveVia ReceiveVia `json:"receiveVia,omitempty"`
 
 	// startTime is when the current attempt started.
 	// +optional

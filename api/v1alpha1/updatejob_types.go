@@ -333,6 +333,28 @@ type AgentStatus struct {
 	// ports are the ports the agent opens (as assigned, or as bound once it reported).
 	// +optional
 	Ports AgentPorts `json:"ports,omitempty"`
+	// receive names, in a dry run, the receive port (rule P5) of each target that sends to
+	// one, and how it sends: what a firewall request for the first wave lists.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10000
+	Receive []TargetReceivePort `json:"receive,omitempty"`
+}
+
+// TargetReceivePort is the rule P5 receive port one target sends to.
+type TargetReceivePort struct {
+	// target is the UpdateTarget's name.
+	// +required
+	Target string `json:"target"`
+	// port is the agent's receive port for it.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+	// via is how the target sends: RedfishEvents (open the port to the target's address) or
+	// SSHCallback (inside the SSH session: no opening).
+	// +required
+	Via ReceiveVia `json:"via"`
 }
 
 // UpdateJobStatus is the observed state of an UpdateJob. Per-target detail lives in the job's

@@ -16,6 +16,32 @@ const (
 	TargetTypeLinux TargetType = "Linux"
 )
 
+// ReceiveVia is how a target's messages reach its rule P5 receive port on the agent's node.
+// +kubebuilder:validation:Enum=RedfishEvents;SSHCallback
+type ReceiveVia string
+
+const (
+	// ReceiveViaRedfishEvents: the iLO posts Redfish events to the port, so a firewall
+	// between the iLO and the node must let the iLO's address reach it.
+	ReceiveViaRedfishEvents ReceiveVia = "RedfishEvents"
+	// ReceiveViaSSHCallback: the Linux host's report of a run's end comes inside the SSH
+	// session the agent opened (a remote port forward), and the agent relays it to the port on
+	// its own node: no opening beyond the SSH one.
+	ReceiveViaSSHCallback ReceiveVia = "SSHCallback"
+)
+
+// ReceiveVia is how targets of type t send to their receive port (rule P5); "" when they
+// send nothing (iLO 4 has no event service the agent uses; an OA's CLI is only polled).
+func (t TargetType) ReceiveVia() ReceiveVia {
+	switch t {
+	case TargetTypeILO5, TargetTypeILO6:
+		return ReceiveViaRedfishEvents
+	case TargetTypeLinux:
+		return ReceiveViaSSHCallback
+	}
+	return ""
+}
+
 // Keys read from the Secret named by credentialsSecretRef.
 const (
 	SecretKeyUsername      = "username"

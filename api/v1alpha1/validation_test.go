@@ -154,6 +154,7 @@ var _ = ginkgo.Describe("CRD validation", func() {
 			o.Spec.FirmwareServer.FallbackRange = &fwv1.PortRange{Start: 63000, End: 70000}
 		}, "spec.firmwareServer.fallbackRange.end"),
 		ginkgo.Entry("P2 unknown selection", func(o *fwv1.PortPolicy) { o.Spec.FirmwareServer.Selection = "Highest" }, "spec.firmwareServer.selection"),
+		ginkgo.Entry("P2 unknown TLS setting", func(o *fwv1.PortPolicy) { o.Spec.FirmwareServer.TLS = "Optional" }, "spec.firmwareServer.tls"),
 		ginkgo.Entry("P1 control port inside the P2 fallback range", func(o *fwv1.PortPolicy) { o.Spec.ControlPort = 63001 }, "spec.controlPort"),
 		ginkgo.Entry("P3 SSH port 0", func(o *fwv1.PortPolicy) { o.Spec.SSHPort = -22 }, "spec.sshPort"),
 		ginkgo.Entry("P4 and P5 on the same base", func(o *fwv1.PortPolicy) {
@@ -234,6 +235,7 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		gomega.Expect(p.Spec.FirmwareServer.PreferredPort).To(gomega.Equal(int32(80)), "P2")
 		gomega.Expect(p.Spec.FirmwareServer.FallbackRange).To(gomega.Equal(&fwv1.PortRange{Start: 63000, End: 63007}), "P2")
 		gomega.Expect(p.Spec.FirmwareServer.Selection).To(gomega.Equal(fwv1.PortSelectionRandom), "P2")
+		gomega.Expect(p.Spec.FirmwareServer.TLS).To(gomega.Equal(fwv1.FirmwareServerTLSPreferred), "P2: HTTPS where the target can")
 		gomega.Expect(p.Spec.SSHPort).To(gomega.Equal(int32(22)), "P3")
 		gomega.Expect(p.Spec.SessionBasePort).To(gomega.Equal(int32(60000)), "P4")
 		gomega.Expect(p.Spec.ReverseBasePort).To(gomega.Equal(int32(61000)), "P5")
@@ -293,6 +295,27 @@ var _ = ginkgo.Describe("CRD validation", func() {
 		tu.Spec.TargetName = "other"
 		gomega.Expect(k8sClient.Update(ctx, tu)).To(beInvalidOn("spec"))
 	})
+
+	ginkgo.DescribeTable("checks a TargetUpdate's firmware server certificate fingerprint",
+		func(fingerprint string, valid bool) {
+			tu := &fwv1.TargetUpdate{
+				ObjectMeta: metav1.ObjectMeta{Name: name(), Namespace: "default"},
+				Spec:       fwv1.TargetUpdateSpec{JobName: "j", TargetName: "t", TargetType: fwv1.TargetTypeILO5},
+			}
+			gomega.Expect(k8sClient.Create(ctx, tu)).To(gomega.Succeed())
+			tu.Status.FirmwareServerCertificateSHA256 = fingerprint
+			err := k8sClient.Status().Update(ctx, tu)
+			if valid {
+				gomega.Expect(err).NotTo(gomega.HaveOccurred())
+			} else {
+				gomega.Expect(err).To(beInvalidOn("status.firmwareServerCertificateSHA256"))
+			}
+		},
+		ginkgo.Entry("a SHA-256 in lower-case hex", strings.Repeat("ab", 32), true),
+		ginkgo.Entry("upper-case hex", strings.Repeat("AB", 32), false),
+		ginkgo.Entry("with colons, as openssl prints it", strings.TrimSuffix(strings.Repeat("ab:", 32), ":"), false),
+		ginkgo.Entry("a short digest", "abcdef", false),
+	)
 
 	ginkgo.It("accepts node paths and claim paths that name a file, dots in names included", func() {
 		for _, mutate := range []func(*fwv1.UpdateJob){nodePath("/var/lib/firmware/ilo5..bin"), nodePath("/var/lib/.fw/ilo5.bin"), pvcPath("images/.ilo5.bin")} {

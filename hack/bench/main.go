@@ -2,11 +2,13 @@
 // reference in the same run and prints one table of ratios, with the machine it ran on.
 // Figures, not assertions: it fails only when a benchmark could not run.
 //
-//	go run ./hack/bench [-only fwserver,requests,fleet,rollout] [-fleet 1000] [-wrk 5s]
+//	go run ./hack/bench [-only fwserver,requests,events,callback,fleet,rollout] [-fleet 1000] [-wrk 5s]
 //
 // Sections: fwserver (the agent's firmware server against nginx, wrk on loopback), requests
 // (Redfish requests per flash, the agent's driver against ilorest), fleet (memory per
-// simulated iLO against one capture per iLO), rollout (the demo's rollout against
+// simulated iLO against one capture per iLO), events (rule P5 Redfish events end to end against
+// polling only; real API server), callback (the Linux driver's rule P5 call-back
+// against polling the run's state, over a real sshd), rollout (the demo's rollout against
 // ceil(N/C) × the per-target time; needs KUBEBUILDER_ASSETS).
 package main
 
@@ -35,7 +37,7 @@ func main() {
 		}
 		return
 	}
-	only := flag.String("only", "", "comma-separated sections to run (fwserver, requests, fleet, rollout); empty runs all")
+	only := flag.String("only", "", "comma-separated sections to run (fwserver, requests, events, callback, fleet, rollout); empty runs all")
 	fleetN := flag.Int("fleet", 1000, "simulated iLOs in the fleet-memory benchmark")
 	wrkFor := flag.Duration("wrk", 5*time.Second, "duration of each wrk run (each server runs twice per client count, interleaved)")
 	rolloutN := flag.Int("rollout-ilos", 1000, "simulated iLO 5 in the rollout")
@@ -64,6 +66,8 @@ func main() {
 	}
 	run("fwserver", func() ([]row, error) { return benchFirmwareServer(ctx, *wrkFor) })
 	run("requests", func() ([]row, error) { return benchRequests(ctx) })
+	run("events", func() ([]row, error) { return benchEvents(ctx) })
+	run("callback", func() ([]row, error) { return benchCallback(ctx) })
 	run("fleet", func() ([]row, error) { return benchFleet(ctx, *fleetN) })
 	run("rollout", func() ([]row, error) { return benchRollout(ctx, *rolloutN, *rolloutC, *flashTime) })
 

@@ -103,6 +103,15 @@ func Node(pod *corev1.Pod) string {
 	return pod.Spec.NodeName
 }
 
+// firmwareTLS is the policy's spec.firmwareServer.tls, Preferred when unset (the schema's
+// default, for a policy the API server did not default).
+func firmwareTLS(t fwv1.FirmwareServerTLS) fwv1.FirmwareServerTLS {
+	if t == "" {
+		return fwv1.FirmwareServerTLSPreferred
+	}
+	return t
+}
+
 // Config is the agent configuration the pod passes as arguments.
 func Config(in Input, podName string) config.Config {
 	fw := ptr.Deref(in.Job.Spec.Firmware, fwv1.FirmwareSource{})
@@ -133,6 +142,7 @@ func Config(in Input, podName string) config.Config {
 		Force:            in.Job.Spec.Rollout.Force,
 		RebootIfRequired: in.Job.Spec.Rollout.Reboot == fwv1.RebootIfRequired,
 		Window:           in.Job.Spec.Rollout.Window,
+		FirmwareTLS:      firmwareTLS(in.Policy.Spec.FirmwareServer.TLS),
 	}
 	cfg.Firmware.Path = firmwareSourceMount(in.Job.Spec.Firmware)
 	if b := in.Baseline; b != nil {

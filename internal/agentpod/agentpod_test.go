@@ -366,3 +366,28 @@ func TestConfigCarriesTheRebootPolicy(t *testing.T) {
 		}
 	}
 }
+
+// The PortPolicy's firmwareServer.tls reaches the agent as --firmware-tls (rule P2), Preferred
+// when the policy does not say.
+func TestConfigCarriesTheFirmwareServerTLS(t *testing.T) {
+	for set, want := range map[fwv1.FirmwareServerTLS]fwv1.FirmwareServerTLS{
+		"":                              fwv1.FirmwareServerTLSPreferred,
+		fwv1.FirmwareServerTLSDisabled:  fwv1.FirmwareServerTLSDisabled,
+		fwv1.FirmwareServerTLSPreferred: fwv1.FirmwareServerTLSPreferred,
+		fwv1.FirmwareServerTLSRequired:  fwv1.FirmwareServerTLSRequired,
+	} {
+		p := policy()
+		p.Spec.FirmwareServer.TLS = set
+		cfg := Config(Input{Job: job(), Policy: p, Node: "node-a", Targets: targets(), Ports: assignment(t, false)}, "pod")
+		if !slices.Contains(cfg.Args(), "--firmware-tls="+string(want)) {
+			t.Errorf("policy tls %q: args %q lack --firmware-tls=%s", set, cfg.Args(), want)
+		}
+		got, err := config.Parse(cfg.Args())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.FirmwareTLS != want {
+			t.Errorf("policy tls %q reached the agent as %q, want %q", set, got.FirmwareTLS, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -41,6 +42,8 @@ type AgentOptions struct {
 	Linux linux.Options
 	// KeepMountRoots keeps each pod's mount root after its agent ends (for debugging).
 	KeepMountRoots bool
+	// OnCertificate, when set, receives each agent's certificate (with its private key).
+	OnCertificate func(tls.Certificate)
 }
 
 func (o AgentOptions) withDefaults(f *Fleet) AgentOptions {
@@ -122,7 +125,7 @@ func (f *Fleet) AgentFunc(c client.Client, opts AgentOptions) kubeletsim.AgentFu
 		args = append(append([]string(nil), args...), extra...)
 		return runner.Main(ctx, args, opts.Log, opts.Log,
 			runner.WithClient(c), runner.WithHTTPClient(httpClient), runner.WithMinWriteInterval(opts.MinWriteInterval),
-			runner.WithILOOptions(opts.ILO), runner.WithOAOptions(opts.OA), runner.WithLinuxOptions(opts.Linux))
+			runner.WithILOOptions(opts.ILO), runner.WithOAOptions(opts.OA), runner.WithLinuxOptions(opts.Linux), runner.WithOnCertificate(opts.OnCertificate))
 	}
 }
 

@@ -5,7 +5,10 @@ package kubeletsim
 
 import (
 	"context"
+	"errors"
+	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -143,15 +146,32 @@ func (k *Kubelet) setPhase(ctx context.Context, pod *corev1.Pod, phase corev1.Po
 		}
 		cur.Status.Phase = phase
 		if phase == corev1.PodSucceeded || phase == corev1.PodFailed {
-			code, msg := int32(0), ""
+			code, reason, msg := ExitCode(err), "Completed", ""
 			if err != nil {
-				code, msg = 1, err.Error()
+				reason, msg = "Error", err.Error()
 			}
 			cur.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: agentpod.ContainerName,
-				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Message: msg}}}}
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: reason, Message: msg}}}}
 		}
 		if k.c.Status().Update(ctx, cur) == nil {
 			return
 		}
 	}
+}
+
+// ExitCode is the container exit code a kubelet reports for an agent that ended with err: a
+// process's own exit status, 128 plus the signal for one killed by a signal (137 for SIGKILL,
+// as container runtimes report it), 1 for any other error, 0 for none.
+func ExitCode(err error) int32 {
+	if err == nil {
+		return 0
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return 1
+	}
+	if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int32(ws.Signal())
+	}
+	return int32(exit.ExitCode())
 }

@@ -72,7 +72,11 @@ type Server struct {
 }
 
 // Start runs sshd with its config, keys and pid file in dir. Stop ends it.
-func Start(dir string) (*Server, error) {
+func Start(dir string) (*Server, error) { return StartWith(dir) }
+
+// StartWith is Start with more sshd_config lines, for hosts configured otherwise than
+// OpenSSH's defaults ("AllowTcpForwarding no" on a hardened host, say).
+func StartWith(dir string, options ...string) (*Server, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
@@ -112,7 +116,7 @@ func Start(dir string) (*Server, error) {
 			logs:       &syncbuf.Buffer{}, done: make(chan struct{}), probes: map[string]bool{},
 		}
 		conf := filepath.Join(dir, "sshd_config")
-		if err := os.WriteFile(conf, []byte(config(dir, port, hostKeyPath)), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(config(dir, port, hostKeyPath, options)), 0o600); err != nil {
 			return nil, err
 		}
 		if lastErr = h.run(conf); lastErr == nil {
@@ -122,7 +126,7 @@ func Start(dir string) (*Server, error) {
 	return nil, fmt.Errorf("sshd did not start: %w", lastErr)
 }
 
-func config(dir string, port int, hostKey string) string {
+func config(dir string, port int, hostKey string, options []string) string {
 	lines := []string{
 		"Port " + strconv.Itoa(port),
 		"ListenAddress 127.0.0.1", // loopback only
@@ -139,6 +143,7 @@ func config(dir string, port int, hostKey string) string {
 		"LogLevel VERBOSE",                  // logs each connection's source port (rule P4 checks)
 		"MaxStartups 50",
 	}
+	lines = append(lines, options...)
 	return strings.Join(lines, "\n") + "\n"
 }
 

@@ -14,12 +14,15 @@ import (
 
 	"github.com/fwops/firmware-operator/internal/fleet"
 	"github.com/fwops/firmware-operator/internal/kubeletsim"
+	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
 )
 
 // agentProcesses plays the agent container of each agent pod as its own process: the built
 // operator binary run as `agent` with the pod's arguments, its volumes laid out by the fleet
-// (fleet.Mount), and a kubeconfig in place of the pod's token. Unlike in-process agents they
-// can be SIGKILLed. A deleted pod's agent gets SIGTERM, as from the kubelet.
+// (fleet.Mount), and a kubeconfig that holds a token of the pod's ServiceAccount bound to the
+// pod (TokenRequest, as the kubelet's projected token volume gets it): the agent has exactly
+// the access a real agent pod has, the agent write policy included. Unlike in-process agents
+// they can be SIGKILLed. A deleted pod's agent gets SIGTERM, as from the kubelet.
 type agentProcesses struct {
 	f   *fleet.Fleet
 	dir string // the agents' log files
@@ -40,10 +43,13 @@ func (a *agentProcesses) run(ctx context.Context, pod *corev1.Pod, args []string
 	// instance while the API server that holds its Secrets restarts.
 	var extra []string
 	var unmount func()
+	var token string
 	var err error
 	for deadline := time.Now().Add(time.Minute); ; {
-		if extra, unmount, err = a.f.Mount(ctx, k8sClient, pod, nil); err == nil {
-			break
+		if token, err = apiserver.PodToken(ctx, cfg, pod, true); err == nil {
+			if extra, unmount, err = a.f.Mount(ctx, k8sClient, pod, nil); err == nil {
+				break
+			}
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			return err
@@ -60,15 +66,20 @@ func (a *agentProcesses) run(ctx context.Context, pod *corev1.Pod, args []string
 	}
 	a.mu.Lock()
 	a.runs++
-	logPath := filepath.Join(a.dir, fmt.Sprintf("%03d-%s.log", a.runs, pod.Name))
+	run := fmt.Sprintf("%03d-%s", a.runs, pod.Name)
 	a.mu.Unlock()
+	logPath := filepath.Join(a.dir, run+".log")
+	podKubeconfig, err := apiserver.WritePodKubeconfig(cfg, token, pod.Namespace, a.dir, run+".kubeconfig")
+	if err != nil {
+		return err
+	}
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
 	argv := append(append([]string{"agent"}, args...), extra...)
-	argv = append(argv, "--kubeconfig="+kubeconfig)
+	argv = append(argv, "--kubeconfig="+podKubeconfig)
 	cmd := exec.Command(binary, argv...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

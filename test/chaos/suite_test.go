@@ -87,6 +87,9 @@ var _ = ginkgo.BeforeSuite(func() {
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	kubeconfig, err = apiserver.WriteKubeconfig(testEnv, workDir, "default")
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	// Agent processes authenticate with their pod's token: the policy that limits their
+	// writes is part of what they run under.
+	gomega.Expect(apiserver.InstallAgentWritePolicy(suiteCtx, k8sClient)).To(gomega.Succeed())
 	for _, n := range nodes {
 		gomega.Expect(apiserver.CreateReadyNode(suiteCtx, k8sClient, n)).To(gomega.Succeed())
 	}

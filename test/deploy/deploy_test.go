@@ -47,6 +47,7 @@ var wantPortPolicy = map[string]any{
 		"preferredPort": int64(80),
 		"fallbackRange": map[string]any{"start": int64(63000), "end": int64(63007)},
 		"selection":     "Random",
+		"tls":           "Preferred",
 	},
 	"sshPort":         int64(22),    // P3
 	"sessionBasePort": int64(60000), // P4

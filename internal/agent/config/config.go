@@ -124,6 +124,9 @@ type Config struct {
 	// Window is the job's maintenance window (spec.rollout.window), nil when it has none: a
 	// reboot that RebootIfRequired allows is done only when it can end inside it.
 	Window *fwv1.MaintenanceWindow
+	// FirmwareTLS is the PortPolicy's spec.firmwareServer.tls: whether the firmware server
+	// offers HTTPS (rule P2). Empty means Disabled.
+	FirmwareTLS fwv1.FirmwareServerTLS
 	// Address is the node address the agent binds and advertises to targets in image URLs.
 	// Empty: the agent picks the address it uses to reach each target.
 	Address string
@@ -211,6 +214,9 @@ func (c Config) Args() []string {
 		fmt.Sprintf("--firmware-fallback=%d-%d", c.Ports.FirmwareFallback[0], c.Ports.FirmwareFallback[1]),
 		"--firmware-selection="+c.Ports.FirmwareSelection,
 	)
+	if c.FirmwareTLS != "" {
+		a = append(a, "--firmware-tls="+string(c.FirmwareTLS))
+	}
 	if c.Ports.IPC != 0 {
 		a = append(a, "--ipc-port="+strconv.Itoa(c.Ports.IPC))
 	}
@@ -243,6 +249,11 @@ func (c Config) Args() []string {
 	return a
 }
 
+// ServesHTTPS says whether the firmware server offers HTTPS (Preferred or Required).
+func (c Config) ServesHTTPS() bool {
+	return c.FirmwareTLS == fwv1.FirmwareServerTLSPreferred || c.FirmwareTLS == fwv1.FirmwareServerTLSRequired
+}
+
 // Parse reads the agent's arguments back into a Config and checks it.
 func Parse(args []string) (Config, error) {
 	var c Config
@@ -263,6 +274,10 @@ func Parse(args []string) (Config, error) {
 	fs.IntVar(&c.Ports.FirmwareServer, "firmware-port", 0, "firmware server port (rule P2)")
 	fallback := fs.String("firmware-fallback", "", "firmware server fallback range START-END (rule P2)")
 	fs.StringVar(&c.Ports.FirmwareSelection, "firmware-selection", "Random", "Random or Lowest (rule P2)")
+	fs.Func("firmware-tls", "Disabled, Preferred or Required: whether the firmware server offers HTTPS (rule P2)", func(v string) error {
+		c.FirmwareTLS = fwv1.FirmwareServerTLS(v)
+		return nil
+	})
 	fs.IntVar(&c.Ports.IPC, "ipc-port", 0, "local inter-process channel port (rule P5)")
 	reverse := fs.String("reverse-ports", "", "comma-separated ports that receive from targets (rule P5)")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on each target's update")
@@ -353,6 +368,11 @@ func (c Config) Validate() error {
 		if p < 0 || p > 65535 {
 			errs = append(errs, fmt.Errorf("--%s: %d is not a TCP port", flag, p))
 		}
+	}
+	switch c.FirmwareTLS {
+	case "", fwv1.FirmwareServerTLSDisabled, fwv1.FirmwareServerTLSPreferred, fwv1.FirmwareServerTLSRequired:
+	default:
+		errs = append(errs, fmt.Errorf("--firmware-tls: %q is not Disabled, Preferred or Required", c.FirmwareTLS))
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)

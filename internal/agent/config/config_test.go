@@ -22,6 +22,7 @@ func sample() Config {
 		Timeout:          30 * time.Minute,
 		Force:            true,
 		RebootIfRequired: true,
+		FirmwareTLS:      fwv1.FirmwareServerTLSRequired,
 		Window:           &fwv1.MaintenanceWindow{Days: []fwv1.Weekday{"Saturday"}, Start: "22:00", End: "04:00", TimeZone: "Europe/Paris"},
 	}
 }
@@ -109,6 +110,7 @@ func TestParseNamesTheBadFlag(t *testing.T) {
 		{"no targets", func(c *Config) { c.Targets = nil }, "at least one --target"},
 		{"duplicate target", func(c *Config) { c.Targets[1].Name = "ilo-1" }, "--target ilo-1: given twice"},
 		{"target without address", func(c *Config) { c.Targets[0].Address = "" }, "--target ilo-1: address is required"},
+		{"unknown firmware TLS", func(c *Config) { c.FirmwareTLS = "Sometimes" }, `--firmware-tls: "Sometimes" is not Disabled, Preferred or Required`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := sample()
@@ -147,5 +149,14 @@ func TestMountPaths(t *testing.T) {
 	}
 	if got, want := c.CachePath(), "/tmp/kubelet/pod1/var/cache/fwops"; got != want {
 		t.Errorf("CachePath = %q, want %q", got, want)
+	}
+}
+
+func TestServesHTTPS(t *testing.T) {
+	for tls, want := range map[fwv1.FirmwareServerTLS]bool{"": false, fwv1.FirmwareServerTLSDisabled: false,
+		fwv1.FirmwareServerTLSPreferred: true, fwv1.FirmwareServerTLSRequired: true} {
+		if got := (Config{FirmwareTLS: tls}).ServesHTTPS(); got != want {
+			t.Errorf("FirmwareTLS %q: ServesHTTPS() = %v, want %v", tls, got, want)
+		}
 	}
 }

@@ -151,6 +151,7 @@ func TestMetrics(t *testing.T) {
 	s.Metrics.ObserveFlash(95*time.Second, "succeeded")
 	s.Metrics.ObserveFlash(20*time.Second, "failed")
 	s.Metrics.CountRedfishEvents(func() int64 { return 7 }, func() int64 { return 2 })
+	s.Metrics.CountLinuxCallbacks(func() int64 { return 3 }, func() int64 { return 1 })
 
 	code, body, hdr := get(t, "GET", "http://"+addr+"/metrics")
 	if code != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
@@ -169,6 +170,9 @@ func TestMetrics(t *testing.T) {
 		"# TYPE " + MetricRedfishEvents + " counter",
 		MetricRedfishEvents + `{result="accepted"} 7`,
 		MetricRedfishEvents + `{result="dropped"} 2`,
+		"# TYPE " + MetricLinuxCallbacks + " counter",
+		MetricLinuxCallbacks + `{result="accepted"} 3`,
+		MetricLinuxCallbacks + `{result="refused"} 1`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

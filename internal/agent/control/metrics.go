@@ -11,10 +11,11 @@ import (
 
 // Metric names, exported so that tests and dashboards refer to one spelling.
 const (
-	MetricTargets       = "fwops_agent_targets"
-	MetricBytesServed   = "fwops_agent_firmware_served_bytes_total"
-	MetricFlashDuration = "fwops_agent_flash_duration_seconds"
-	MetricRedfishEvents = "fwops_agent_redfish_events_total"
+	MetricTargets        = "fwops_agent_targets"
+	MetricBytesServed    = "fwops_agent_firmware_served_bytes_total"
+	MetricFlashDuration  = "fwops_agent_flash_duration_seconds"
+	MetricRedfishEvents  = "fwops_agent_redfish_events_total"
+	MetricLinuxCallbacks = "fwops_agent_linux_callbacks_total"
 )
 
 // Metrics holds the agent's Prometheus metrics in a private registry: the agent may share a
@@ -56,10 +57,22 @@ func NewMetrics(src StatusSource) *Metrics {
 // each scrape from accepted and dropped (events from another address or with the wrong
 // context).
 func (m *Metrics) CountRedfishEvents(accepted, dropped func() int64) {
-	for result, f := range map[string]func() int64{"accepted": accepted, "dropped": dropped} {
+	m.countReceived(MetricRedfishEvents, "Redfish events received from targets on the receive ports (rule P5), by result.",
+		map[string]func() int64{"accepted": accepted, "dropped": dropped})
+}
+
+// CountLinuxCallbacks reports the Linux hosts' reports of a run's end received on the rule P5
+// receive ports through the SSH sessions, read at each scrape from accepted and refused (not
+// through the target's session, a wrong token, or malformed).
+func (m *Metrics) CountLinuxCallbacks(accepted, refused func() int64) {
+	m.countReceived(MetricLinuxCallbacks, "Linux hosts' call-backs received on the receive ports (rule P5), by result.",
+		map[string]func() int64{"accepted": accepted, "refused": refused})
+}
+
+func (m *Metrics) countReceived(name, help string, byResult map[string]func() int64) {
+	for result, f := range byResult {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: MetricRedfishEvents, ConstLabels: prometheus.Labels{"result": result},
-			Help: "Redfish events received from targets on the receive ports (rule P5), by result.",
+			Name: name, ConstLabels: prometheus.Labels{"result": result}, Help: help,
 		}, func() float64 { return float64(f()) }))
 	}
 }

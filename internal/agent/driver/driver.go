@@ -5,6 +5,7 @@ package driver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -105,13 +106,25 @@ type Receive struct {
 	Listener net.Listener
 	// URL is how the target reaches the listener (https://node-address:port).
 	URL string
+	// Certificate is the agent's (agentcert), the one its firmware server presents too.
+	Certificate *tls.Certificate
 }
 
 // Firmware is the verified image the agent serves and the driver installs.
 type Firmware struct {
 	Component Component
-	// URL is where the target pulls the image from the agent's firmware server (rule P2).
+	// URL is where the target pulls the image from the agent's firmware server over plain
+	// HTTP (rule P2). Drivers choose between it and SecureURL with ImageURL.
 	URL string
+	// SecureURL is the same image over HTTPS, on the same port (rule P2's internal secure web
+	// server); empty when the agent serves no HTTPS (PortPolicy firmwareServer.tls Disabled).
+	SecureURL string
+	// RequireHTTPS is set when the PortPolicy's firmwareServer.tls is Required: a target that
+	// cannot fetch over HTTPS must not be given the plain URL.
+	RequireHTTPS bool
+	// OnImageURL, when set, learns from ImageURL whether the target is given the image over
+	// HTTPS (the runner records the certificate's fingerprint then).
+	OnImageURL func(secure bool)
 	// LocalPath is the verified file on the node, for drivers that push the file (Linux).
 	LocalPath string
 	// FileName is the image's original file name (Smart Components keep theirs).
@@ -134,6 +147,33 @@ type Firmware struct {
 	// iLO Repository) after it was applied; by default the driver removes it.
 	KeepInRepository bool
 }
+
+// ImageURL is the URL to give a target: SecureURL when the target can fetch over HTTPS
+// (canHTTPS) and the agent serves it, else URL. When HTTPS is required and the target cannot
+// do it, the error says why (cannot, "iLO 4 downloads firmware over HTTP only", say) and
+// what to do; nothing is to be flashed then.
+func (f Firmware) ImageURL(canHTTPS bool, cannot string) (string, error) {
+	switch {
+	case canHTTPS && f.SecureURL != "":
+		if f.OnImageURL != nil {
+			f.OnImageURL(true)
+		}
+		return f.SecureURL, nil
+	case f.RequireHTTPS:
+		if canHTTPS {
+			cannot = "the agent serves no HTTPS"
+		}
+		return "", fmt.Errorf("%w: %s; nothing was flashed. Set the PortPolicy's spec.firmwareServer.tls to Preferred to serve this target over HTTP, or upgrade its firmware to one that fetches images over HTTPS", ErrHTTPSRequired, cannot)
+	}
+	if f.OnImageURL != nil {
+		f.OnImageURL(false)
+	}
+	return f.URL, nil
+}
+
+// ErrHTTPSRequired is the error of ImageURL for a target that cannot fetch over HTTPS when the
+// PortPolicy requires it.
+var ErrHTTPSRequired = errors.New("the PortPolicy's firmwareServer.tls is Required and this target cannot fetch the image over HTTPS")
 
 // Phase is a step of one target's update, as reported in its status.
 type Phase string

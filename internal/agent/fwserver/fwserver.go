@@ -1,5 +1,6 @@
-// Package fwserver is the agent's firmware server (rule P2): the HTTP server from which iLOs
-// and Onboard Administrators pull the image (Redfish SimpleUpdate ImageURI, OA UPDATE IMAGE).
+// Package fwserver is the agent's firmware server (rule P2): the HTTP and HTTPS server from
+// which iLOs and Onboard Administrators pull the image (Redfish SimpleUpdate ImageURI, OA
+// UPDATE IMAGE). With a certificate it serves both on the one port (tls.go).
 //
 // It serves verified images only, each under one unguessable path per job
 // (/fw/<64 hex digits>/<file name>), with GET, HEAD and Range. Anything else is 404 (405 for
@@ -11,6 +12,7 @@ package fwserver
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -40,6 +42,9 @@ type Server struct {
 	// OnServed, when set, is called after each request with the target name and the body
 	// bytes written (the agent counts them in its metrics).
 	OnServed func(target string, bytes int64)
+	// Certificate, when set, makes the server answer TLS handshakes on its port with it
+	// (HTTPS, TLS 1.2 at least) besides plain HTTP; nil serves plain HTTP only.
+	Certificate *tls.Certificate
 
 	mu      sync.RWMutex
 	byToken map[string]entry
@@ -107,7 +112,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.srv = &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
 		// No WriteTimeout: an iLO on a slow management network may take many minutes to
 		// pull a large image; idle connections are still reaped.
 		IdleTimeout: 2 * time.Minute,
@@ -117,8 +122,22 @@ func (s *Server) Serve(l net.Listener) error {
 	s.srvMu.Unlock()
 	s.serving.Store(true)
 	defer s.serving.Store(false)
-	return srv.Serve(l)
+	if s.Certificate == nil {
+		return srv.Serve(l)
+	}
+	sl := split(l, readHeaderTimeout)
+	plain := make(chan error, 1)
+	go func() { plain <- srv.Serve(sl.plain) }()
+	err := srv.Serve(tls.NewListener(sl.tls, tlsConfig(s.Certificate)))
+	if perr := <-plain; err == nil || errors.Is(err, http.ErrServerClosed) {
+		err = perr
+	}
+	return err
 }
+
+// readHeaderTimeout bounds how long a client may take to send its request's headers (and,
+// with TLS on, its first byte).
+const readHeaderTimeout = 10 * time.Second
 
 // Serving reports whether Serve is accepting connections; readiness depends on it.
 func (s *Server) Serving() bool { return s.serving.Load() }
@@ -164,6 +183,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			slog.String("remote", r.RemoteAddr),
 			slog.String("target", target),
 			slog.String("method", r.Method),
+			slog.Bool("tls", r.TLS != nil),
 			slog.String("path", Redact(r.URL.Path)),
 			slog.Int("status", status),
 			slog.Int64("bytes", rec.bytes),

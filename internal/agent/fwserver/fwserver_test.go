@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -84,9 +85,14 @@ type fixture struct {
 	img  firmware.Image
 	path string
 	log  *syncBuffer
+	// tls makes rawStatus speak TLS.
+	tls bool
 }
 
-func start(t *testing.T, size int64) *fixture {
+func start(t *testing.T, size int64) *fixture { return startServer(t, size, nil) }
+
+// startServer starts a server with cert (nil: plain HTTP only).
+func startServer(t *testing.T, size int64, cert *tls.Certificate) *fixture {
 	t.Helper()
 	img := verifiedImage(t, t.TempDir(), size, "ilo5_305.bin")
 	logs := &syncBuffer{}
@@ -98,6 +104,7 @@ func start(t *testing.T, size int64) *fixture {
 			}
 			return ""
 		},
+		Certificate: cert,
 	}
 	p, err := srv.Register("job-uid-1", img)
 	if err != nil {
@@ -115,7 +122,7 @@ func start(t *testing.T, size int64) *fixture {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &fixture{srv: srv, addr: l.Addr().String(), img: img, path: p, log: logs}
+	return &fixture{srv: srv, addr: l.Addr().String(), img: img, path: p, log: logs, tls: cert != nil}
 }
 
 func (f *fixture) do(t *testing.T, method, path string, hdr map[string]string) (*http.Response, []byte) {
@@ -225,9 +232,18 @@ func TestNotFoundAndMethods(t *testing.T) {
 }
 
 // rawStatus sends a request line as written, so that nothing client-side cleans the path.
-func rawStatus(t *testing.T, addr, requestURI string) int {
+// rawStatus sends requestURI as it is, over TLS when the fixture serves it, without
+// verifying the server (as an iLO 5 does).
+func (f *fixture) rawStatus(t *testing.T, requestURI string) int {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	addr := f.addr
+	var c net.Conn
+	var err error
+	if f.tls {
+		c, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // as an iLO 5
+	} else {
+		c, err = net.Dial("tcp", addr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,8 +258,14 @@ func rawStatus(t *testing.T, addr, requestURI string) int {
 	return resp.StatusCode
 }
 
-func TestTraversalRefused(t *testing.T) {
-	f := start(t, 1000)
+func TestTraversalRefused(t *testing.T) { traversalRefused(t, start(t, 1000)) }
+
+// Traversal is refused over TLS as over HTTP.
+func TestTraversalRefusedOverTLS(t *testing.T) {
+	traversalRefused(t, startServer(t, 1000, testCert(t)))
+}
+
+func traversalRefused(t *testing.T, f *fixture) {
 	tok, name, _ := strings.Cut(strings.TrimPrefix(f.path, Prefix), "/")
 	for _, tc := range []struct {
 		uri  string
@@ -273,7 +295,7 @@ func TestTraversalRefused(t *testing.T) {
 		{"/fw/" + strings.ToUpper(tok) + "/" + name, 404},
 		{"/fw/" + tok + "/./" + name, 404},
 	} {
-		if got := rawStatus(t, f.addr, tc.uri); got != tc.want {
+		if got := f.rawStatus(t, tc.uri); got != tc.want {
 			t.Errorf("GET %s: %d, want %d", tc.uri, got, tc.want)
 		}
 	}

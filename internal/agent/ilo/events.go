@@ -13,21 +13,16 @@ package ilo
 import (
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,27 +39,6 @@ type EventCounters struct {
 	// Subscribed and Unsubscribed count the subscriptions made and removed.
 	Subscribed, Unsubscribed atomic.Int64
 }
-
-// agentCert is the agent's certificate for its receive ports, made once per agent (per job).
-// The iLO does not verify it (docs/hardware.md, "Redfish events"). RSA rather than ECDSA: it is
-// what every TLS client of an embedded management processor can negotiate.
-var agentCert = sync.OnceValues(func() (tls.Certificate, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: "firmware-operator agent event listener"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(7 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
-})
 
 // eventListener serves one target's receive port.
 type eventListener struct {
@@ -92,28 +66,28 @@ func (d *Driver) listen(ctx context.Context) {
 	}
 	log := d.opts.Log.With("target", d.t.Name)
 	from, err := targetIPs(ctx, d.t.Address)
-	if err == nil {
-		var cert tls.Certificate
-		if cert, err = agentCert(); err == nil {
-			tok := make([]byte, 12)
-			_, _ = rand.Read(tok)
-			l := &eventListener{log: log, counters: d.opts.Events, url: strings.TrimSuffix(rc.URL, "/") + "/redfish/events",
-				context: "firmware-operator/" + d.t.Name + "/" + hex.EncodeToString(tok), from: from,
-				done: make(chan struct{}), wake: make(chan struct{}, 1)}
-			l.srv = &http.Server{Handler: l, ReadHeaderTimeout: 10 * time.Second,
-				TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
-				ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-			go func() {
-				defer close(l.done)
-				_ = l.srv.ServeTLS(rc.Listener, "", "")
-			}()
-			d.ev = l
-			log.Info("listening for Redfish events (rule P5)", "port", rc.Listener.Addr().String())
-			return
-		}
+	if err == nil && rc.Certificate == nil {
+		err = errors.New("the agent has no certificate for its receive port")
 	}
-	_ = rc.Listener.Close()
-	log.Warn("no Redfish events for this target, polling only", "err", err)
+	if err != nil {
+		_ = rc.Listener.Close()
+		log.Warn("no Redfish events for this target, polling only", "err", err)
+		return
+	}
+	tok := make([]byte, 12)
+	_, _ = rand.Read(tok)
+	l := &eventListener{log: log, counters: d.opts.Events, url: strings.TrimSuffix(rc.URL, "/") + "/redfish/events",
+		context: "firmware-operator/" + d.t.Name + "/" + hex.EncodeToString(tok), from: from,
+		done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	l.srv = &http.Server{Handler: l, ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*rc.Certificate}},
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	go func() {
+		defer close(l.done)
+		_ = l.srv.ServeTLS(rc.Listener, "", "")
+	}()
+	d.ev = l
+	log.Info("listening for Redfish events (rule P5)", "port", rc.Listener.Addr().String())
 }
 
 // targetIPs resolves the target's address to the addresses its events may come from.

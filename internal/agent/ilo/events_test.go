@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fwops/firmware-operator/internal/agent/agentcert"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
@@ -41,7 +42,11 @@ func receivePort(t testing.TB) *driver.Receive {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	return &driver.Receive{Listener: ln, URL: "https://" + ln.Addr().String()}
+	cert, err := agentcert.New([]string{"127.0.0.1"}, time.Now(), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &driver.Receive{Listener: ln, URL: "https://" + ln.Addr().String(), Certificate: &cert}
 }
 
 func openOpts(t testing.TB, tg driver.Target, opts Options) *Driver {

@@ -79,8 +79,7 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 		// resetting into it: follow it, never start a second one.
 		report(driver.Progress{Phase: driver.PhaseFlashing, Message: fmt.Sprintf("a flash is already running on the iLO (%s), or completed and resetting into it; following it instead of starting another", running.State)})
 	} else {
-		report(driver.Progress{Phase: driver.PhaseFlashing, Message: "requesting the flash"})
-		if acc, err = d.request(ctx, fw, ilo4); err != nil {
+		if acc, err = d.request(ctx, fw, ilo4, running, report); err != nil {
 			return res, err
 		}
 	}
@@ -102,22 +101,47 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	return res, nil
 }
 
-// request asks the iLO to flash fw.
-func (d *Driver) request(ctx context.Context, fw driver.Firmware, ilo4 bool) (redfish.UpdateAccepted, error) {
+// request asks the iLO to flash fw, over HTTPS where the iLO can fetch it so (rule P2):
+// SimpleUpdate on an iLO 5/6 whose UpdateService lists HTTPS in the action's
+// TransferProtocol@Redfish.AllowableValues (us, read just before). iLO 4's InstallFromURI and
+// the AddFromUri action advertise no protocol, so they get HTTP.
+func (d *Driver) request(ctx context.Context, fw driver.Firmware, ilo4 bool, us redfish.UpdateStatus, report func(driver.Progress)) (redfish.UpdateAccepted, error) {
 	var acc redfish.UpdateAccepted
 	var err error
+	url := func(canHTTPS bool, cannot string) (string, error) {
+		u, err := fw.ImageURL(canHTTPS, cannot)
+		if err != nil {
+			return "", fmt.Errorf("target %s: %w", d.t.Name, err)
+		}
+		over := "HTTP"
+		if strings.HasPrefix(u, "https://") {
+			over = "HTTPS"
+		}
+		report(driver.Progress{Phase: driver.PhaseFlashing, Message: "requesting the flash (the image over " + over + ")"})
+		return u, nil
+	}
+	var u string
 	switch {
 	case fw.Component == driver.ComponentSmartComponent:
 		if ilo4 {
 			return acc, fmt.Errorf("target %s: Smart Components are installed through the host on iLO 4, not Redfish: %w", d.t.Name, driver.ErrUnsupported)
 		}
-		err = d.c.AddFromURI(ctx, redfish.AddFromURIRequest{ImageURI: fw.URL, UpdateRepository: true, UpdateTarget: true})
+		if u, err = url(false, "the iLO's AddFromUri action (Smart Components) advertises no HTTPS"); err != nil {
+			return acc, err
+		}
+		err = d.c.AddFromURI(ctx, redfish.AddFromURIRequest{ImageURI: u, UpdateRepository: true, UpdateTarget: true})
 	case fw.Component != driver.ComponentILO && fw.Component != driver.ComponentSystemROM:
 		return acc, fmt.Errorf("target %s: component %q: %w", d.t.Name, fw.Component, driver.ErrUnsupported)
 	case ilo4:
-		err = d.c.InstallFromURI(ctx, fw.URL)
+		if u, err = url(false, "iLO 4 downloads firmware over HTTP only (InstallFromURI)"); err != nil {
+			return acc, err
+		}
+		err = d.c.InstallFromURI(ctx, u)
 	default:
-		acc, err = d.c.SimpleUpdate(ctx, fw.URL)
+		if u, err = url(us.SimpleUpdateOffers("HTTPS"), "the iLO's SimpleUpdate does not list HTTPS in TransferProtocol@Redfish.AllowableValues"); err != nil {
+			return acc, err
+		}
+		acc, err = d.c.SimpleUpdate(ctx, u)
 	}
 	if err != nil {
 		return acc, fmt.Errorf("target %s: %w", d.t.Name, err)

@@ -13,11 +13,17 @@ import (
 // and returns at once, without signalling the remote command: the commands that matter run
 // detached (hostrun.go), and a flash is never interrupted.
 func exec(ctx context.Context, c *ssh.Client, cmd string, w io.Writer) error {
+	return execInput(ctx, c, cmd, nil, w)
+}
+
+// execInput is exec with stdin: how a secret reaches the host without showing in a command line.
+func execInput(ctx context.Context, c *ssh.Client, cmd string, stdin io.Reader, w io.Writer) error {
 	sess, err := c.NewSession()
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	sess.Stdin = stdin
 	sess.Stdout = w
 	sess.Stderr = w
 	done := make(chan error, 1)

@@ -21,6 +21,8 @@ import (
 //	result       the component's exit code, written atomically (tmp file, then rename)
 //	finished     the wrapper's own exit code (sudo's when sudo refused), written atomically
 //	launch.log   what sudo or the wrapper printed
+//	report.sh    run once finished exists: reports the run's end to the agent (callback.go)
+//	callback     "<port> <token>": where report.sh reports, written by the agent following the run
 //
 // A later agent (a resume of the same target) finds the directory by the image's digest and
 // follows the run or reads its result instead of starting it again. The directory is removed
@@ -83,7 +85,8 @@ if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
 $detach sh -c 'd=$1; shift
 printf "%%s %%s\n" "$$" "$(cat /proc/sys/kernel/random/boot_id)" > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
 "$@" > "$d/launch.log" 2>&1
-printf "%%s\n" "$?" > "$d/finished.tmp" && mv -f "$d/finished.tmp" "$d/finished"' fwops-run "$d" %[2]s "$d/run.sh" %[3]s < /dev/null > /dev/null 2>&1 &
+printf "%%s\n" "$?" > "$d/finished.tmp" && mv -f "$d/finished.tmp" "$d/finished"
+[ -r "$d/report.sh" ] && sh "$d/report.sh" "$d" > /dev/null 2>&1' fwops-run "$d" %[2]s "$d/run.sh" %[3]s < /dev/null > /dev/null 2>&1 &
 i=0
 while [ ! -e "$d/pid" ] && [ "$i" -lt 200 ]; do sleep 0.05 2>/dev/null || sleep 1; i=$((i+1)); done
 if [ -e "$d/pid" ]; then echo launched; else echo nopid; fi

@@ -60,6 +60,11 @@ type Options struct {
 	// PollInterval is how often the state of a running component is read; default
 	// DefaultPollInterval.
 	PollInterval time.Duration
+	// FallbackPollInterval is how often the state is read while the host can report the
+	// run's end through the SSH session (rule P5 call-back); default 5 × PollInterval.
+	FallbackPollInterval time.Duration
+	// Callbacks counts call-backs and state reads; nil: the driver keeps its own.
+	Callbacks *CallbackCounters
 	// Logger receives progress; nil discards it. Credentials are never logged.
 	Logger *slog.Logger
 }
@@ -76,6 +81,12 @@ type Driver struct {
 	log    *slog.Logger
 	client *ssh.Client
 	known  map[driver.Component]string
+	// recv serves the target's rule P5 receive port (nil without one), fwd is the host's
+	// remote port forward to it while a run is followed, and dropped closes when client's
+	// connection ends.
+	recv    *receiver
+	fwd     net.Listener
+	dropped <-chan struct{}
 }
 
 // NewFactory returns a driver.Factory for Linux targets.
@@ -99,6 +110,12 @@ func Open(ctx context.Context, t driver.Target, opts Options) (*Driver, error) {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
 	}
+	if opts.FallbackPollInterval <= 0 {
+		opts.FallbackPollInterval = 5 * opts.PollInterval
+	}
+	if opts.Callbacks == nil {
+		opts.Callbacks = &CallbackCounters{}
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -109,15 +126,28 @@ func Open(ctx context.Context, t driver.Target, opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{t: t, opts: opts, log: opts.Logger.With("target", t.Name), client: c,
-		known: map[driver.Component]string{}}, nil
+	d := &Driver{t: t, opts: opts, log: opts.Logger.With("target", t.Name), client: c,
+		known: map[driver.Component]string{}, dropped: watch(c)}
+	if t.Receive != nil {
+		if d.recv, err = newReceiver(t.Receive.Listener, d.log, opts.Callbacks); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("target %s: call-back token: %w", t.Name, err)
+		}
+	}
+	return d, nil
 }
 
 // LocalAddr is the agent's end of the SSH connection (its port is rule P4's session port).
 func (d *Driver) LocalAddr() net.Addr { return d.client.LocalAddr() }
 
-// Close ends the SSH session.
-func (d *Driver) Close() error { return d.client.Close() }
+// Close ends the SSH session and stops serving the receive port.
+func (d *Driver) Close() error {
+	d.disarm()
+	if d.recv != nil {
+		_ = d.recv.l.Close()
+	}
+	return d.client.Close()
+}
 
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
 

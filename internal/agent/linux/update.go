@@ -225,6 +225,9 @@ func (d *Driver) upload(ctx context.Context, dir, name string, local io.Reader) 
 	if err := put(path.Join(dir, name), local); err != nil {
 		return err
 	}
+	if err := put(path.Join(dir, "report.sh"), strings.NewReader(reportScript)); err != nil {
+		return err
+	}
 	return put(path.Join(dir, "run.sh"), strings.NewReader(runWrapper))
 }
 
@@ -259,19 +262,31 @@ func (d *Driver) sudoRefused(code int, output string) error {
 // state reads the run's state on the host.
 func (d *Driver) state(ctx context.Context, dir string) (runState, error) {
 	var out limitedBuffer
+	defer d.opts.Callbacks.StateReads.Add(1) // once read: a test can tell a read that began from one that ended
 	if err := exec(ctx, d.client, statusScript(dir), &out); err != nil {
 		return runState{}, fmt.Errorf("%w%s", err, tail(out.String()))
 	}
 	return parseState(out.String())
 }
 
-// follow waits until the run ends, reconnecting when the SSH connection drops. When ctx ends
+// follow waits until the run ends, reconnecting when the SSH connection drops. The host
+// reports the end through the SSH session when it can (callback.go); the run's state is read
+// as well, every FallbackPollInterval then, every PollInterval when it cannot. When ctx ends
 // first it returns at once and leaves the component running.
 func (d *Driver) follow(ctx context.Context, dir, name string) (runState, error) {
-	tick := time.NewTicker(d.opts.PollInterval)
+	defer d.disarm()
+	every := func() time.Duration {
+		if d.arm(ctx, dir) {
+			return d.opts.FallbackPollInterval
+		}
+		return d.opts.PollInterval
+	}
+	interval := every()
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	started := time.Now()
-	d.log.Info("waiting for the smart component to finish", "file", name, "dir", dir, "every", d.opts.PollInterval)
+	d.log.Info("waiting for the smart component to finish", "file", name, "dir", dir, "every", interval)
+	reconnected := false
 	for {
 		st, err := d.state(ctx, dir)
 		switch {
@@ -279,9 +294,19 @@ func (d *Driver) follow(ctx context.Context, dir, name string) (runState, error)
 			d.log.Warn("could not read the run's state; reconnecting, the component keeps running", "dir", dir, "err", err.Error())
 			if rerr := d.reconnect(ctx); rerr != nil {
 				d.log.Warn("reconnect failed; trying again", "err", rerr.Error())
+				break
+			}
+			// The forward went with the old connection: ask again, then read the state at
+			// once, as the run may have ended while no report could reach the agent.
+			interval = every()
+			tick.Reset(interval)
+			if !reconnected {
+				reconnected = true
+				continue
 			}
 		case err != nil:
 		case st.kind == "running":
+			reconnected = false
 		case st.kind == "finished":
 			return st, nil
 		case st.kind == "died":
@@ -291,10 +316,21 @@ func (d *Driver) follow(ctx context.Context, dir, name string) (runState, error)
 		default:
 			return st, fmt.Errorf("target %s: the run in %s on the host is in state %q while it should be running", d.t.Name, dir, st.kind)
 		}
+		var dropped <-chan struct{} // once the connection is known to be gone, the tick paces the retries
+		if err == nil {
+			dropped = d.dropped
+		}
 		select {
 		case <-ctx.Done():
 			return st, d.leftRunning(ctx, dir, name, time.Since(started))
+		case st := <-d.reports():
+			d.log.Info("the host reported the run's end through the SSH session (rule P5 call-back)", "dir", dir)
+			return st, nil
+		case <-dropped:
+			d.log.Debug("the SSH connection ended")
+			// Read the state now: it fails, and the driver reconnects.
 		case <-tick.C:
+			d.log.Debug("fallback read of the run's state")
 		}
 	}
 }
@@ -306,7 +342,7 @@ func (d *Driver) reconnect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.client = c
+	d.client, d.dropped = c, watch(c)
 	return nil
 }
 

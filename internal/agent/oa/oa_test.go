@@ -285,3 +285,27 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// rule P2: an OA is given the image over HTTP even when the agent serves HTTPS; under
+// firmwareServer.tls Required it fails without being asked to flash, saying what to set.
+func TestUpdateOAOverHTTPOnly(t *testing.T) {
+	f := setup(t, oasim.Config{Version: "4.97"})
+	d := f.open(t)
+	plain := f.images.URL + "/oa-5.00.bin"
+	secure := "https://" + strings.TrimPrefix(plain, "http://")
+	_, err := d.Update(context.Background(), driver.Firmware{Component: driver.ComponentOA, URL: plain, SecureURL: secure,
+		Version: "5.00", RequireHTTPS: true}, nil)
+	if !errors.Is(err, driver.ErrHTTPSRequired) || !strings.Contains(err.Error(), "Onboard Administrator") || !strings.Contains(err.Error(), "Preferred") {
+		t.Fatalf("Update under Required: %v, want ErrHTTPSRequired naming the OA and the Preferred setting", err)
+	}
+	if f.sim.Flashes() != 0 {
+		t.Fatalf("the OA flashed %d times under Required", f.sim.Flashes())
+	}
+	res, err := d.Update(context.Background(), driver.Firmware{Component: driver.ComponentOA, URL: plain, SecureURL: secure, Version: "5.00"}, nil)
+	if err != nil || res.VersionAfter != "5.00" {
+		t.Fatalf("Update under Preferred: %+v, %v", res, err)
+	}
+	if got := f.sim.FetchedURLs(); len(got) != 1 || got[0] != plain {
+		t.Fatalf("the OA fetched %q, want only %s", got, plain)
+	}
+}

@@ -430,6 +430,10 @@ func TestCaptures(t *testing.T) {
 			if err != nil || st.State != StateIdle {
 				t.Fatalf("status %+v, %v", st, err)
 			}
+			// Both real iLO 5s advertise HTTPS for SimpleUpdate: the agent serves them HTTPS.
+			if !st.SimpleUpdateOffers("HTTPS") || !st.SimpleUpdateOffers("HTTP") || st.SimpleUpdateOffers("FTP") {
+				t.Fatalf("SimpleUpdate protocols %q, want HTTP and HTTPS as captured", st.SimpleUpdateProtocols)
+			}
 			// Links in the captures differ in case from the paths that serve them.
 			var bios struct {
 				ID string `json:"Id"`

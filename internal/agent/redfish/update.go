@@ -38,7 +38,8 @@ type UpdateAccepted struct {
 	TaskMonitor string
 }
 
-// SimpleUpdate asks the service to download imageURI over HTTP and flash it. Both answers are
+// SimpleUpdate asks the service to download imageURI and flash it, with TransferProtocol HTTPS
+// for an https:// URI and HTTP otherwise. Both answers are
 // handled: 200 with no task (older iLO 5), and 202/200 with a Task.
 func (c *Client) SimpleUpdate(ctx context.Context, imageURI string) (UpdateAccepted, error) {
 	proto := "HTTP"
@@ -96,6 +97,19 @@ type UpdateStatus struct {
 	Percent int
 	// MessageID is Oem.Hpe.Result.MessageId (the cause when State is Error).
 	MessageID string
+	// SimpleUpdateProtocols are the TransferProtocol values SimpleUpdate advertises
+	// (TransferProtocol@Redfish.AllowableValues: iLO 5 lists HTTP and HTTPS); iLO 5/6 only.
+	SimpleUpdateProtocols []string
+}
+
+// SimpleUpdateOffers says whether SimpleUpdate advertises the transfer protocol (HTTPS, say).
+func (s UpdateStatus) SimpleUpdateOffers(protocol string) bool {
+	for _, p := range s.SimpleUpdateProtocols {
+		if strings.EqualFold(p, protocol) {
+			return true
+		}
+	}
+	return false
 }
 
 // Active says whether a flash is running.
@@ -114,6 +128,11 @@ type result struct {
 // UpdateStatus reads iLO 5/6 progress: GET UpdateService → Oem.Hpe.
 func (c *Client) UpdateStatus(ctx context.Context) (UpdateStatus, error) {
 	var us struct {
+		Actions struct {
+			SimpleUpdate struct {
+				Protocols []string `json:"TransferProtocol@Redfish.AllowableValues"`
+			} `json:"#UpdateService.SimpleUpdate"`
+		} `json:"Actions"`
 		Oem struct {
 			Hpe struct {
 				State                string `json:"State"`
@@ -129,7 +148,8 @@ func (c *Client) UpdateStatus(ctx context.Context) (UpdateStatus, error) {
 	if h.State == "" {
 		return UpdateStatus{}, errors.New("redfish: UpdateService has no Oem.Hpe.State (not an iLO 5/6?)")
 	}
-	return UpdateStatus{State: normState(h.State), Percent: h.FlashProgressPercent, MessageID: h.Result.MessageID}, nil
+	return UpdateStatus{State: normState(h.State), Percent: h.FlashProgressPercent, MessageID: h.Result.MessageID,
+		SimpleUpdateProtocols: us.Actions.SimpleUpdate.Protocols}, nil
 }
 
 // ILO4UpdateStatus reads iLO 4 progress from Managers/1/UpdateService.

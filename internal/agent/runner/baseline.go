@@ -53,7 +53,7 @@ func (a *agent) runBaseline(ctx context.Context, active []int) {
 	}
 	_, stop, err := a.serveImages(nil)
 	if err != nil {
-		failAll("cannot serve the firmware images: " + err.Error())
+		failAll("cannot serve the firmware images" + err.Error())
 		return
 	}
 	defer stop()
@@ -171,22 +171,21 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 			fail(fmt.Sprintf("component %s (%s -> %s): %v; the components after it were not installed", name, orUnknown(s.From), s.To, err))
 			return
 		}
-		url, err := imageURL(a.cfg.Address, t.Address, a.bound.Firmware, urlPath)
-		if err != nil {
+		fw := driver.Firmware{Component: driverComponent(s.Component), LocalPath: img.Path, FileName: img.FileName,
+			SHA256: img.SHA256, Version: s.To, RebootIfRequired: a.cfg.RebootIfRequired && k == lastReboot,
+			EarlierAttempt: askedBefore(earlier[name].Phase)}
+		if err := a.setImageURLs(tctx, r, t, urlPath, &fw); err != nil {
 			fail("cannot build the firmware URL for the target: " + err.Error())
 			return
 		}
-		fw := driver.Firmware{Component: driverComponent(s.Component), URL: url, LocalPath: img.Path, FileName: img.FileName,
-			SHA256: img.SHA256, Version: s.To, RebootIfRequired: a.cfg.RebootIfRequired && k == lastReboot,
-			EarlierAttempt: askedBefore(earlier[name].Phase)}
 		if fw.RebootIfRequired {
 			fw.RebootBy = a.rebootBy(log)
 		}
-		a.red.add(fwserver.Token(url))
+		a.red.add(fwserver.Token(fw.URL))
 		setComponent(name, func(c *fwv1.ComponentUpdate) {
 			c.Phase, c.Message = fwv1.TargetPhaseFlashing, fmt.Sprintf("installing %s over %s", s.To, orUnknown(s.From))
 		})
-		log.Info("installing component", "component", name, "from", s.From, "to", s.To, "imageURL", fwserver.Redact(url))
+		log.Info("installing component", "component", name, "from", s.From, "to", s.To, "imageURL", fwserver.Redact(fw.URL))
 		res, err := d.Update(dctx, fw, progress)
 		if err != nil {
 			if a.leftForNextAgent(ctx, r, log) {

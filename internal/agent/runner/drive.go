@@ -9,6 +9,7 @@ import (
 	"time"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/agentcert"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
 	"github.com/fwops/firmware-operator/internal/agent/fwserver"
@@ -40,16 +41,15 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	explain := func(what string, err error) string { return a.explain(ctx, tctx, what, err) }
 	interrupted := func() bool { return a.leftForNextAgent(ctx, r, log) }
 
-	url, err := imageURL(a.cfg.Address, t.Address, a.bound.Firmware, urlPath)
-	if err != nil {
-		fail("cannot build the firmware URL for the target: " + err.Error())
-		return
-	}
 	fw := driver.Firmware{
-		Component: driver.Component(a.cfg.Firmware.Component), URL: url, LocalPath: img.Path,
+		Component: driver.Component(a.cfg.Firmware.Component), LocalPath: img.Path,
 		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
 		RebootIfRequired: a.cfg.RebootIfRequired, KeepInRepository: a.cfg.Firmware.KeepInRepository,
 		EarlierAttempt: resumedPhase.InProgress() || earlierBefore != "",
+	}
+	if err := a.setImageURLs(tctx, r, t, urlPath, &fw); err != nil {
+		fail("cannot build the firmware URL for the target: " + err.Error())
+		return
 	}
 	if fw.RebootIfRequired {
 		fw.RebootBy = a.rebootBy(log)
@@ -103,6 +103,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 
 	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
 		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
+		s.FirmwareServerCertificateSHA256 = "" // set when the driver gives the https URL
 		if s.VersionBefore == "" || !resumedPhase.InProgress() {
 			s.VersionBefore = current
 		}
@@ -110,8 +111,8 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	})
 	// A driver may quote the image URL (an OA's output echoes it); the redactor keeps its token
 	// out of every status message and log line, as it does the credentials.
-	a.red.add(fwserver.Token(url))
-	log.Info("updating", "from", current, "to", fw.Version, "imageURL", fwserver.Redact(url))
+	a.red.add(fwserver.Token(fw.URL))
+	log.Info("updating", "from", current, "to", fw.Version, "imageURL", fwserver.Redact(fw.URL), "https", fw.SecureURL != "")
 	res, err := d.Update(dctx, fw, progress)
 	if err != nil {
 		if interrupted() {
@@ -146,6 +147,31 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 	}
 	log.Info("target updated", "versionBefore", res.VersionBefore, "versionAfter", res.VersionAfter, "rebootRequired", res.RebootRequired)
 	r.finish(ctx, fwv1.TargetPhaseSucceeded, msg, set)
+}
+
+// setImageURLs sets where the target pulls the image registered at urlPath from (rule P2):
+// fw.URL over HTTP and, when the agent serves HTTPS, fw.SecureURL, the same path on the same
+// port with the agent's certificate, which the status names once the target is to see it.
+func (a *agent) setImageURLs(tctx context.Context, r *reporter, t driver.Target, urlPath string, fw *driver.Firmware) error {
+	url, err := imageURL("http", a.cfg.Address, t.Address, a.bound.Firmware, urlPath)
+	if err != nil {
+		return err
+	}
+	var secureURL, certSHA256 string
+	if a.fw.Certificate != nil {
+		secureURL = "https://" + strings.TrimPrefix(url, "http://")
+		certSHA256 = agentcert.FingerprintSHA256(*a.fw.Certificate)
+	}
+	fw.URL, fw.SecureURL, fw.RequireHTTPS = url, secureURL, a.cfg.FirmwareTLS == fwv1.FirmwareServerTLSRequired
+	fw.OnImageURL = func(secure bool) {
+		r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
+			s.FirmwareServerCertificateSHA256 = ""
+			if secure {
+				s.FirmwareServerCertificateSHA256 = certSHA256
+			}
+		})
+	}
+	return nil
 }
 
 // explain turns an error into a status message, naming the job's per-target timeout when it

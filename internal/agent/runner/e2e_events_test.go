@@ -27,7 +27,7 @@ import (
 )
 
 // newE2E starts a real API server with the test namespace, for the end-to-end tests.
-func newE2E(t *testing.T) *e2e {
+func newE2E(t testing.TB) *e2e {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end")
@@ -176,8 +176,8 @@ func TestP5_EndToEndEvents(t *testing.T) {
 		if st := r.sim.Stats(); st.Subscriptions != 0 || r.delivered == 0 {
 			t.Fatalf("after the run: %d subscriptions on the iLO, %d events delivered; want none left, some delivered", st.Subscriptions, r.delivered)
 		}
-		if len(r.status.ReceivePorts) != 1 {
-			t.Errorf("receivePorts %v", r.status.ReceivePorts)
+		if len(r.status.ReceivePorts) != 1 || r.status.ReceivePort != r.status.ReceivePorts[0] || r.status.ReceiveVia != fwv1.ReceiveViaRedfishEvents {
+			t.Errorf("receivePorts %v, receivePort %d via %q: want the one port, via RedfishEvents", r.status.ReceivePorts, r.status.ReceivePort, r.status.ReceiveVia)
 		}
 	})
 

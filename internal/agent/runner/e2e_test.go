@@ -41,7 +41,7 @@ const e2ePassword = "Fl4sh-Th3-Fl33t!"
 
 // e2e holds what the end-to-end runs share: the API server, the image server, all output.
 type e2e struct {
-	t      *testing.T
+	t      testing.TB
 	c      client.Client
 	images map[string][]byte
 	out    *syncbuf.Buffer // stdout and stderr of every agent run
@@ -132,6 +132,9 @@ func onlyPort(ports []int, want int) bool {
 	return true
 }
 
+// flashWant is the flash action and TransferProtocol an iLO should be asked for.
+type flashWant struct{ action, protocol string }
+
 // TestEndToEnd runs agents in-process against a real API server and a mixed fleet: iLO 4, 5
 // and 6 simulators, an Onboard Administrator simulator and a Linux host (a real sshd).
 func TestEndToEnd(t *testing.T) {
@@ -173,15 +176,65 @@ func TestEndToEnd(t *testing.T) {
 	}
 	iloFW := config.Firmware{URL: imgSrv.URL + "/ilo5_278.bin", SHA256: digest(iloImage), Version: "2.78", Component: "iLO"}
 	iloCfg := e.job("ilo", iloFW, iloTargets)
+	iloCfg.FirmwareTLS = fwv1.FirmwareServerTLSPreferred // the PortPolicy's default
 	for _, tg := range iloCfg.Targets {
 		mountCredentials(t, iloCfg, tg.Name, "Administrator", e2ePassword)
 		if tg.HasCABundle {
 			mountSecret(t, iloCfg, tg.Name, config.CADir, fwv1.SecretKeyCABundle, sims[tg.Name].CertPEM())
 		}
 	}
+	// rule P2, firmwareServer.tls Required: iLO 4 cannot fetch over HTTPS, so it fails without
+	// being asked to flash, with a message that says what to change.
+	t.Run("Required fails iLO 4", func(t *testing.T) {
+		cfg := e.job("ilo-required", iloFW, iloTargets[:1])
+		cfg.FirmwareTLS = fwv1.FirmwareServerTLSRequired
+		cfg.Targets[0].SessionPort = iloCfg.Targets[0].SessionPort // rule P4: the iLO sees one source port
+		mountCredentials(t, cfg, "ilo4", "Administrator", e2ePassword)
+		mountSecret(t, cfg, "ilo4", config.CADir, fwv1.SecretKeyCABundle, sims["ilo4"].CertPEM())
+		if err := e.run(cfg); err == nil || !strings.Contains(err.Error(), "ilo4") {
+			t.Fatalf("agent: %v, want an error naming ilo4", err)
+		}
+		s := e.status("ilo-required", "ilo4")
+		if s.Phase != fwv1.TargetPhaseFailed {
+			t.Fatalf("phase %s (%s), want Failed", s.Phase, s.Message)
+		}
+		for _, say := range []string{"firmwareServer.tls is Required", "iLO 4 downloads firmware over HTTP only",
+			"set the PortPolicy's spec.firmwareServer.tls to Preferred", "upgrade", "nothing was flashed"} {
+			if !strings.Contains(strings.ToLower(s.Message), strings.ToLower(say)) {
+				t.Errorf("message %q does not say %q", s.Message, say)
+			}
+		}
+		if st := sims["ilo4"].Stats(); st.FlashRequests != 0 || st.FlashesStarted != 0 {
+			t.Errorf("iLO 4 got %d flash requests, %d flashes; want none", st.FlashRequests, st.FlashesStarted)
+		}
+	})
 	t.Run("iLO4-5-6", func(t *testing.T) {
 		if err := e.run(iloCfg); err != nil {
 			t.Fatalf("agent: %v\n%s", err, e.out.String())
+		}
+		// rule P2: iLO 5 and 6 advertise HTTPS for SimpleUpdate and are given it; iLO 4 is
+		// given HTTP, from the same port. Each status names the certificate its iLO saw.
+		for _, tg := range iloCfg.Targets {
+			reqs := sims[tg.Name].FlashRequestsReceived()
+			certs := sims[tg.Name].ImageServerCertificates()
+			s := e.status("ilo", tg.Name)
+			wantPrefix := "https://127.0.0.1:" + strconv.Itoa(iloCfg.Ports.FirmwareServer) + "/fw/"
+			want := flashWant{"SimpleUpdate", "HTTPS"}
+			if tg.Name == "ilo4" {
+				wantPrefix, want = "http://127.0.0.1:"+strconv.Itoa(iloCfg.Ports.FirmwareServer)+"/fw/", flashWant{"InstallFromURI", ""}
+			}
+			if len(reqs) != 1 || !strings.HasPrefix(reqs[0].ImageURI, wantPrefix) || reqs[0].Action != want.action || reqs[0].TransferProtocol != want.protocol {
+				t.Errorf("%s: asked %+v; want one %s of %s… with TransferProtocol %q", tg.Name, reqs, want.action, wantPrefix, want.protocol)
+			}
+			switch {
+			case tg.Name == "ilo4" && (len(certs) != 0 || s.FirmwareServerCertificateSHA256 != ""):
+				t.Errorf("ilo4: fetched over HTTPS (%q) or status names a certificate %q", certs, s.FirmwareServerCertificateSHA256)
+			case tg.Name != "ilo4" && (len(certs) != 1 || len(s.FirmwareServerCertificateSHA256) != 64 || certs[0] != s.FirmwareServerCertificateSHA256):
+				t.Errorf("%s: the iLO saw certificates %q, the status names %q; want the one, the same", tg.Name, certs, s.FirmwareServerCertificateSHA256)
+			}
+		}
+		if n := strings.Count(e.out.String(), `"tls":true`); n < 2 {
+			t.Errorf("%d firmware requests over TLS logged, want iLO 5's and 6's", n)
 		}
 		if n := strings.Count(e.out.String(), `"msg":"firmware request"`); n < 3 {
 			t.Errorf("%d firmware requests logged, want one per iLO at least", n)
@@ -370,6 +423,13 @@ func TestEndToEnd(t *testing.T) {
 		s := e.status("linux", "host1")
 		if s.Phase != fwv1.TargetPhaseSucceeded || !s.RebootRequired || !strings.Contains(s.Message, "reboot") || s.VersionAfter != "1.2.3" {
 			t.Errorf("status %+v", s)
+		}
+		// rule P5: the host's call-back comes through the SSH session to the target's receive port.
+		if s.ReceivePort != int32(cfg.Ports.Reverse[0]) || s.ReceiveVia != fwv1.ReceiveViaSSHCallback {
+			t.Errorf("receivePort %d via %q, want %d via SSHCallback", s.ReceivePort, s.ReceiveVia, cfg.Ports.Reverse[0])
+		}
+		if !strings.Contains(e.out.String(), "the host reports the run's end through the SSH session") {
+			t.Errorf("the agent did not ask the host for the call-back:\n%s", e.out.String())
 		}
 		sp := cfg.Targets[0].SessionPort
 		if !strings.Contains(host.Logs(), "from 127.0.0.1 port "+strconv.Itoa(sp)) { // rule P4

@@ -1,7 +1,7 @@
 package runner
 
 import (
-	"strings"
+	"crypto/tls"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 )
@@ -14,7 +14,11 @@ func (a *agent) receiveFor(i int, targetAddress string) *driver.Receive {
 		return nil
 	}
 	port := a.bound.Reverse[i]
-	u, err := imageURL(a.cfg.Address, targetAddress, port, "")
+	u, err := imageURL("https", a.cfg.Address, targetAddress, port, "")
+	var cert *tls.Certificate
+	if err == nil {
+		cert, err = a.certificate()
+	}
 	if err != nil {
 		a.log.Warn("no receive port for the target: polling only", "target", a.targets[i].Name, "err", err)
 		return nil
@@ -23,5 +27,5 @@ func (a *agent) receiveFor(i int, targetAddress string) *driver.Receive {
 	if l == nil {
 		return nil
 	}
-	return &driver.Receive{Listener: l, URL: "https://" + strings.TrimPrefix(u, "http://")}
+	return &driver.Receive{Listener: l, URL: u, Certificate: cert}
 }

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +40,7 @@ type options struct {
 	httpClient *http.Client
 	minWrite   time.Duration
 	onBound    func(Bound)
+	onCert     func(tls.Certificate)
 	level      slog.Level
 }
 
@@ -65,6 +67,10 @@ func WithMinWriteInterval(d time.Duration) Option { return func(o *options) { o.
 
 // WithOnBound calls f with the ports bound, before any target is touched.
 func WithOnBound(f func(Bound)) Option { return func(o *options) { o.onBound = f } }
+
+// WithOnCertificate calls f with the agent's certificate once it is made (tests that look for
+// its private key).
+func WithOnCertificate(f func(tls.Certificate)) Option { return func(o *options) { o.onCert = f } }
 
 // WithLogLevel sets the lowest level logged (default Info).
 func WithLogLevel(l slog.Level) Option { return func(o *options) { o.level = l } }
@@ -98,6 +104,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 	}
 	reg := o.drivers
 	var events *ilo.EventCounters
+	var callbacks *linux.CallbackCounters
 	if reg == nil {
 		reg = driver.Registry{}
 		iloOpts := o.ilo
@@ -112,12 +119,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 		oaOpts, linuxOpts := o.oa, o.linux
 		oaOpts.Logger = log.With("driver", "oa")
 		linuxOpts.Logger = log.With("driver", "linux")
+		if linuxOpts.Callbacks == nil {
+			linuxOpts.Callbacks = &linux.CallbackCounters{}
+		}
+		callbacks = linuxOpts.Callbacks
 		reg[driver.TypeOA] = oa.NewFactory(oaOpts)
 		reg[driver.TypeLinux] = linux.NewFactory(linuxOpts)
 	}
 	return Run(ctx, cfg, Deps{
 		Client: c, Drivers: reg, HTTPClient: o.httpClient, Log: log,
-		MinWriteInterval: o.minWrite, OnBound: o.onBound, redactor: red, iloEvents: events,
+		MinWriteInterval: o.minWrite, OnBound: o.onBound, OnCertificate: o.onCert, redactor: red, iloEvents: events, linuxCallbacks: callbacks,
 	})
 }
 

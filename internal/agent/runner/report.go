@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,19 +46,25 @@ func statusChanged(a, b fwv1.TargetUpdateStatus) bool {
 		a.VersionBefore != b.VersionBefore || a.VersionAfter != b.VersionAfter ||
 		a.RebootRequired != b.RebootRequired || a.SessionPort != b.SessionPort ||
 		a.FirmwareServerPort != b.FirmwareServerPort || a.ControlPort != b.ControlPort || a.IPCPort != b.IPCPort ||
-		!slices.Equal(a.ReceivePorts, b.ReceivePorts) || a.Node != b.Node || a.AgentPod != b.AgentPod
+		!slices.Equal(a.ReceivePorts, b.ReceivePorts) || a.ReceivePort != b.ReceivePort || a.ReceiveVia != b.ReceiveVia || a.Node != b.Node || a.AgentPod != b.AgentPod
 }
 
 // reportTo puts the ports the agent really bound into a target's status: the target's own
 // session port (rule P4) and the agent's control (P1), firmware server (P2), inter-process
 // and receive ports (P5). The controller shows them in the UpdateJob's status.agents from
-// there (ports.md, "Across the cluster": the agent reports the ports it really bound).
-func (b Bound) reportTo(s *fwv1.TargetUpdateStatus, target string) {
+// there (ports.md, "Across the cluster": the agent reports the ports it really bound). The
+// i-th target of the agent, of type typ, receives on the i-th receive port (receiveFor) when
+// its type sends to one.
+func (b Bound) reportTo(s *fwv1.TargetUpdateStatus, target string, i int, typ fwv1.TargetType) {
 	s.SessionPort = int32(b.Sessions[target])
 	s.ControlPort, s.FirmwareServerPort, s.IPCPort = int32(b.Control), int32(b.Firmware), int32(b.IPC)
 	s.ReceivePorts = nil
 	for _, p := range b.Reverse {
 		s.ReceivePorts = append(s.ReceivePorts, int32(p))
+	}
+	s.ReceivePort, s.ReceiveVia = 0, ""
+	if via := typ.ReceiveVia(); via != "" && i < len(b.Reverse) {
+		s.ReceivePort, s.ReceiveVia = int32(b.Reverse[i]), via
 	}
 }
 
@@ -159,8 +166,12 @@ func (r *reporter) readPatiently(ctx context.Context, key types.NamespacedName) 
 		switch {
 		case err == nil || apierrors.IsNotFound(err) || apierrors.IsUnauthorized(err):
 			return tu, err
-		case apierrors.IsForbidden(err):
+		case PolicyRefused(err):
 			r.log.Info("the API server does not let this pod read its TargetUpdate yet: waiting for the controller to assign it (status.agentPod)",
+				"targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
+		case apierrors.IsForbidden(err):
+			r.log.Warn("the API server does not authorize this pod's ServiceAccount to read its TargetUpdate (the job's Role): retrying, "+
+				"as a kube-apiserver that has just started does until its authorization cache is filled",
 				"targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
 		default:
 			r.log.Warn("could not read the TargetUpdate; retrying", "targetUpdate", key.Name, "in", wait, "err", r.redact(err.Error()))
@@ -286,14 +297,14 @@ func (r *reporter) patchStatusLocked(ctx context.Context, next fwv1.TargetUpdate
 			r.obj = out
 			return nil
 		}
-		if apierrors.IsForbidden(err) {
+		if PolicyRefused(err) {
 			return r.handedOverLocked(err.Error())
 		}
 		if !apierrors.IsConflict(err) {
 			return err
 		}
 		fresh, err := ReadTargetUpdate(ctx, r.c, client.ObjectKeyFromObject(cur))
-		if apierrors.IsForbidden(err) {
+		if PolicyRefused(err) {
 			return r.handedOverLocked(err.Error())
 		}
 		if err != nil {
@@ -305,6 +316,15 @@ func (r *reporter) patchStatusLocked(ctx context.Context, next fwv1.TargetUpdate
 		cur = fresh
 	}
 	return fmt.Errorf("TargetUpdate %s kept changing under the agent's write", r.obj.Name)
+}
+
+// PolicyRefused reports whether err is the admission policy firmware-operator-agent-writes
+// refusing this pod a TargetUpdate that is no longer assigned to it. Any other Forbidden is
+// authorization (RBAC), which can be passing: a kube-apiserver that has just restarted refuses
+// requests its Role cache has not caught up with ("role ... not found") for a few seconds.
+// Taken for a hand-over, that left a finished flash unreported and its target failed.
+func PolicyRefused(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "ValidatingAdmissionPolicy")
 }
 
 // handedOverLocked stops every write of a TargetUpdate this agent read before and that is

@@ -234,3 +234,34 @@ func TestPolicyRefusalMeansHandedOver(t *testing.T) {
 		})
 	}
 }
+
+// rbacRefusal is what a kube-apiserver that has just restarted answers until its RBAC cache
+// holds the job's Role again (seen in the chaos suite once agents used their pod's token).
+func rbacRefusal(name string) error {
+	return apierrors.NewForbidden(fwv1.GroupVersion.WithResource("targetupdates/status").GroupResource(), name,
+		errors.New(`User "system:serviceaccount:`+testNS+`:job-agent" cannot patch resource "targetupdates/status" in API group "firmware.fwops.io" `+
+			`in the namespace "`+testNS+`": RBAC: role.rbac.authorization.k8s.io "job-agent" not found`))
+}
+
+// An authorization refusal is not a hand-over: the final status of a finished flash is
+// retried until it lands. Before, any Forbidden stopped every write, the target was failed as
+// "agent pod ended before the target finished", and its retry flashed it again.
+func TestAuthorizationRefusalIsRetried(t *testing.T) {
+	tu := newTU(testJob, "t0")
+	var refusals atomic.Int32
+	r, c := reporterFor(t, tu, interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			if !isRead(p, obj) && refusals.Add(1) <= 3 {
+				return rbacRefusal(tu.Name)
+			}
+			return c.SubResource(sub).Patch(ctx, obj, p, opts...)
+		},
+	})
+	r.finish(context.Background(), fwv1.TargetPhaseSucceeded, "flashed and verified", nil)
+	if r.refused != nil {
+		t.Fatalf("an RBAC refusal was taken for a hand-over: %v", r.refused)
+	}
+	if got := phaseIn(t, c, tu); got.Status.Phase != fwv1.TargetPhaseSucceeded {
+		t.Fatalf("phase = %q after %d refused writes, want Succeeded", got.Status.Phase, refusals.Load())
+	}
+}

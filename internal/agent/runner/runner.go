@@ -10,6 +10,7 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,12 +29,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/agentcert"
 	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agent/control"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/firmware"
 	"github.com/fwops/firmware-operator/internal/agent/fwserver"
 	"github.com/fwops/firmware-operator/internal/agent/ilo"
+	"github.com/fwops/firmware-operator/internal/agent/linux"
 )
 
 // Deps are what an agent gets from its surroundings rather than from its flags.
@@ -58,9 +61,15 @@ type Deps struct {
 	// DefaultFinalWriteTimeout).
 	FinalWriteTimeout time.Duration
 
+	// OnCertificate, when set, is called with the agent's certificate once it is made (the
+	// secret scan looks for its private key everywhere).
+	OnCertificate func(tls.Certificate)
+
 	redactor *redactor // shared with the drivers' loggers when Main built them
 	// iloEvents counts the iLO drivers' Redfish events, for /metrics, when Main built them.
 	iloEvents *ilo.EventCounters
+	// linuxCallbacks counts the Linux drivers' call-backs, for /metrics, when Main built them.
+	linuxCallbacks *linux.CallbackCounters
 }
 
 // agent is one run.
@@ -78,6 +87,9 @@ type agent struct {
 	metrics *control.Metrics
 	fw      *fwserver.Server
 	imgOK   atomic.Bool
+	// certificate is the agent's (agentcert), made on first use: for HTTPS on the firmware
+	// port (rule P2) and the Redfish event listeners (rule P5).
+	certificate func() (*tls.Certificate, error)
 }
 
 // Status implements control.StatusSource for /status and /metrics.
@@ -123,6 +135,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	log = log.With("job", cfg.Job, "node", cfg.Node, "pod", cfg.Pod)
 	a := &agent{cfg: cfg, deps: deps, log: log, red: red}
+	a.certificate = sync.OnceValues(a.makeCertificate)
 
 	// Secrets first, so that nothing logged afterwards can carry them.
 	a.readTargets()
@@ -177,6 +190,9 @@ func (a *agent) serveControl() (stop func()) {
 	a.metrics = control.NewMetrics(a)
 	if ev := a.deps.iloEvents; ev != nil {
 		a.metrics.CountRedfishEvents(ev.Accepted.Load, ev.Dropped.Load) // rule P5
+	}
+	if cb := a.deps.linuxCallbacks; cb != nil {
+		a.metrics.CountLinuxCallbacks(cb.Accepted.Load, cb.Refused.Load) // rule P5
 	}
 	ctl := &control.Server{Status: a, Metrics: a.metrics, Log: a.log}
 	ctl.SetReady(func() error {
@@ -267,7 +283,7 @@ func (a *agent) run(ctx context.Context) {
 		r.update(ctx, true, func(s *fwv1.TargetUpdateStatus) {
 			now := metav1.NewTime(a.deps.Now())
 			s.Node, s.AgentPod = a.cfg.Node, a.cfg.Pod
-			a.bound.reportTo(s, r.target.Name)
+			a.bound.reportTo(s, r.target.Name, i, fwv1.TargetType(a.targets[i].Type))
 			s.StartTime, s.CompletionTime = &now, nil
 			s.Message = "downloading and verifying the firmware image"
 			// A target the agent was flashing keeps its phase until its version is read.
@@ -294,7 +310,7 @@ func (a *agent) run(ctx context.Context) {
 	paths, stop, err := a.serveImages(map[string]firmware.Image{a.cfg.JobUID + "/" + a.cfg.Job: img})
 	if err != nil {
 		for _, i := range active {
-			a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, "cannot serve the firmware image: "+err.Error(), nil)
+			a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, "cannot serve the firmware image"+err.Error(), nil)
 		}
 		return
 	}
@@ -312,13 +328,19 @@ func (a *agent) run(ctx context.Context) {
 }
 
 // serveImages registers the verified images, by key, and serves them on the bound firmware
-// port (rule P2) until stop; paths are the images' URL paths by key.
+// port (rule P2), over HTTPS too unless the PortPolicy disables it, until stop; paths are the
+// images' URL paths by key. Its error reads after "cannot serve the firmware image".
 func (a *agent) serveImages(imgs map[string]firmware.Image) (paths map[string]string, stop func(), err error) {
 	a.fw = &fwserver.Server{Log: a.log, OnServed: func(_ string, n int64) { a.metrics.AddBytesServed(n) }}
+	if a.cfg.ServesHTTPS() {
+		if a.fw.Certificate, err = a.certificate(); err != nil {
+			return nil, nil, fmt.Errorf(" over HTTPS, nothing was flashed: %w", err)
+		}
+	}
 	paths = map[string]string{}
 	for key, img := range imgs {
 		if paths[key], err = a.fw.Register(key, img); err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf(": %w", err)
 		}
 	}
 	fl := a.held.take(a.bound.Firmware)
@@ -442,17 +464,45 @@ func targetFromMounts(cfg config.Config, t config.Target) (driver.Target, error)
 	return dt, nil
 }
 
-// imageURL is the URL a target pulls the image from (rule P2): the agent's address as the
-// target sees it, the bound firmware port and the registered path.
-func imageURL(advertise, targetAddress string, port int, urlPath string) (string, error) {
-	host := advertise
-	if host == "" {
-		var err error
-		if host, err = localAddressToward(targetAddress); err != nil {
-			return "", err
+// imageURL is the URL a target pulls the image from (rule P2): scheme (http or https), the
+// agent's address as the target sees it, the bound firmware port and the registered path.
+func imageURL(scheme, advertise, targetAddress string, port int, urlPath string) (string, error) {
+	host, err := agentHost(advertise, targetAddress)
+	if err != nil {
+		return "", err
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port)) + urlPath, nil
+}
+
+// agentHost is the agent's address as a target sees it: the advertised one, else the one the
+// kernel routes toward the target from.
+func agentHost(advertise, targetAddress string) (string, error) {
+	if advertise != "" {
+		return advertise, nil
+	}
+	return localAddressToward(targetAddress)
+}
+
+// makeCertificate makes the agent's certificate for the addresses its targets reach it at,
+// valid for the job's per-target timeout and a day more (an agent also waits for its claims
+// and between targets; the targets do not check the validity anyway).
+func (a *agent) makeCertificate() (*tls.Certificate, error) {
+	var hosts []string
+	for _, t := range a.targets {
+		if h, err := agentHost(a.cfg.Address, t.Address); err == nil {
+			hosts = append(hosts, h)
 		}
 	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(port)) + urlPath, nil
+	now := a.deps.Now()
+	cert, err := agentcert.New(hosts, now, now.Add(a.cfg.Timeout+24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("agent certificate made", "sha256", agentcert.FingerprintSHA256(cert), "addresses", fmt.Sprint(hosts))
+	if a.deps.OnCertificate != nil {
+		a.deps.OnCertificate(cert)
+	}
+	return &cert, nil
 }
 
 // localAddressToward is the local address the kernel would use to reach the target: a UDP

@@ -478,7 +478,7 @@ func TestTargetHostAndImageURL(t *testing.T) {
 			t.Errorf("targetHost(%q) = %q, want %q", in, got, want)
 		}
 	}
-	u, err := imageURL("", "127.0.0.1:443", 63001, "/fw/tok/a.bin")
+	u, err := imageURL("http", "", "127.0.0.1:443", 63001, "/fw/tok/a.bin")
 	if err != nil || u != "http://127.0.0.1:63001/fw/tok/a.bin" {
 		t.Errorf("imageURL = %q, %v", u, err)
 	}

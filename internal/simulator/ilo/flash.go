@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,11 +81,25 @@ func (s *Sim) postSimpleUpdate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyMissing", "ImageURI is required")
 		return
 	}
-	if tp := strings.ToUpper(body.TransferProtocol); tp != "" && tp != "HTTP" && tp != "HTTPS" {
-		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyValueNotInList", "TransferProtocol must be HTTP or HTTPS")
+	if tp := strings.ToUpper(body.TransferProtocol); tp != "" && !s.offersTransferProtocol(tp) {
+		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyValueNotInList", "TransferProtocol "+body.TransferProtocol+" is not one of TransferProtocol@Redfish.AllowableValues")
 		return
 	}
+	s.noteFlashRequest(FlashRequest{Action: "SimpleUpdate", ImageURI: body.ImageURI, TransferProtocol: body.TransferProtocol})
 	s.startFlash(w, flashReq{route: routeSimpleUpdate, imageURI: body.ImageURI})
+}
+
+// offersTransferProtocol says whether the UpdateService lists tp for SimpleUpdate.
+func (s *Sim) offersTransferProtocol(tp string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list, _ := field(s.tree.get("/redfish/v1/UpdateService"), "Actions", "#UpdateService.SimpleUpdate")["TransferProtocol@Redfish.AllowableValues"].([]any)
+	for _, v := range list {
+		if p, ok := v.(string); ok && strings.EqualFold(p, tp) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Sim) postAddFromURI(w http.ResponseWriter, r *http.Request) {
@@ -104,6 +120,7 @@ func (s *Sim) postAddFromURI(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyMissing", "ImageURI is required")
 		return
 	}
+	s.noteFlashRequest(FlashRequest{Action: "AddFromUri", ImageURI: body.ImageURI})
 	if body.UpdateTarget == nil || !*body.UpdateTarget {
 		// Repository only: download and store it, flash nothing (repository.go).
 		s.postAddToRepository(w, body.ImageURI, body.ComponentSignatureURI)
@@ -127,6 +144,14 @@ func (s *Sim) postInstallFromURI(w http.ResponseWriter, r *http.Request) {
 	}
 	if body.FirmwareURI == "" {
 		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyMissing", "FirmwareURI is required")
+		return
+	}
+	s.noteFlashRequest(FlashRequest{Action: "InstallFromURI", ImageURI: body.FirmwareURI})
+	// iLO 4 downloads firmware over plain HTTP only: HPE documents FirmwareURI as an http://
+	// URI, and its update resource advertises no TransferProtocol. It refuses the request
+	// rather than flash anything.
+	if !strings.HasPrefix(strings.ToLower(body.FirmwareURI), "http://") {
+		writeError(w, http.StatusBadRequest, "Base.1.4.PropertyValueFormatError", "FirmwareURI must be an http:// URI: iLO 4 cannot download firmware over HTTPS")
 		return
 	}
 	s.startFlash(w, flashReq{route: routeInstallFromURI, imageURI: body.FirmwareURI})
@@ -323,8 +348,9 @@ func (s *Sim) download(ctx context.Context, uri string) ([]byte, error) {
 		return nil, err
 	}
 	cl := &http.Client{Transport: &http.Transport{
-		// The agent's firmware server is plain HTTP; for HTTPS ImageURIs the simulator is as
-		// lenient as an iLO without a configured CA.
+		// For HTTPS ImageURIs the simulator is as lenient as an iLO 5: its UpdateService has
+		// no place for a CA to trust for image downloads (no RemoteServerCertificates, no
+		// VerifyRemoteServerCertificate in the captures), so it accepts any certificate.
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see above
 		Proxy:           nil,
 	}}
@@ -339,6 +365,10 @@ func (s *Sim) download(ctx context.Context, uri string) ([]byte, error) {
 	}
 	s.mu.Lock()
 	s.secrets.imageURIs = append(s.secrets.imageURIs, uri)
+	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
+		sum := sha256.Sum256(resp.TLS.PeerCertificates[0].Raw)
+		s.secrets.serverCerts = append(s.secrets.serverCerts, hex.EncodeToString(sum[:]))
+	}
 	bps := s.faults.DownloadBytesPerSec
 	s.mu.Unlock()
 	body := io.LimitReader(resp.Body, maxImage+1)

@@ -106,6 +106,10 @@ type Config struct {
 	// SimpleUpdateTask makes SimpleUpdate answer 202 with a Task, as iLO 5 2.30 and later do;
 	// otherwise it answers 200 with no task, as older iLO 5 do.
 	SimpleUpdateTask bool
+	// SimpleUpdateProtocols, when set, replaces the TransferProtocol values the UpdateService
+	// advertises for SimpleUpdate (the captures list HTTP and HTTPS), as a firmware that lists
+	// fewer would: the iLO then refuses a TransferProtocol it does not list.
+	SimpleUpdateProtocols []string
 	// NoSessions refuses session logins with 405, so that clients must use Basic auth.
 	NoSessions bool
 	// IgnoreExpand serves collections as bare links even when $expand is asked, as some
@@ -253,6 +257,13 @@ func New(cfg Config) (*Sim, error) {
 	s := &Sim{cfg: cfg, tree: cfg.Capture.newTree(cfg.Model), sessions: map[string]string{}, done: make(chan struct{})}
 	s.flashCtx, s.flashCancel = context.WithCancel(context.Background())
 	s.initRepository()
+	if cfg.SimpleUpdateProtocols != nil && cfg.Model != ILO4 {
+		protocols := make([]any, len(cfg.SimpleUpdateProtocols))
+		for i, p := range cfg.SimpleUpdateProtocols {
+			protocols[i] = p
+		}
+		obj(s.tree.edit("/redfish/v1/UpdateService"), "Actions", "#UpdateService.SimpleUpdate")["TransferProtocol@Redfish.AllowableValues"] = protocols
+	}
 	return s, nil
 }
 

@@ -21,13 +21,19 @@ type Server = sshdhost.Server
 // when CI=true, so that CI cannot pass by skipping.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t)
+}
+
+// StartWith is Start with more sshd_config lines (sshdhost.StartWith).
+func StartWith(t testing.TB, options ...string) *Server {
+	t.Helper()
 	if err := sshdhost.Available(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(err)
 		}
 		t.Skip(err)
 	}
-	s, err := sshdhost.Start(t.TempDir())
+	s, err := sshdhost.StartWith(t.TempDir(), options...)
 	if err != nil {
 		if errors.Is(err, sshdhost.ErrUnavailable) && os.Getenv("CI") != "true" {
 			t.Skip(err)
