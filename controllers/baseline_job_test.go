@@ -141,11 +141,13 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
 					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
 				{Name: "rom", Kind: fwv1.BaselineKindSystemROM,
-					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/rom.fwpkg", SHA256: testSHA, Version: "3.40"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
+					Firmware: fwv1.FirmwareSource{URL: "https://fw.example.net/rom.fwpkg", SHA256: testSHA, Version: "3.40"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5},
+						Models: []string{"ProLiant DL325 Gen10 Plus"}}},
 			}},
 		}
 		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		// The model-bound ROM cannot be judged before an agent read the model.
 		gomega.Eventually(func() int32 { return getBaseline(b).Status.Counts.Drifting }).Should(gomega.Equal(int32(1)))
 
 		// What a baseline job's agent leaves on the TargetUpdate it finished: the iLO and the
@@ -157,6 +159,7 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 		gomega.Expect(k8sClient.Create(suiteCtx, tu)).To(gomega.Succeed())
 		now := metav1.Now()
 		tu.Status = fwv1.TargetUpdateStatus{Phase: fwv1.TargetPhaseSucceeded, CompletionTime: &now, ComponentsDone: 2, ComponentsTotal: 2,
+			Model:              "ProLiant DL325 Gen10 Plus",
 			ComponentsProgress: "2/2", Components: []fwv1.ComponentUpdate{
 				{Name: "ilo5", Kind: fwv1.BaselineKindILO, From: "2.46", To: "3.10", Phase: fwv1.TargetPhaseSucceeded},
 				{Name: "rom", Kind: fwv1.BaselineKindSystemROM, From: "2.40", To: "3.40", Phase: fwv1.TargetPhaseSucceeded},
@@ -168,6 +171,9 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 			gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: targets[0]}, t)).To(gomega.Succeed())
 			return t.Status.FirmwareVersions
 		}).Should(gomega.ConsistOf(iloAt("3.10"), fwv1.ComponentVersion{Component: fwv1.ComponentSystemROM, Version: "3.40"}))
+		ut := &fwv1.UpdateTarget{}
+		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: targets[0]}, ut)).To(gomega.Succeed())
+		gomega.Expect(ut.Status.Model).To(gomega.Equal("ProLiant DL325 Gen10 Plus"), "the model the agent read")
 		gomega.Eventually(func() string { return getBaseline(b).Status.Compliance }).Should(gomega.Equal("1/1"))
 	})
 

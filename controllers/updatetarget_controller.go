@@ -161,6 +161,9 @@ func (r *UpdateTargetReconciler) recordVersions(ctx context.Context, t *fwv1.Upd
 			}
 		}
 	}
+	if last != nil && last.Status.Model != "" {
+		t.Status.Model = last.Status.Model
+	}
 	if last != nil {
 		t.Status.LastJob = last.Spec.JobName
 		t.Status.LastUpdateTime = last.Status.CompletionTime

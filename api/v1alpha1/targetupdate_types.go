@@ -174,6 +174,12 @@ type TargetUpdateStatus struct {
 	// +kubebuilder:validation:MaxItems=200
 	Components []ComponentUpdate `json:"components,omitempty"`
 
+	// model is the server model the agent read from the target's inventory, for a job with
+	// a baselineRef ("ProLiant DL325 Gen10 Plus").
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Model string `json:"model,omitempty"`
+
 	// componentsDone counts the components that reached a final phase.
 	// +optional
 	// +kubebuilder:validation:Minimum=0

@@ -189,6 +189,12 @@ type UpdateTargetStatus struct {
 	// +listMapKey=component
 	FirmwareVersions []ComponentVersion `json:"firmwareVersions,omitempty"`
 
+	// model is the server model as its inventory names it, last read by a baseline job's
+	// agent; compliance tells by it which model-bound baseline components apply.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Model string `json:"model,omitempty"`
+
 	// lastJob names the last UpdateJob that touched this target.
 	// +optional
 	LastJob string `json:"lastJob,omitempty"`

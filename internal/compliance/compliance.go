@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/plan"
 	"github.com/fwops/firmware-operator/internal/fwversion"
 )
 
@@ -68,8 +69,11 @@ func evaluateTarget(b *fwv1.FirmwareBaseline, ut *fwv1.UpdateTarget) (Target, bo
 		if !slices.Contains(c.AppliesTo.TargetTypes, ut.Spec.Type) {
 			continue
 		}
+		if len(c.AppliesTo.Models) > 0 && ut.Status.Model != "" && !plan.ModelMatches(c.AppliesTo.Models, ut.Status.Model) {
+			continue // another model's component
+		}
 		applies = true
-		if why := unknowable(c); why != "" {
+		if why := unknowable(c, ut); why != "" {
 			t.Unknown = append(t.Unknown, c.Name+": "+why)
 			continue
 		}
@@ -93,13 +97,14 @@ func evaluateTarget(b *fwv1.FirmwareBaseline, ut *fwv1.UpdateTarget) (Target, bo
 }
 
 // unknowable says why a component cannot be judged from an UpdateTarget's status, which
-// records neither the server's model nor a version per Smart Component device.
-func unknowable(c fwv1.BaselineComponent) string {
+// records no version per Smart Component device, and the server's model only once a
+// baseline job's agent read it.
+func unknowable(c fwv1.BaselineComponent, ut *fwv1.UpdateTarget) string {
 	switch {
 	case c.Kind == fwv1.BaselineKindSmartComponent:
 		return "the UpdateTarget records no version per Smart Component device"
-	case len(c.AppliesTo.Models) > 0:
-		return "the UpdateTarget records no server model"
+	case len(c.AppliesTo.Models) > 0 && ut.Status.Model == "":
+		return "the UpdateTarget records no server model yet (a baseline job reads it)"
 	}
 	return ""
 }

@@ -19,6 +19,11 @@ func target(name string, typ fwv1.TargetType, versions ...fwv1.ComponentVersion)
 		Status: fwv1.UpdateTargetStatus{FirmwareVersions: versions}}
 }
 
+func withModel(t fwv1.UpdateTarget, model string) fwv1.UpdateTarget {
+	t.Status.Model = model
+	return t
+}
+
 func read(c fwv1.Component, v string) fwv1.ComponentVersion {
 	return fwv1.ComponentVersion{Component: c, Version: v}
 }
@@ -51,12 +56,18 @@ func TestEvaluate(t *testing.T) {
 		{name: "model-specific and device components cannot be told", components: []fwv1.BaselineComponent{rom, nic},
 			target: target("e", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.78"), read(fwv1.ComponentSystemROM, "2.68"), read(fwv1.ComponentSmartComponent, "08.60.12")),
 			want: &Target{Name: "e", State: Unknown, Unknown: []string{
-				"rom-a43: the UpdateTarget records no server model",
+				"rom-a43: the UpdateTarget records no server model yet (a baseline job reads it)",
 				"nic: the UpdateTarget records no version per Smart Component device"}}},
 		{name: "drift wins over unknown", components: []fwv1.BaselineComponent{rom},
 			target: target("f", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.44")),
 			want: &Target{Name: "f", State: Drifting, Drift: []fwv1.ComponentDrift{{Name: "ilo5", Version: "2.44", Wanted: "2.78"}},
-				Unknown: []string{"rom-a43: the UpdateTarget records no server model"}}},
+				Unknown: []string{"rom-a43: the UpdateTarget records no server model yet (a baseline job reads it)"}}},
+		{name: "a model read by a baseline job tells which model's ROM applies", components: []fwv1.BaselineComponent{rom},
+			target: withModel(target("h", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.78"), read(fwv1.ComponentSystemROM, "2.68")), "ProLiant DL325 Gen10 Plus"),
+			want:   &Target{Name: "h", State: Compliant}},
+		{name: "another model's ROM does not apply", components: []fwv1.BaselineComponent{rom},
+			target: withModel(target("i", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.78"), read(fwv1.ComponentSystemROM, "2.52")), "ProLiant XL675d Gen10 Plus"),
+			want:   &Target{Name: "i", State: Compliant}},
 		{name: "no component for iLO 4", target: target("g", fwv1.TargetTypeILO4, read(fwv1.ComponentILO, "2.80"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

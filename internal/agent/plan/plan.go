@@ -173,15 +173,21 @@ func (m *maker) applies(c *fwv1.BaselineComponent) bool {
 	if m.inv.TargetType == fwv1.TargetTypeOA && (c.Kind == fwv1.BaselineKindILO) != m.inv.Bay {
 		return false // an OA target flashes either the OA or, with a bay, that blade's iLO
 	}
-	if len(a.Models) > 0 && !slices.ContainsFunc(a.Models, func(model string) bool {
-		return strings.EqualFold(strings.TrimSpace(model), strings.TrimSpace(m.inv.Model))
-	}) {
+	if len(a.Models) > 0 && !ModelMatches(a.Models, m.inv.Model) {
 		return false
 	}
 	if c.Kind == fwv1.BaselineKindSmartComponent && len(m.devices(c)) == 0 {
 		return false // none of its devices is in this server
 	}
 	return true
+}
+
+// ModelMatches says whether a server model, as its inventory names it, is one of models
+// (appliesTo.models): the same name, whatever its case and surrounding spaces.
+func ModelMatches(models []string, model string) bool {
+	return slices.ContainsFunc(models, func(m string) bool {
+		return strings.EqualFold(strings.TrimSpace(m), strings.TrimSpace(model))
+	})
 }
 
 // undecided says why a recorded inventory cannot tell whether c applies, or "".

@@ -143,6 +143,7 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 	}
 	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
 		s.Components, s.ComponentsTotal, s.ComponentsDone = list, int32(len(list)), int32(done)
+		s.Model = inv.Model
 		s.ComponentsProgress = fmt.Sprintf("%d/%d", done, len(list))
 		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
 		s.Message = fmt.Sprintf("installing %d of the %d components of FirmwareBaseline %s (%s) that apply", len(p.Steps), len(list), b.Name, b.Spec.Version)

@@ -171,6 +171,11 @@ func TestEndToEndBaseline(t *testing.T) {
 		}
 	}
 	ranOnce()
+	for name, model := range map[string]string{"dl325": "ProLiant DL325 Gen10 Plus", "xl675d": "ProLiant XL675d Gen10 Plus"} {
+		if s := e.status("spp", name); s.Model != model {
+			t.Errorf("%s: status.model %q, want %q", name, s.Model, model)
+		}
+	}
 	if v := sims["dl325"].Version("SystemROM"); !strings.Contains(v, "v2.68") {
 		t.Errorf("DL325 runs ROM %q after its one reboot, want 2.68", v)
 	}
