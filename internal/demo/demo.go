@@ -2,8 +2,9 @@
 // it starts a local control plane (envtest's kube-apiserver and etcd), a simulated fleet on
 // loopback (iLO 4/5/6, an Onboard Administrator, a Linux host over a real sshd when one is
 // installed), the real manager in-process and the agents (kubeletsim plays the kubelet),
-// applies the sample PortPolicy and one UpdateJob per component, shows the rollout live and
-// ends with a summary table. It prints a kubeconfig so that kubectl can watch alongside.
+// applies the sample PortPolicy, a FirmwareBaseline of the fleet's images and, after showing
+// each target's plan from a dry run, one UpdateJob of it (or, with --baseline=false, one
+// UpdateJob per component), shows the rollout live and ends with a summary table. It prints a kubeconfig so that kubectl can watch alongside.
 package demo
 
 import (
@@ -48,6 +49,17 @@ const agentImage = "ghcr.io/fwops/firmware-operator:demo"
 // errInterrupted is what a Ctrl-C during the rollout returns, after the clean-up.
 var errInterrupted = errors.New("interrupted before the rollout finished")
 
+// errManagerStopped is what the demo ends with when its in-process manager stops by itself.
+var errManagerStopped = errors.New("the manager stopped")
+
+// managerStoppedOr is the manager's error when it is why ctx ended, else err.
+func managerStoppedOr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errManagerStopped) {
+		return cause
+	}
+	return err
+}
+
 // Options configure one demo run. Run sets them from flags; tests set them directly.
 type Options struct {
 	// ILO4, ILO5, ILO6 and OA are how many simulators of each kind to start.
@@ -72,6 +84,10 @@ type Options struct {
 	ANSI bool
 	// Out receives everything the demo prints.
 	Out io.Writer
+	// Baseline rolls out one FirmwareBaseline of every image the fleet serves, in one
+	// UpdateJob, after showing each target's plan from a dry run; otherwise one UpdateJob per
+	// component is applied.
+	Baseline bool
 	// Cluster runs the rollout on a real single-node Kubernetes (internal/testutil/cluster):
 	// the manager installed with the Helm chart, agents as real pods of a kubelet and
 	// containerd. It needs root, containerd and hack/cluster-assets.sh's binaries.
@@ -80,7 +96,7 @@ type Options struct {
 
 // DefaultOptions is what `make demo` runs: a dozen iLOs, an OA and a Linux host.
 func DefaultOptions() Options {
-	return Options{ILO4: 4, ILO5: 4, ILO6: 4, OA: 1, Linux: true, MaxConcurrent: 4, FlashTime: 6 * time.Second,
+	return Options{ILO4: 4, ILO5: 4, ILO6: 4, OA: 1, Linux: true, Baseline: true, MaxConcurrent: 4, FlashTime: 6 * time.Second,
 		Dir: filepath.Join("bin", "demo"), Timeout: 5 * time.Minute, Refresh: 500 * time.Millisecond}
 }
 
@@ -95,7 +111,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.ILO6, "ilo6", o.ILO6, "number of simulated iLO 6")
 	fs.IntVar(&o.OA, "oa", o.OA, "number of simulated Onboard Administrators")
 	fs.BoolVar(&o.Linux, "linux", o.Linux, "add a Linux host over a real sshd (skipped, with a note, when sshd is not installed)")
-	maxConc := fs.Int("max-concurrent", int(o.MaxConcurrent), "spec.rollout.maxConcurrent of the iLO job")
+	fs.BoolVar(&o.Baseline, "baseline", o.Baseline, "roll out one FirmwareBaseline of every image in one UpdateJob, each target's plan shown first from a dry run; --baseline=false applies one UpdateJob per component")
+	maxConc := fs.Int("max-concurrent", int(o.MaxConcurrent), "spec.rollout.maxConcurrent of the iLO job (of the baseline job with --baseline)")
 	fs.DurationVar(&o.FlashTime, "flash-time", o.FlashTime, "how long each simulated iLO takes to write an image")
 	fs.StringVar(&o.Dir, "dir", o.Dir, "folder for the kubeconfig and the logs")
 	fs.BoolVar(&o.Keep, "keep", false, "leave the control plane, fleet and manager running after the summary, until Ctrl-C")
@@ -140,6 +157,10 @@ func isTerminal(w io.Writer) bool {
 // Demo runs the demo and returns its summary. The error is about the demo itself (a control
 // plane that did not start, an interrupt); failed targets are in the summary.
 func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
+	// A manager that stops on its own ends the demo with its error, rather than leaving the
+	// demo waiting for a rollout nobody drives.
+	ctx, stopDemo := context.WithCancelCause(ctx)
+	defer stopDemo(nil)
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
@@ -170,7 +191,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 			cleanups[i]()
 		}
 		if ctx.Err() != nil {
-			p.step("Cleaned up after the interrupt")
+			p.step("Cleaned up after %s", map[bool]string{true: "the manager stopped", false: "the interrupt"}[errors.Is(context.Cause(ctx), errManagerStopped)])
 		}
 	}()
 
@@ -268,8 +289,12 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		p.step("Starting the manager in-process (UpdateJob, UpdateTarget and PortPolicy controllers; log: %s)", logs.managerPath)
 		mgrDone := make(chan error, 1)
 		go func() {
-			mgrDone <- manager.Start(runCtx, manager.Options{Config: cfg, AgentImage: agentImage, LeaderElect: false,
-				MetricsAddr: "0", ProbeAddr: "0", Logger: slog.New(slog.NewJSONHandler(logs.manager, nil))})
+			err := manager.Start(runCtx, manager.Options{Config: cfg, AgentImage: agentImage, LeaderElect: false,
+				MetricsAddr: "0", ProbeAddr: "0", Logger: slog.New(slog.NewJSONHandler(logs.manager, nil)), SecondInProcess: true})
+			if runCtx.Err() == nil {
+				stopDemo(fmt.Errorf("%w: %v (its log: %s)", errManagerStopped, err, logs.managerPath))
+			}
+			mgrDone <- err
 		}()
 		p.step("Playing the kubelet: each agent pod the controller creates runs in-process (log: %s)", logs.agentsPath)
 		kubelet := kubeletsim.New(c)
@@ -314,7 +339,17 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		return nil, err
 	}
 	var jobs []*fwv1.UpdateJob
+	if o.Baseline {
+		job, err := applyBaseline(ctx, c, p, fl, policy.Name, o.MaxConcurrent)
+		if err != nil {
+			return nil, managerStoppedOr(ctx, err)
+		}
+		jobs = append(jobs, job)
+	}
 	for _, comp := range components(fl) {
+		if o.Baseline {
+			break
+		}
 		n := int32(1)
 		if comp == fwv1.ComponentILO {
 			n = o.MaxConcurrent
@@ -324,6 +359,9 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		jobs = append(jobs, j)
 	}
 	for _, j := range jobs {
+		if j.Spec.Firmware == nil {
+			continue // the baseline job, applied above
+		}
 		p.step("Applying UpdateJob %s: component %s, version %s, %d targets, maxConcurrent %d",
 			j.Name, j.Spec.Component, j.Spec.Firmware.Version, len(fl.TargetNames(typesOf(j.Spec.Component)...)), j.Spec.Rollout.MaxConcurrent)
 		if err := c.Create(ctx, j); err != nil {
@@ -339,6 +377,9 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	werr := w.run(rolloutCtx, o.Refresh)
 	if ctx.Err() != nil {
 		p.say("")
+		if errors.Is(context.Cause(ctx), errManagerStopped) {
+			return nil, context.Cause(ctx)
+		}
 		p.step("Interrupted")
 		return nil, errInterrupted
 	}
@@ -354,6 +395,9 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		p.step("Timed out after %s", o.Timeout)
 	} else {
 		p.step("Rollout finished")
+	}
+	if o.Baseline {
+		sum.Compliance = waitForCompliance(rolloutCtx, c, len(fl.Targets()), o.Refresh)
 	}
 	sum.Print(p)
 

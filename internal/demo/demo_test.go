@@ -3,6 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -12,27 +14,80 @@ import (
 	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
 )
 
-// TestDemo runs the demo as `make demo` does, with a smaller fleet and shorter flashes, and
-// checks that it succeeds and that its summary table lists every target as Succeeded.
+// TestDemo runs the demo as `make demo` did before baselines, one UpdateJob per component,
+// with a smaller fleet and shorter flashes, and checks that it succeeds and that its summary
+// table lists every target as Succeeded, flashed once.
 func TestDemo(t *testing.T) {
-	if _, err := apiserver.AssetsDir(); err != nil {
-		if apiserver.InCI() {
-			t.Fatal(err)
+	text := runDemo(t, "--baseline=false")
+	for _, job := range []string{"demo-ilo", "demo-oa"} {
+		if !strings.Contains(text, "UpdateJob "+job+": Succeeded") {
+			t.Errorf("no line for UpdateJob %s Succeeded:\n%s", job, text)
 		}
-		t.Skip(err)
 	}
+}
+
+// TestDemoBaseline runs the demo as `make demo` does: one FirmwareBaseline over the mixed
+// fleet, each target's plan shown from a dry run before anything runs, one UpdateJob, every
+// target flashed once, and the compliance view green at the end.
+func TestDemoBaseline(t *testing.T) {
+	text := runDemo(t)
+	plan := text[strings.Index(text, "Applying UpdateJob "+PlanJobName):]
+	rollout := strings.Index(plan, "Applying UpdateJob "+BaselineJobName)
+	if rollout < 0 {
+		t.Fatalf("the baseline job was not applied after the dry run:\n%s", text)
+	}
+	plan = plan[:rollout]
+	for _, name := range demoTargets(t) {
+		if !strings.Contains(plan, name+" ") || !regexp.MustCompile(name+` +dry run: would install 1 of 1 components, in this order: [a-z-]+ `).MatchString(plan) {
+			t.Errorf("no plan line for %s before the rollout:\n%s", name, plan)
+		}
+	}
+	if !strings.Contains(text, "UpdateJob "+BaselineJobName+": Succeeded") {
+		t.Errorf("no line for UpdateJob %s Succeeded:\n%s", BaselineJobName, text)
+	}
+	if strings.Contains(text, "UpdateJob "+PlanJobName+":") {
+		t.Errorf("the dry run is in the summary:\n%s", text)
+	}
+	want := fmt.Sprintf("FirmwareBaseline %s: %d compliant, 0 drifting, 0 unknown", BaselineName, len(demoTargets(t)))
+	if !strings.Contains(text, want) {
+		t.Errorf("the compliance view did not turn green (want %q):\n%s", want, text)
+	}
+	for _, r := range summaryRows(t, text) {
+		if !strings.Contains(r[2], "→") {
+			t.Errorf("%s: the versions cell %q does not show the installed component's before → after", r[0], r[2])
+		}
+	}
+}
+
+// demoTargets are the targets of the demo fleet the tests run.
+func demoTargets(t *testing.T) []string {
 	want := []string{"demo-ilo4-01", "demo-ilo5-01", "demo-ilo6-01", "demo-oa-01"}
 	if err := fleet.Available(); err == nil {
 		want = append(want, "demo-linux-01")
 	} else if apiserver.InCI() {
 		t.Fatal(err)
 	}
+	return want
+}
+
+// runDemo runs the demo with a smaller fleet and shorter flashes, and checks what every run
+// must show: success, the kubeconfig, and each target Succeeded, flashed once, through the
+// P2 and P4 ports. It returns the output.
+func runDemo(t *testing.T, args ...string) string {
+	t.Helper()
+	if _, err := apiserver.AssetsDir(); err != nil {
+		if apiserver.InCI() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	want := demoTargets(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	err := Run(ctx, []string{"--ilo4=1", "--ilo5=1", "--ilo6=1", "--oa=1", "--max-concurrent=2", "--flash-time=1s",
-		"--timeout=75s", "--dir", t.TempDir()}, &out, &out)
+	err := Run(ctx, append([]string{"--ilo4=1", "--ilo5=1", "--ilo6=1", "--oa=1", "--max-concurrent=2", "--flash-time=1s",
+		"--timeout=75s", "--dir", t.TempDir()}, args...), &out, &out)
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
@@ -75,6 +130,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("%s: no P4 session port in the summary", r[0])
 		}
 	}
+	return text
 }
 
 // summaryRows returns the cells of the summary table's rows: the lines after the header up

@@ -108,6 +108,9 @@ type Row struct {
 	Attempts    int32
 	Duration    time.Duration
 	Message     string
+	// Components, for a baseline job, are the installed components' versions (name
+	// before → after), in place of Before and After.
+	Components string
 	// Flashes is how many flashes the target's simulator saw start: the judge of "never
 	// flashed twice", counted by the fleet, not by the operator.
 	Flashes int
@@ -117,6 +120,9 @@ type Row struct {
 type Summary struct {
 	Rows []Row
 	Jobs []JobLine
+	// Compliance is how the fleet stands against the demo's FirmwareBaseline at the end
+	// (empty without --baseline).
+	Compliance string
 }
 
 // JobLine is one UpdateJob at the end of the demo.
@@ -171,7 +177,7 @@ func (s *Summary) Print(p *printer) {
 			// pulls from the agent's firmware server.
 			fw = "(P3 SSH)"
 		}
-		rows = append(rows, []string{r.Target, string(r.Type), versions(r.Before, r.After), fw, port(r.SessionPort),
+		rows = append(rows, []string{r.Target, string(r.Type), r.versions(), fw, port(r.SessionPort),
 			dash(r.Node), dur, strconv.Itoa(r.Flashes), dash(string(r.Phase))})
 		colors = append(colors, phaseColor(string(r.Phase)))
 	}
@@ -195,6 +201,9 @@ func (s *Summary) Print(p *printer) {
 		p.say("  UpdateJob %s: %s, %d succeeded, %d failed, %d skipped of %d", j.Name, dash(string(j.Phase)),
 			j.Counts.Succeeded, j.Counts.Failed, j.Counts.Skipped, j.Counts.Total)
 	}
+	if s.Compliance != "" {
+		p.say("  %s", s.Compliance)
+	}
 	verdict := fmt.Sprintf("%d of %d targets succeeded", s.Succeeded(), len(s.Rows))
 	if twice := s.NotFlashedOnce(); len(twice) > 0 {
 		p.say("\n%s", p.color(ansiRed+ansiBold, "Not flashed exactly once (the simulators' count): "+strings.Join(twice, ", ")+"."))
@@ -206,6 +215,15 @@ func (s *Summary) Print(p *printer) {
 	} else {
 		p.say("\n%s", p.color(ansiRed+ansiBold, "Only "+verdict+"."))
 	}
+}
+
+// versions is the row's version cell: the component's before → after, or for a baseline
+// job each installed component's.
+func (r Row) versions() string {
+	if r.Components != "" {
+		return r.Components
+	}
+	return versions(r.Before, r.After)
 }
 
 func versions(before, after string) string {
@@ -332,7 +350,9 @@ func (w *watcher) refresh(ctx context.Context) (bool, error) {
 	}
 	byTarget := map[string]fwv1.TargetUpdate{}
 	for _, tu := range tus.Items {
-		byTarget[tu.Spec.TargetName] = tu
+		if w.watches(tu.Spec.JobName) {
+			byTarget[tu.Spec.TargetName] = tu
+		}
 	}
 	w.rows = w.rows[:0]
 	for _, t := range w.fleet.Targets() {
@@ -341,6 +361,7 @@ func (w *watcher) refresh(ctx context.Context) (bool, error) {
 			st := tu.Status
 			r.Job, r.Phase, r.Percent, r.Message = tu.Spec.JobName, st.Phase, st.Percent, st.Message
 			r.Before, r.After, r.Node = st.VersionBefore, st.VersionAfter, st.Node
+			r.Components = componentVersions(st.Components)
 			r.SessionPort, r.FWPort, r.Attempts = st.SessionPort, st.FirmwareServerPort, st.Attempts
 			if st.StartTime != nil {
 				end := time.Now()
@@ -406,7 +427,7 @@ func (w *watcher) frame() []string {
 		if r.Phase != "" && r.Phase != fwv1.TargetPhasePending {
 			pct = strconv.Itoa(int(r.Percent))
 		}
-		rows = append(rows, []string{r.Target, string(r.Type), dash(string(r.Phase)), pct, versions(r.Before, r.After), dash(r.Node), port(r.SessionPort)})
+		rows = append(rows, []string{r.Target, string(r.Type), dash(string(r.Phase)), pct, r.versions(), dash(r.Node), port(r.SessionPort)})
 		colors = append(colors, phaseColor(string(r.Phase)))
 	}
 	tbl := table(rows)
@@ -426,6 +447,16 @@ func (w *watcher) frame() []string {
 		lines = append(lines, "  "+string(rs[:off])+w.p.color(colors[i-1], string(rs[off:off+phaseW]))+string(rs[off+phaseW:]))
 	}
 	return lines
+}
+
+// watches reports whether job is one of the watched jobs (the dry run of a baseline is not).
+func (w *watcher) watches(job string) bool {
+	for _, j := range w.jobs {
+		if j.Name == job {
+			return true
+		}
+	}
+	return false
 }
 
 // summary is the final state, targets in the order the fleet lists them.

@@ -22,6 +22,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -63,6 +64,10 @@ type Options struct {
 	Config *rest.Config
 	// Logger defaults to JSON on the process's stderr.
 	Logger *slog.Logger
+	// SecondInProcess lets a process start a manager after an earlier one (the demo's tests
+	// run it twice in one test binary): controller-runtime refuses a controller name that a
+	// process already registered, for the sake of its metrics.
+	SecondInProcess bool
 }
 
 // Run parses the flags and runs the manager until ctx ends.
@@ -139,6 +144,7 @@ func Start(ctx context.Context, o Options) (err error) {
 		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.ProbeAddr,
 		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
+		Controller:                    ctrlconfig.Controller{SkipNameValidation: &o.SecondInProcess},
 		Cache: cache.Options{
 			// managedFields are never read here and are most of a small object's size: at
 			// 10,000 TargetUpdates they would double the cache.

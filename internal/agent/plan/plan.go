@@ -298,6 +298,12 @@ func (m *maker) compare(c *fwv1.BaselineComponent) (from string, reason SkipReas
 			// A host records a version only once a job installed the component; HPE's
 			// Smart Components check what they find themselves (exit code 2: not needed).
 			older++
+		case v == "" && m.inv.Recorded:
+			// A dry run plans from what the UpdateTarget recorded, which is nothing before a
+			// first job: the agent reads the version before it installs anything, and skips
+			// a current one then. Planning it shows the firewall and time budget the most
+			// the job can take, where "not installed" would promise nothing will run.
+			older++
 		case !ok && v == "":
 			return v, Unordered, fmt.Sprintf("no %s version was read from the target: not installed", what(s))
 		case !ok:

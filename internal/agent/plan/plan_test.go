@@ -2,6 +2,7 @@ package plan
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -230,6 +231,21 @@ func TestMakeFromRecordedVersions(t *testing.T) {
 	}
 	if want := []string{"nic-bcm57414:Undecided", "rom-a55:Undecided", "rom-a48:Undecided"}; !reflect.DeepEqual(skipped, want) {
 		t.Errorf("skipped %q, want %q", skipped, want)
+	}
+}
+
+// Before a first job, an UpdateTarget has recorded no version: the dry run plans the
+// component with its version not read (the agent reads it, and skips a current one, before it
+// installs anything). Before, the dry run said "nothing to install" for a fresh fleet.
+func TestMakeFromNothingRecorded(t *testing.T) {
+	p := Make(Inventory{TargetType: fwv1.TargetTypeILO5, Recorded: true}, fleetBaseline())
+	if steps, _ := brief(p); !reflect.DeepEqual(steps, []string{"ilo5 ->3.10"}) {
+		t.Errorf("steps %q, want the iLO with its version not read", steps)
+	}
+	// The agent's own inventory is never planned from a version it could not read.
+	p = Make(Inventory{TargetType: fwv1.TargetTypeILO5}, fleetBaseline())
+	if steps, skipped := brief(p); len(steps) != 0 || !slices.Contains(skipped, "ilo5:Unordered") {
+		t.Errorf("steps %q, skipped %q: an unread version must not be installed over", steps, skipped)
 	}
 }
 
