@@ -292,7 +292,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 			err := manager.Start(runCtx, manager.Options{Config: cfg, AgentImage: agentImage, LeaderElect: false,
 				MetricsAddr: "0", ProbeAddr: "0", Logger: slog.New(slog.NewJSONHandler(logs.manager, nil)), SecondInProcess: true})
 			if runCtx.Err() == nil {
-				stopDemo(fmt.Errorf("%w: %v (its log: %s)", errManagerStopped, err, logs.managerPath))
+				stopDemo(fmt.Errorf("%w: %w (its log: %s)", errManagerStopped, err, logs.managerPath))
 			}
 			mgrDone <- err
 		}()
