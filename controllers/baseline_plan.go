@@ -43,7 +43,7 @@ func componentUpdates(p plan.Plan) []fwv1.ComponentUpdate {
 		if s.Reason == plan.Undecided {
 			phase = fwv1.TargetPhasePending
 		}
-		out = append(out, fwv1.ComponentUpdate{Name: s.Name, From: s.From, To: s.To, Phase: phase, Message: string(s.Reason) + ": " + s.Message})
+		out = append(out, fwv1.ComponentUpdate{Name: s.Name, Kind: s.Kind, From: s.From, To: s.To, Phase: phase, Message: string(s.Reason) + ": " + s.Message})
 	}
 	return out
 }

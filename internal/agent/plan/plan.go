@@ -50,7 +50,10 @@ type Step struct {
 
 // Skipped is an applicable component the plan does not install, with why.
 type Skipped struct {
-	Name     string
+	Name string
+	// Kind is the component's kind: a current one's version read is what the target runs,
+	// which the UpdateTarget records by kind.
+	Kind     fwv1.BaselineComponentKind
 	From, To string
 	Reason   SkipReason
 	Message  string
@@ -128,7 +131,7 @@ func Make(inv Inventory, baseline *fwv1.FirmwareBaseline) Plan {
 	for i := range baseline.Spec.Components {
 		c := &baseline.Spec.Components[i]
 		if why := m.undecided(c); why != "" {
-			m.plan.Skipped = append(m.plan.Skipped, Skipped{Name: c.Name, To: c.Firmware.Version, Reason: Undecided, Message: why})
+			m.plan.Skipped = append(m.plan.Skipped, Skipped{Name: c.Name, Kind: c.Kind, To: c.Firmware.Version, Reason: Undecided, Message: why})
 			continue
 		}
 		if m.applies(c) {
@@ -269,7 +272,7 @@ func (m *maker) decide(c *fwv1.BaselineComponent) {
 	to := c.Firmware.Version
 	from, reason, msg := m.compare(c)
 	skip := func(reason SkipReason, msg string) {
-		m.plan.Skipped = append(m.plan.Skipped, Skipped{Name: c.Name, From: from, To: to, Reason: reason, Message: msg})
+		m.plan.Skipped = append(m.plan.Skipped, Skipped{Name: c.Name, Kind: c.Kind, From: from, To: to, Reason: reason, Message: msg})
 	}
 	if reason != "" {
 		skip(reason, msg)

@@ -243,7 +243,7 @@ func planned(p plan.Plan, earlier map[string]fwv1.ComponentUpdate) []fwv1.Compon
 			out = append(out, e) // installed by an earlier agent, now current
 			continue
 		}
-		out = append(out, fwv1.ComponentUpdate{Name: s.Name, From: s.From, To: s.To, Phase: fwv1.TargetPhaseSkipped,
+		out = append(out, fwv1.ComponentUpdate{Name: s.Name, Kind: s.Kind, From: s.From, To: s.To, Phase: fwv1.TargetPhaseSkipped,
 			Message: string(s.Reason) + ": " + s.Message})
 	}
 	return out

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,8 +10,13 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/controllers"
 	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/linux"
@@ -180,6 +186,13 @@ func TestEndToEndBaseline(t *testing.T) {
 		t.Errorf("DL325 runs ROM %q after its one reboot, want 2.68", v)
 	}
 
+	t.Run("the compliance view turns green", func(t *testing.T) {
+		// The manager's UpdateTarget and FirmwareBaseline controllers, against the same API
+		// server, record what the rollout left on each target and judge the fleet against
+		// the baseline, as they do in the cluster.
+		expectCompliance(t, e, b, targets)
+	})
+
 	t.Run("a second run flashes nothing", func(t *testing.T) {
 		again := e.job("spp-again", config.Firmware{Component: "iLO"}, targets)
 		again.Baseline, again.BaselineGeneration, again.RebootIfRequired = b.Name, b.Generation, true
@@ -209,4 +222,66 @@ func TestEndToEndBaseline(t *testing.T) {
 			}
 		}
 	})
+}
+
+// expectCompliance creates the UpdateTargets of targets (their TargetUpdates name them), runs
+// the manager's UpdateTarget and FirmwareBaseline controllers against e's API server, and
+// waits for baseline b to count every target compliant.
+func expectCompliance(t *testing.T, e *e2e, b *fwv1.FirmwareBaseline, targets []config.Target) {
+	ctx, cancel := context.WithCancel(context.Background())
+	mgr, err := ctrl.NewManager(e.cfg, ctrl.Options{Scheme: e.c.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: ctrlconfig.Controller{SkipNameValidation: new(true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&controllers.UpdateTargetReconciler{Client: mgr.GetClient()}).SetupWithManager(ctx, mgr); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&controllers.FirmwareBaselineReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	for _, tg := range targets {
+		ut := &fwv1.UpdateTarget{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: tg.Name},
+			Spec: fwv1.UpdateTargetSpec{Type: fwv1.TargetType(tg.Type), Address: tg.Address,
+				CredentialsSecretRef: fwv1.SecretReference{Name: "creds-" + tg.Name}}}
+		switch ut.Spec.Type {
+		case fwv1.TargetTypeOA, fwv1.TargetTypeLinux:
+			ut.Spec.SSH = &fwv1.SSHSpec{KnownHostsSecretRef: &fwv1.SecretReference{Name: "known-hosts-" + tg.Name}}
+			if tg.SSHPort != 0 {
+				ut.Spec.SSH.Port = new(int32(tg.SSHPort))
+			}
+		default:
+			ut.Spec.TLS = &fwv1.TLSSpec{CertificateSHA256: tg.CertificateSHA256}
+		}
+		if err := e.c.Create(ctx, ut); err != nil {
+			t.Fatalf("creating UpdateTarget %s: %v", tg.Name, err)
+		}
+	}
+	got := &fwv1.FirmwareBaseline{}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if err := e.c.Get(ctx, client.ObjectKeyFromObject(b), got); err != nil {
+			t.Fatal(err)
+		}
+		if n := got.Status.Counts; n.Compliant == int32(len(targets)) && n.Drifting == 0 && n.Unknown == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			uts := &fwv1.UpdateTargetList{}
+			_ = e.c.List(ctx, uts, client.InNamespace(testNS))
+			var recorded []string
+			for _, ut := range uts.Items {
+				recorded = append(recorded, fmt.Sprintf("%s %s %v", ut.Name, ut.Status.Model, ut.Status.FirmwareVersions))
+			}
+			t.Fatalf("compliance %+v (%q), drifting %+v; want all %d compliant; recorded: %s", got.Status.Counts, got.Status.Compliance,
+				got.Status.DriftingTargets, len(targets), strings.Join(recorded, "; "))
+		}
+	}
 }

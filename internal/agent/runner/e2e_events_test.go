@@ -32,11 +32,11 @@ func newE2E(t testing.TB) *e2e {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	_, c := apiserver.StartForTest(t)
+	cfg, c := apiserver.StartForTest(t)
 	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNS}}); err != nil {
 		t.Fatal(err)
 	}
-	return &e2e{t: t, c: c, images: map[string][]byte{}, out: &syncbuf.Buffer{}}
+	return &e2e{t: t, cfg: cfg, c: c, images: map[string][]byte{}, out: &syncbuf.Buffer{}}
 }
 
 // eventRun is one agent run flashing one iLO 5's system ROM, and what it cost.

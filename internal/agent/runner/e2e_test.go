@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -42,6 +43,7 @@ const e2ePassword = "Fl4sh-Th3-Fl33t!"
 // e2e holds what the end-to-end runs share: the API server, the image server, all output.
 type e2e struct {
 	t      testing.TB
+	cfg    *rest.Config
 	c      client.Client
 	images map[string][]byte
 	out    *syncbuf.Buffer // stdout and stderr of every agent run
