@@ -62,6 +62,9 @@ func setUpHarness() *harness {
 		if mgr.cmd == nil || mgr.cmd.ProcessState != nil {
 			mgr.start()
 		}
+		// Stopped also when the clean-up below fails: a manager left running outlives the
+		// suite (one was found an hour after a failed run).
+		defer mgr.stop()
 		gomega.Expect(k8sClient.DeleteAllOf(suiteCtx, &fwv1.UpdateJob{}, client.InNamespace(ns))).To(gomega.Succeed())
 		gomega.Eventually(func() int {
 			var pods corev1.PodList
@@ -70,7 +73,6 @@ func setUpHarness() *harness {
 			gomega.Expect(k8sClient.List(suiteCtx, &jobs, client.InNamespace(ns))).To(gomega.Succeed())
 			return len(pods.Items) + len(jobs.Items)
 		}).Should(gomega.BeZero())
-		mgr.stop()
 		if h.f != nil {
 			gomega.Expect(h.f.Close()).To(gomega.Succeed())
 			h.f = nil

@@ -1,0 +1,95 @@
+// The dry-run plan: the agents, targets and ports a job would start, for a firewall request.
+
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agentpod"
+	"github.com/fwops/firmware-operator/internal/ports"
+)
+
+// plan writes, for a dry run, the agents the first wave would start: node, targets and the
+// ports each would open, so that a firewall request can be written before anything runs.
+func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline,
+	targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate) error {
+	nodes, err := r.eligibleNodes(ctx, policy)
+	if err != nil {
+		return err
+	}
+	s, err := summarize(job, tus, r.Clock.Now())
+	if err != nil {
+		return err
+	}
+	job.Status.Counts = s.counts
+	if len(nodes) == 0 {
+		blocked(job, ReasonNoEligibleNodes, "dry run: no Ready, schedulable node matches the PortPolicy's agents.nodeSelector and tolerations")
+		return nil
+	}
+	wave := min(int(job.Spec.Rollout.MaxConcurrent), len(targets))
+	batch := make([]agentpod.Target, wave)
+	for i := range batch {
+		batch[i] = agentpod.Target{Target: targets[i], TargetUpdate: targetUpdateName(job.Name, targets[i].Name), Attempt: 1}
+	}
+	agents, err := r.liveAgentPods(ctx)
+	if err != nil {
+		return err
+	}
+	job.Status.Agents = nil
+	taken := map[string]map[int]bool{}
+	for _, g := range spread(batch, nodes, agents, r.maxPerAgent()) {
+		if taken[g.node] == nil {
+			var onNode []corev1.Pod
+			for i := range agents {
+				if nodeOf(&agents[i]) == g.node {
+					onNode = append(onNode, agents[i])
+				}
+			}
+			taken[g.node] = ports.TakenFromPods(onNode)
+		}
+		a, err := ports.AssignForNode(ports.FromSpec(policy.Spec), taken[g.node], len(g.targets), nil)
+		if err != nil {
+			blocked(job, ReasonInvalidSpec, fmt.Sprintf("dry run: assigning ports on node %s: %v", g.node, err))
+			return nil
+		}
+		for _, p := range a.Ports() {
+			taken[g.node][p] = true
+		}
+		st := fwv1.AgentStatus{Node: g.node, Ports: agentPorts(a)}
+		receive := a.Receive()
+		for j, t := range g.targets {
+			st.Targets = append(st.Targets, t.Target.Name)
+			// The agent hands its j-th target the j-th receive port (runner.receiveFor).
+			if via := t.Target.Spec.Type.ReceiveVia(); via != "" && j < len(receive) {
+				st.Receive = append(st.Receive, fwv1.TargetReceivePort{Target: t.Target.Name, Port: int32(receive[j]), Via: via})
+			}
+		}
+		job.Status.Agents = append(job.Status.Agents, st)
+	}
+	job.Status.Phase = fwv1.JobPhasePlanned
+	msg := fmt.Sprintf("dry run: %d targets in waves of %d; status.agents lists the first wave's nodes and ports", len(targets), wave)
+	if baseline != nil {
+		if err := r.writeTargetPlans(ctx, job, baseline, targets, tus); err != nil {
+			return err
+		}
+		msg += fmt.Sprintf("; each TargetUpdate's status.components lists its plan for FirmwareBaseline %s (%s)", baseline.Name, baseline.Spec.Version)
+	}
+	setConditions(job, metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionFalse, ReasonDryRun, msg)
+	return nil
+}
+
+func agentPorts(a ports.Assignment) fwv1.AgentPorts {
+	p := fwv1.AgentPorts{Control: int32(a.Control()), FirmwareServer: int32(a.FirmwareServer()), IPC: int32(a.IPC())}
+	for _, s := range a.Sessions() {
+		p.Sessions = append(p.Sessions, int32(s))
+	}
+	for _, s := range a.Receive() {
+		p.Reverse = append(p.Reverse, int32(s))
+	}
+	return p
+}
