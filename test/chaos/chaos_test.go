@@ -73,6 +73,7 @@ func setUpHarness() *harness {
 			gomega.Expect(k8sClient.List(suiteCtx, &jobs, client.InNamespace(ns))).To(gomega.Succeed())
 			return len(pods.Items) + len(jobs.Items)
 		}).Should(gomega.BeZero())
+		mgr.stop()
 		if h.f != nil {
 			gomega.Expect(h.f.Close()).To(gomega.Succeed())
 			h.f = nil
