@@ -1,12 +1,15 @@
 package linux
 
 import (
+	"context"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,7 +51,9 @@ func oneTimedRun(b *testing.B, s *sshd.Server, callback bool) (time.Duration, in
 	h.tg = target(h.s)
 	h.tg.Linux.StagingDirectory = b.TempDir()
 	counters := &CallbackCounters{}
-	h.opts = Options{StateDir: filepath.Join(b.TempDir(), "state"), Callbacks: counters}
+	following := make(chan struct{})
+	h.opts = Options{StateDir: filepath.Join(b.TempDir(), "state"), Callbacks: counters,
+		Logger: slog.New(&signalOn{Handler: slog.NewTextHandler(h.logs, nil), msg: followLoopBegins, ch: following, once: &sync.Once{}})}
 	if callback {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -61,14 +66,13 @@ func oneTimedRun(b *testing.B, s *sshd.Server, callback bool) (time.Duration, in
 	fw, gate := exitOnGate(b, "date +%s.%N > "+strconv.Quote(exited))
 	done, _ := updateInBackground(b, h.tg, h.opts, fw)
 	// Let the run reach the follow loop first, as a real flash of minutes does.
-	deadline := time.Now().Add(30 * time.Second)
-	for counters.StateReads.Load() < 2 {
-		if time.Now().After(deadline) {
-			b.Fatalf("the driver never followed the run:\n%s", h.logs)
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-following:
+	case err := <-done:
+		b.Fatalf("Update returned before it followed the run: %v\n%s", err, h.logs)
 	}
-	// A real component exits at any point of a poll interval, not just after a read.
+	// A real component exits at any point of a poll interval, not just after a read: this
+	// pause is the measured case, not a wait for something.
 	time.Sleep(rand.N(DefaultPollInterval))
 	if err := os.WriteFile(gate, nil, 0o600); err != nil {
 		b.Fatal(err)
@@ -90,4 +94,30 @@ func oneTimedRun(b *testing.B, s *sshd.Server, callback bool) (time.Duration, in
 		b.Fatalf("the call-back did not arrive (accepted %d)", counters.Accepted.Load())
 	}
 	return learnt.Sub(exit), counters.StateReads.Load()
+}
+
+// followLoopBegins is what the driver logs as it begins to follow a run (follow).
+const followLoopBegins = "waiting for the smart component to finish"
+
+// signalOn is a log handler that closes ch at the first record whose message is msg.
+type signalOn struct {
+	slog.Handler
+	msg  string
+	ch   chan struct{}
+	once *sync.Once
+}
+
+func (h *signalOn) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.once.Do(func() { close(h.ch) })
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *signalOn) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &signalOn{Handler: h.Handler.WithAttrs(attrs), msg: h.msg, ch: h.ch, once: h.once}
+}
+
+func (h *signalOn) WithGroup(name string) slog.Handler {
+	return &signalOn{Handler: h.Handler.WithGroup(name), msg: h.msg, ch: h.ch, once: h.once}
 }

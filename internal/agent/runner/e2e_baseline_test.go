@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -265,23 +266,21 @@ func expectCompliance(t *testing.T, e *e2e, b *fwv1.FirmwareBaseline, targets []
 			t.Fatalf("creating UpdateTarget %s: %v", tg.Name, err)
 		}
 	}
-	got := &fwv1.FirmwareBaseline{}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if err := e.c.Get(ctx, client.ObjectKeyFromObject(b), got); err != nil {
-			t.Fatal(err)
+	recorded := func() string {
+		uts := &fwv1.UpdateTargetList{}
+		_ = e.c.List(ctx, uts, client.InNamespace(testNS))
+		var out []string
+		for _, ut := range uts.Items {
+			out = append(out, fmt.Sprintf("%s %s %v", ut.Name, ut.Status.Model, ut.Status.FirmwareVersions))
 		}
-		if n := got.Status.Counts; n.Compliant == int32(len(targets)) && n.Drifting == 0 && n.Unknown == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			uts := &fwv1.UpdateTargetList{}
-			_ = e.c.List(ctx, uts, client.InNamespace(testNS))
-			var recorded []string
-			for _, ut := range uts.Items {
-				recorded = append(recorded, fmt.Sprintf("%s %s %v", ut.Name, ut.Status.Model, ut.Status.FirmwareVersions))
-			}
-			t.Fatalf("compliance %+v (%q), drifting %+v; want all %d compliant; recorded: %s", got.Status.Counts, got.Status.Compliance,
-				got.Status.DriftingTargets, len(targets), strings.Join(recorded, "; "))
-		}
+		return "recorded: " + strings.Join(out, "; ")
 	}
+	gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
+		got := &fwv1.FirmwareBaseline{}
+		g.Expect(e.c.Get(ctx, client.ObjectKeyFromObject(b), got)).To(gomega.Succeed())
+		n := got.Status.Counts
+		g.Expect([]int32{n.Compliant, n.Drifting, n.Unknown}).To(gomega.Equal([]int32{int32(len(targets)), 0, 0}),
+			"compliant, drifting, unknown (compliance %q, drifting %+v); want all %d compliant",
+			got.Status.Compliance, got.Status.DriftingTargets, len(targets))
+	}).WithTimeout(time.Minute).Should(gomega.Succeed(), recorded)
 }
