@@ -16,17 +16,9 @@ import (
 var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 	var ns, policy string
 	ginkgo.BeforeEach(func() {
-		ns = newNamespace()
-		policy = "policy-" + ns
-		createPolicy(policy, func(p *fwv1.PortPolicy) {
+		ns, policy = specNamespace(func(p *fwv1.PortPolicy) {
 			p.Spec.FirmwareSources.NodePathPrefixes = []fwv1.NodePathPrefix{"/var/lib/firmware/"}
 		})
-	})
-	ginkgo.AfterEach(func() {
-		if ginkgo.CurrentSpecReport().Failed() {
-			dumpNamespace(ns)
-		}
-		cleanNamespace(ns)
 	})
 
 	// blockedWith waits for Ready=False and Stalled=True with reason, and a Warning event,
@@ -60,18 +52,9 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 
 		// The baselines' watch brings the job back; the second component reads a node path
 		// the policy does not allow, and the message names the component and the field.
-		b := &fwv1.FirmwareBaseline{
-			ObjectMeta: metav1.ObjectMeta{Name: "spp-2026-09", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
-				{Name: "ilo5", Kind: fwv1.BaselineKindILO,
-					Firmware:  fwv1.FirmwareSource{NodePath: "/var/lib/firmware/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
-				{Name: "rom-a55", Kind: fwv1.BaselineKindSystemROM,
-					Firmware:  fwv1.FirmwareSource{NodePath: "/etc/shadow", SHA256: testSHA, Version: "3.40"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
-			}},
-		}
-		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		createBaseline(ns, "spp-2026-09", "2026.09",
+			baselineComponent("ilo5", fwv1.BaselineKindILO, "/var/lib/firmware/ilo5_310.bin", "3.10", fwv1.TargetTypeILO5),
+			baselineComponent("rom-a55", fwv1.BaselineKindSystemROM, "/etc/shadow", "3.40", fwv1.TargetTypeILO5))
 		blockedWith(job, "FirmwareSourceNotAllowed", "component rom-a55", "spec.components[1].firmware.nodePath", `"/etc/shadow"`)
 	})
 
@@ -79,22 +62,11 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 		targets := createILOTargets(ns, "dry", 2)
 		recordVersions(ns, targets[0], iloAt("2.46"))
 		recordVersions(ns, targets[1], iloAt("v3.10"))
-		b := &fwv1.FirmwareBaseline{
-			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
-				{Name: "rom-a55", Kind: fwv1.BaselineKindSystemROM,
-					Firmware: fwv1.FirmwareSource{URL: "https://fw.example.net/a55.fwpkg", SHA256: testSHA, Version: "3.40"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5},
-						Models: []string{"ProLiant DL325 Gen10 Plus"}}},
-				{Name: "ilo5", Kind: fwv1.BaselineKindILO,
-					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
-				{Name: "ilo6", Kind: fwv1.BaselineKindILO,
-					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo6_161.bin", SHA256: testSHA, Version: "1.61"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO6}}},
-			}},
-		}
-		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		createBaseline(ns, "spp", "2026.09",
+			forModels(baselineComponent("rom-a55", fwv1.BaselineKindSystemROM, "https://fw.example.net/a55.fwpkg", "3.40", fwv1.TargetTypeILO5),
+				"ProLiant DL325 Gen10 Plus"),
+			ilo5Component("3.10"),
+			baselineComponent("ilo6", fwv1.BaselineKindILO, "https://fw.example.net/ilo6_161.bin", "1.61", fwv1.TargetTypeILO6))
 		job := newJob(ns, "dry", "dry", policy, func(j *fwv1.UpdateJob) {
 			j.Spec.Firmware, j.Spec.BaselineRef = nil, &fwv1.BaselineReference{Name: "spp"}
 			j.Spec.DryRun, j.Spec.Rollout.MaxConcurrent = true, 2
@@ -134,19 +106,9 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 	ginkgo.It("records a finished baseline rollout's versions on the UpdateTarget, so that compliance turns green", func() {
 		targets := createILOTargets(ns, "rec", 1)
 		recordVersions(ns, targets[0], iloAt("2.46"), fwv1.ComponentVersion{Component: fwv1.ComponentSystemROM, Version: "2.40"})
-		b := &fwv1.FirmwareBaseline{
-			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
-				{Name: "ilo5", Kind: fwv1.BaselineKindILO,
-					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
-				{Name: "rom", Kind: fwv1.BaselineKindSystemROM,
-					Firmware: fwv1.FirmwareSource{URL: "https://fw.example.net/rom.fwpkg", SHA256: testSHA, Version: "3.40"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5},
-						Models: []string{"ProLiant DL325 Gen10 Plus"}}},
-			}},
-		}
-		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		b := createBaseline(ns, "spp", "2026.09", ilo5Component("3.10"),
+			forModels(baselineComponent("rom", fwv1.BaselineKindSystemROM, "https://fw.example.net/rom.fwpkg", "3.40", fwv1.TargetTypeILO5),
+				"ProLiant DL325 Gen10 Plus"))
 		// The model-bound ROM cannot be judged before an agent read the model.
 		gomega.Eventually(func() int32 { return getBaseline(b).Status.Counts.Drifting }).Should(gomega.Equal(int32(1)))
 
@@ -179,15 +141,7 @@ var _ = ginkgo.Describe("UpdateJob with a baselineRef", func() {
 
 	ginkgo.It("never mixes two versions of a baseline: a changed baseline holds the job, saying to create a new one", func() {
 		createILOTargets(ns, "pin", 1)
-		b := &fwv1.FirmwareBaseline{
-			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
-				{Name: "ilo5", Kind: fwv1.BaselineKindILO,
-					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_310.bin", SHA256: testSHA, Version: "3.10"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
-			}},
-		}
-		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		b := createBaseline(ns, "spp", "2026.09", ilo5Component("3.10"))
 		job := newJob(ns, "pin", "pin", policy, func(j *fwv1.UpdateJob) {
 			j.Spec.Firmware, j.Spec.BaselineRef, j.Spec.DryRun = nil, &fwv1.BaselineReference{Name: "spp"}, true
 		})

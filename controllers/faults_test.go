@@ -24,17 +24,9 @@ var _ = ginkgo.Describe("UpdateJob under faults", func() {
 		agent  *scriptedAgent
 	)
 	ginkgo.BeforeEach(func() {
-		ns = newNamespace()
-		policy = "policy-" + ns
-		createPolicy(policy, nil)
+		ns, policy = specNamespace(nil)
 		agent = newScriptedAgent(300 * time.Millisecond)
 		kubelet.Use(agent.run)
-	})
-	ginkgo.AfterEach(func() {
-		if ginkgo.CurrentSpecReport().Failed() {
-			dumpNamespace(ns)
-		}
-		cleanNamespace(ns)
 	})
 
 	phaseOf := func(job *fwv1.UpdateJob, target string) func() fwv1.TargetPhase {

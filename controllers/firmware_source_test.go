@@ -17,18 +17,10 @@ import (
 var _ = ginkgo.Describe("Firmware sources on the cluster's storage", func() {
 	var ns, policy string
 	ginkgo.BeforeEach(func() {
-		ns = newNamespace()
-		policy = "policy-" + ns
-		createPolicy(policy, func(p *fwv1.PortPolicy) {
+		ns, policy = specNamespace(func(p *fwv1.PortPolicy) {
 			p.Spec.FirmwareSources.PersistentVolumeClaims = []fwv1.ClaimReference{{Namespace: "elsewhere"}}
 		})
 		kubelet.Use(newScriptedAgent(100 * time.Millisecond).run)
-	})
-	ginkgo.AfterEach(func() {
-		if ginkgo.CurrentSpecReport().Failed() {
-			dumpNamespace(ns)
-		}
-		cleanNamespace(ns)
 	})
 
 	// refusedWith waits for the job's Ready=False reason and a Warning event, both naming want.

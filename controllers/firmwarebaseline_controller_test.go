@@ -49,21 +49,9 @@ var _ = ginkgo.Describe("FirmwareBaseline compliance", func() {
 		// ilo5[2]: never read.
 		recordVersions(ns, ilo6.Name, iloAt("v1.59"))
 
-		b := &fwv1.FirmwareBaseline{
-			ObjectMeta: metav1.ObjectMeta{Name: "fleet-2026-09", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{
-				Version:        "2026.09",
-				TargetSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "bl"}},
-				Components: []fwv1.BaselineComponent{
-					{Name: "ilo5", Kind: fwv1.BaselineKindILO,
-						Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_278.bin", SHA256: testSHA, Version: "2.78"},
-						AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
-					{Name: "ilo6", Kind: fwv1.BaselineKindILO,
-						Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo6_159.bin", SHA256: testSHA, Version: "1.59"},
-						AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO6}}},
-				},
-			},
-		}
+		b := newBaseline(ns, "fleet-2026-09", "2026.09", ilo5Component("2.78"),
+			baselineComponent("ilo6", fwv1.BaselineKindILO, "https://fw.example.net/ilo6_159.bin", "1.59", fwv1.TargetTypeILO6))
+		b.Spec.TargetSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "bl"}}
 		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
 
 		gomega.Eventually(func() fwv1.ComplianceCounts { return getBaseline(b).Status.Counts }).
@@ -111,15 +99,8 @@ var _ = ginkgo.Describe("FirmwareBaseline compliance", func() {
 	ginkgo.It("says when no selected target is of a type its components apply to", func() {
 		ns := newNamespace()
 		createILOTargets(ns, "ilo-only", 1)
-		b := &fwv1.FirmwareBaseline{
-			ObjectMeta: metav1.ObjectMeta{Name: "oa-only", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{Version: "1", Components: []fwv1.BaselineComponent{
-				{Name: "oa", Kind: fwv1.BaselineKindOA,
-					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/hpoa500.bin", SHA256: testSHA, Version: "5.00"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeOA}}},
-			}},
-		}
-		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		b := createBaseline(ns, "oa-only", "1",
+			baselineComponent("oa", fwv1.BaselineKindOA, "https://fw.example.net/hpoa500.bin", "5.00", fwv1.TargetTypeOA))
 		gomega.Eventually(func() *metav1.Condition {
 			return meta.FindStatusCondition(getBaseline(b).Status.Conditions, fwv1.ConditionReady)
 		}).Should(gomega.And(

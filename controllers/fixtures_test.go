@@ -221,6 +221,23 @@ func (a *scriptedAgent) one(ctx context.Context, ns, target, tuName, version str
 	})
 }
 
+// specNamespace makes a namespace for the running spec and a PortPolicy policy-<namespace>
+// (mutate may set it up; nil for the defaults); when the spec ends it prints the
+// namespace's objects if the spec failed, and cleans the namespace. Call it in a BeforeEach
+// or an It.
+func specNamespace(mutate func(*fwv1.PortPolicy)) (ns, policy string) {
+	ns = newNamespace()
+	policy = "policy-" + ns
+	createPolicy(policy, mutate)
+	ginkgo.DeferCleanup(func() {
+		if ginkgo.CurrentSpecReport().Failed() {
+			dumpNamespace(ns)
+		}
+		cleanNamespace(ns)
+	})
+	return ns, policy
+}
+
 // cleanNamespace deletes the namespace's UpdateJobs and waits until their agent pods and
 // TargetUpdates are gone. envtest runs no namespace controller, so without it a spec's agent
 // pods would stay on the shared nodes and hold ports that a later spec expects free.

@@ -55,9 +55,7 @@ func TestEndToEndBaseline(t *testing.T) {
 		e.images[name] = b
 	}
 	component := func(name string, kind fwv1.BaselineComponentKind, file, version string, types ...fwv1.TargetType) fwv1.BaselineComponent {
-		return fwv1.BaselineComponent{Name: name, Kind: kind,
-			Firmware:  fwv1.FirmwareSource{URL: imgSrv.URL + "/" + file, SHA256: digest(images[file]), Version: version},
-			AppliesTo: fwv1.ComponentApplicability{TargetTypes: types}}
+		return e.component(imgSrv.URL, name, kind, file, version, types...)
 	}
 	romDL325 := component("rom-a43", fwv1.BaselineKindSystemROM, "a43_268.fwpkg", "2.68", fwv1.TargetTypeILO5)
 	romDL325.AppliesTo.Models = []string{"ProLiant DL325 Gen10 Plus"}
@@ -77,27 +75,15 @@ func TestEndToEndBaseline(t *testing.T) {
 		t.Fatalf("the API server refused the baseline: %v", err)
 	}
 
-	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4,
-		ResetDelay: 50 * time.Millisecond, ILOReset: time.Second, HalfUp: 300 * time.Millisecond, POST: 300 * time.Millisecond}
 	sims := map[string]*similo.Sim{}
-	start := func(name, mockup string, model similo.Model) {
-		s, err := similo.New(similo.Config{MockupDir: shared.Mockup(mockup), Model: model, Username: "Administrator", Password: e2ePassword, Timings: fast})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start("127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		sims[name] = s
-	}
-	start("dl325", shared.DL325, similo.ILO5)
-	start("xl675d", "ilo5-xl675d-gen10plus-v2.55", similo.ILO5)
-	start("ilo4", shared.DL325, similo.ILO4)
-	start("ilo6", shared.DL325, similo.ILO6)
 	var targets []config.Target
-	for _, n := range []struct{ name, typ string }{{"dl325", "iLO5"}, {"xl675d", "iLO5"}, {"ilo4", "iLO4"}, {"ilo6", "iLO6"}} {
-		targets = append(targets, config.Target{Name: n.name, Type: n.typ, Address: sims[n.name].Addr(), CertificateSHA256: sims[n.name].CertFingerprint()})
+	for _, n := range []struct {
+		name, typ, mockup string
+		model             similo.Model
+	}{{"dl325", "iLO5", shared.DL325, similo.ILO5}, {"xl675d", "iLO5", xl675dMockup, similo.ILO5},
+		{"ilo4", "iLO4", shared.DL325, similo.ILO4}, {"ilo6", "iLO6", shared.DL325, similo.ILO6}} {
+		sims[n.name] = startILO(t, n.mockup, similo.Config{Model: n.model, Timings: fastILO})
+		targets = append(targets, iloTarget(n.name, n.typ, sims[n.name]))
 	}
 	oaSim, err := simoa.Start(simoa.Config{Password: e2ePassword, Version: "4.97", RestartDelay: 100 * time.Millisecond})
 	if err != nil {

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
-	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
-	"github.com/fwops/firmware-operator/internal/simulator/fwpkg"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
 )
@@ -22,41 +22,19 @@ func TestEndToEndSmartComponent(t *testing.T) {
 	e := newE2E(t)
 	imgSrv := e.serveImages()
 
-	const nicTarget = "a6b1a447-382a-5a4f-1077-807010770073" // the DL325's Marvell OCP3 adapter
-	p := fwpkg.Payload{Name: "Marvell FastLinQ firmware", Version: "08.60.12", UpdatableBy: []string{fwpkg.Uefi}}
-	img := fwpkg.Image{FileName: "nic_086012.bin", DirectFlashOk: fwpkg.Flag(false), UefiFlashable: true}
-	p.Devices.Device = []fwpkg.Device{{DeviceName: "Marvell 2P 25GbE OCP3", Target: nicTarget, Version: "08.60.12", FirmwareImages: []fwpkg.Image{img}}}
-	pkg := fwpkg.Build(p, map[string][]byte{
-		img.FileName:       fwimage.BuildHeader(fwimage.Header{Component: "SmartComponent", Version: "08.60.12"}, []byte("NIC firmware")),
-		"cp900100.compsig": []byte("signature"),
-	})
+	pkg := dl325NICPackage()
 	e.images["cp900100.fwpkg"] = pkg
 	fw := config.Firmware{URL: imgSrv.URL + "/cp900100.fwpkg", SHA256: digest(pkg), Component: "SmartComponent"}
 
-	timings := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond,
-		Update: 60 * time.Millisecond, Steps: 4, POST: 200 * time.Millisecond}
-	sims := map[string]*similo.Sim{}
-	for name, mockup := range map[string]string{"dl325": shared.DL325, "xl675d": "ilo5-xl675d-gen10plus-v2.55"} {
-		s, err := similo.New(similo.Config{MockupDir: shared.Mockup(mockup), Username: "Administrator", Password: e2ePassword, Timings: timings})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start("127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		sims[name] = s
+	sims := map[string]*similo.Sim{
+		"dl325":  startILO(t, shared.DL325, similo.Config{Timings: fastILO}),
+		"xl675d": startILO(t, xl675dMockup, similo.Config{Timings: fastILO}),
 	}
-	targets := []config.Target{
-		{Name: "dl325", Type: "iLO5", Address: sims["dl325"].Addr(), CertificateSHA256: sims["dl325"].CertFingerprint()},
-		{Name: "xl675d", Type: "iLO5", Address: sims["xl675d"].Addr(), CertificateSHA256: sims["xl675d"].CertFingerprint()},
-	}
+	targets := []config.Target{iloTarget("dl325", "iLO5", sims["dl325"]), iloTarget("xl675d", "iLO5", sims["xl675d"])}
 	runJob := func(t *testing.T, job string) {
 		t.Helper()
 		cfg := e.job(job, fw, targets)
-		for _, tg := range cfg.Targets {
-			mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
-		}
+		mountILOCredentials(t, cfg)
 		if err := e.run(cfg); err != nil {
 			t.Fatalf("agent: %v\n%s", err, e.out.String())
 		}
@@ -85,13 +63,8 @@ func TestEndToEndSmartComponent(t *testing.T) {
 		if !s.RebootHost() {
 			t.Fatal("the host refused to reboot")
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for s.HostBoots() == boots || s.PostState() != "FinishedPost" {
-			if time.Now().After(deadline) {
-				t.Fatal("POST did not finish")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		gomega.NewWithT(t).Eventually(func() bool { return s.HostBoots() > boots && s.PostState() == "FinishedPost" }).
+			WithTimeout(20*time.Second).Should(gomega.BeTrue(), "POST did not finish")
 		runJob(t, "nic-after-reboot")
 		st := e.status("nic-after-reboot", "dl325")
 		if st.Phase != fwv1.TargetPhaseSkipped || st.VersionAfter != "08.60.12" {

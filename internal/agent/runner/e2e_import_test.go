@@ -6,13 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/baselineimport"
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
-	"github.com/fwops/firmware-operator/internal/simulator/fwpkg"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
 )
@@ -25,16 +23,9 @@ func TestEndToEndImportedBaseline(t *testing.T) {
 	e := newE2E(t)
 	imgSrv := e.serveImages()
 
-	const nicTarget = "a6b1a447-382a-5a4f-1077-807010770073" // the DL325's Marvell OCP3 adapter
-	p := fwpkg.Payload{Name: "Marvell FastLinQ firmware", Version: "08.60.12", UpdatableBy: []string{fwpkg.Uefi}}
-	img := fwpkg.Image{FileName: "nic_086012.bin", DirectFlashOk: fwpkg.Flag(false), UefiFlashable: true}
-	p.Devices.Device = []fwpkg.Device{{DeviceName: "Marvell 2P 25GbE OCP3", Target: nicTarget, Version: "08.60.12", FirmwareImages: []fwpkg.Image{img}}}
 	files := map[string][]byte{
-		"cp900100.fwpkg": fwpkg.Build(p, map[string][]byte{
-			img.FileName:       fwimage.BuildHeader(fwimage.Header{Component: "SmartComponent", Version: "08.60.12"}, []byte("NIC firmware")),
-			"cp900100.compsig": []byte("signature"),
-		}),
-		"ilo5_278.bin": fwimage.Build("iLO", "2.78", []byte("iLO 5 firmware")),
+		"cp900100.fwpkg": dl325NICPackage(),
+		"ilo5_278.bin":   fwimage.Build("iLO", "2.78", []byte("iLO 5 firmware")),
 	}
 	dir := t.TempDir()
 	for name, b := range files {
@@ -51,28 +42,15 @@ func TestEndToEndImportedBaseline(t *testing.T) {
 		t.Fatalf("the API server refused the imported baseline: %v", err)
 	}
 
-	timings := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond,
-		Update: 60 * time.Millisecond, Steps: 4, ResetDelay: 50 * time.Millisecond, ILOReset: time.Second, HalfUp: 300 * time.Millisecond,
-		POST: 200 * time.Millisecond}
 	sims := map[string]*similo.Sim{}
 	var targets []config.Target
-	for _, n := range []struct{ name, mockup string }{{"dl325", shared.DL325}, {"xl675d", "ilo5-xl675d-gen10plus-v2.55"}} {
-		s, err := similo.New(similo.Config{MockupDir: shared.Mockup(n.mockup), Username: "Administrator", Password: e2ePassword, Timings: timings})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start("127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		sims[n.name] = s
-		targets = append(targets, config.Target{Name: n.name, Type: "iLO5", Address: s.Addr(), CertificateSHA256: s.CertFingerprint()})
+	for _, n := range []struct{ name, mockup string }{{"dl325", shared.DL325}, {"xl675d", xl675dMockup}} {
+		sims[n.name] = startILO(t, n.mockup, similo.Config{Timings: fastILO})
+		targets = append(targets, iloTarget(n.name, "iLO5", sims[n.name]))
 	}
 	cfg := e.job("imported", config.Firmware{Component: "iLO"}, targets)
 	cfg.Baseline, cfg.BaselineGeneration, cfg.RebootIfRequired = b.Name, b.Generation, true
-	for _, tg := range cfg.Targets {
-		mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
-	}
+	mountILOCredentials(t, cfg)
 	if err := e.run(cfg); err != nil {
 		t.Fatalf("agent: %v\n%s", err, e.out.String())
 	}

@@ -151,10 +151,7 @@ func TestEndToEnd(t *testing.T) {
 	e.images["a43_268.fwpkg"] = romImage
 
 	mockup := shared.Mockup(shared.DL325)
-	// The iLOs reset after flashing themselves (about a second) and stage system ROMs until the
-	// host reboots, as real ones do.
-	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4,
-		ResetDelay: 50 * time.Millisecond, ILOReset: time.Second, HalfUp: 300 * time.Millisecond, POST: 300 * time.Millisecond}
+	fast := fastILO
 	sims := map[string]*similo.Sim{}
 	before := map[string]string{"ilo4": "2.80", "ilo5": "2.46", "ilo6": "1.55"}
 	for _, m := range []similo.Model{similo.ILO4, similo.ILO5, similo.ILO6} {
