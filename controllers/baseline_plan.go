@@ -17,14 +17,12 @@ import (
 func recordedInventory(t *fwv1.UpdateTarget) plan.Inventory {
 	inv := plan.Inventory{TargetType: t.Spec.Type, Bay: t.Spec.Bay != nil, Recorded: true,
 		Versions: map[fwv1.BaselineComponentKind]string{}}
-	for _, v := range t.Status.FirmwareVersions {
-		switch v.Component {
-		case fwv1.ComponentILO:
-			inv.Versions[fwv1.BaselineKindILO] = v.Version
-		case fwv1.ComponentSystemROM:
-			inv.Versions[fwv1.BaselineKindSystemROM] = v.Version
-		case fwv1.ComponentOA:
-			inv.Versions[fwv1.BaselineKindOA] = v.Version
+	// The kinds with one version per target, as plan.Inventory.Versions holds them.
+	for _, k := range []fwv1.BaselineComponentKind{fwv1.BaselineKindILO, fwv1.BaselineKindSystemROM, fwv1.BaselineKindOA} {
+		for _, v := range t.Status.FirmwareVersions {
+			if v.Component == k.Component() {
+				inv.Versions[k] = v.Version
+			}
 		}
 	}
 	return inv

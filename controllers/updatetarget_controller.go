@@ -177,14 +177,10 @@ func (r *UpdateTargetReconciler) recordVersions(ctx context.Context, t *fwv1.Upd
 func baselineVersions(tu *fwv1.TargetUpdate) map[fwv1.Component]string {
 	out := map[fwv1.Component]string{}
 	for _, c := range tu.Status.Components {
-		// A Linux host's Smart Component is recorded as SmartComponent, where compliance
-		// looks for it (compliance.statusComponent) and a spec.firmware job records it.
-		comp, ok := map[fwv1.BaselineComponentKind]fwv1.Component{fwv1.BaselineKindILO: fwv1.ComponentILO,
-			fwv1.BaselineKindSystemROM: fwv1.ComponentSystemROM, fwv1.BaselineKindOA: fwv1.ComponentOA,
-			fwv1.BaselineKindLinuxSmartComponent: fwv1.ComponentSmartComponent}[c.Kind]
-		if !ok {
-			continue
+		if c.Kind == fwv1.BaselineKindSmartComponent {
+			continue // a .fwpkg's versions are its devices', not one of the target's
 		}
+		comp := c.Kind.Component()
 		switch {
 		case c.Phase == fwv1.TargetPhaseSucceeded && (c.Kind != fwv1.BaselineKindSystemROM || !tu.Status.RebootRequired):
 			out[comp] = c.To

@@ -77,7 +77,7 @@ func evaluateTarget(b *fwv1.FirmwareBaseline, ut *fwv1.UpdateTarget) (Target, bo
 			t.Unknown = append(t.Unknown, c.Name+": "+why)
 			continue
 		}
-		read, ok := versionRead(ut, statusComponent(c.Kind))
+		read, ok := versionRead(ut, c.Kind.Component())
 		switch {
 		case !ok:
 			t.Unknown = append(t.Unknown, c.Name+": no version read from the target yet")
@@ -107,20 +107,6 @@ func unknowable(c fwv1.BaselineComponent, ut *fwv1.UpdateTarget) string {
 		return "the UpdateTarget records no server model yet (a baseline job reads it)"
 	}
 	return ""
-}
-
-// statusComponent is the UpdateTarget status component that holds a kind's version: a Linux
-// Smart Component's is recorded as SmartComponent, the component its UpdateJob names.
-func statusComponent(k fwv1.BaselineComponentKind) fwv1.Component {
-	switch k {
-	case fwv1.BaselineKindILO:
-		return fwv1.ComponentILO
-	case fwv1.BaselineKindSystemROM:
-		return fwv1.ComponentSystemROM
-	case fwv1.BaselineKindOA:
-		return fwv1.ComponentOA
-	}
-	return fwv1.ComponentSmartComponent
 }
 
 func versionRead(t *fwv1.UpdateTarget, c fwv1.Component) (string, bool) {

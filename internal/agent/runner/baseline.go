@@ -263,17 +263,10 @@ func needsReboot(k fwv1.BaselineComponentKind) bool {
 // driverComponent is what the driver installs for a baseline component. A Linux host
 // records each Smart Component's version under the component's name.
 func driverComponent(c fwv1.BaselineComponent) driver.Component {
-	switch c.Kind {
-	case fwv1.BaselineKindILO:
-		return driver.ComponentILO
-	case fwv1.BaselineKindSystemROM:
-		return driver.ComponentSystemROM
-	case fwv1.BaselineKindOA:
-		return driver.ComponentOA
-	case fwv1.BaselineKindSmartComponent:
-		return driver.ComponentSmartComponent
+	if c.Kind == fwv1.BaselineKindLinuxSmartComponent {
+		return driver.Component(c.Name)
 	}
-	return driver.Component(c.Name)
+	return driver.Component(c.Kind.Component())
 }
 
 // inventory reads what the plan needs from the target: the whole inventory from a driver
@@ -281,8 +274,8 @@ func driverComponent(c fwv1.BaselineComponent) driver.Component {
 func inventory(ctx context.Context, d driver.Driver, t driver.Target, b *fwv1.FirmwareBaseline) (plan.Inventory, error) {
 	inv := plan.Inventory{TargetType: fwv1.TargetType(t.Type), Bay: t.Bay != 0,
 		Versions: map[fwv1.BaselineComponentKind]string{}, Devices: map[string]string{}, Installed: map[string]string{}}
-	read := func(kind fwv1.BaselineComponentKind, c driver.Component) error {
-		v, err := d.Version(ctx, c)
+	read := func(kind fwv1.BaselineComponentKind) error {
+		v, err := d.Version(ctx, driver.Component(kind.Component()))
 		inv.Versions[kind] = v
 		return err
 	}
@@ -292,16 +285,17 @@ func inventory(ctx context.Context, d driver.Driver, t driver.Target, b *fwv1.Fi
 			return inv, err
 		}
 		inv.Model, inv.Devices = got.Model, got.Devices
-		inv.Versions[fwv1.BaselineKindILO] = got.Versions[driver.ComponentILO]
-		inv.Versions[fwv1.BaselineKindSystemROM] = got.Versions[driver.ComponentSystemROM]
+		for _, k := range []fwv1.BaselineComponentKind{fwv1.BaselineKindILO, fwv1.BaselineKindSystemROM} {
+			inv.Versions[k] = got.Versions[driver.Component(k.Component())]
+		}
 		return inv, nil
 	}
 	switch t.Type {
 	case driver.TypeOA:
 		if t.Bay != 0 {
-			return inv, read(fwv1.BaselineKindILO, driver.ComponentILO)
+			return inv, read(fwv1.BaselineKindILO)
 		}
-		return inv, read(fwv1.BaselineKindOA, driver.ComponentOA)
+		return inv, read(fwv1.BaselineKindOA)
 	case driver.TypeLinux:
 		for _, c := range b.Spec.Components {
 			if c.Kind != fwv1.BaselineKindLinuxSmartComponent {
@@ -315,8 +309,8 @@ func inventory(ctx context.Context, d driver.Driver, t driver.Target, b *fwv1.Fi
 		}
 		return inv, nil
 	}
-	if err := read(fwv1.BaselineKindILO, driver.ComponentILO); err != nil {
+	if err := read(fwv1.BaselineKindILO); err != nil {
 		return inv, err
 	}
-	return inv, read(fwv1.BaselineKindSystemROM, driver.ComponentSystemROM)
+	return inv, read(fwv1.BaselineKindSystemROM)
 }
