@@ -97,8 +97,13 @@ func (e *e2e) job(name string, fw config.Firmware, targets []config.Target) conf
 
 // run runs one agent in-process through Main with the pod's arguments.
 func (e *e2e) run(cfg config.Config, opts ...Option) error {
+	return e.runUntil(context.Background(), cfg, opts...)
+}
+
+// runUntil is run for an agent that stops when ctx ends, as when its pod is deleted.
+func (e *e2e) runUntil(parent context.Context, cfg config.Config, opts ...Option) error {
 	args := append(cfg.Args(), "--mount-root="+cfg.MountRoot)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(parent, 2*time.Minute)
 	defer cancel()
 	opts = append([]Option{WithClient(e.c), WithMinWriteInterval(200 * time.Millisecond),
 		WithILOOptions(ilo.Options{PollInterval: 5 * time.Millisecond, FlashTimeout: 10 * time.Second, VerifyTimeout: 10 * time.Second,
