@@ -81,6 +81,8 @@ func evaluateTarget(b *fwv1.FirmwareBaseline, ut *fwv1.UpdateTarget) (Target, bo
 		switch {
 		case !ok:
 			t.Unknown = append(t.Unknown, c.Name+": no version read from the target yet")
+		case steppingRelease(b, c, ut) && atLeast(read, c.Firmware.Version):
+			// A stepping release is a way to a later version, not where the target stays.
 		case !fwversion.Same(read, c.Firmware.Version):
 			t.Drift = append(t.Drift, fwv1.ComponentDrift{Name: c.Name, Version: read, Wanted: c.Firmware.Version})
 		}
@@ -107,6 +109,21 @@ func unknowable(c fwv1.BaselineComponent, ut *fwv1.UpdateTarget) string {
 		return "the UpdateTarget records no server model yet (a baseline job reads it)"
 	}
 	return ""
+}
+
+// steppingRelease says whether c is a stepping release on ut: the prerequisite of another
+// component of its kind that applies to ut (iLO 5 2.78 on the way to 3.10). A target that
+// runs that later version, or any at least c's, complies with c.
+func steppingRelease(b *fwv1.FirmwareBaseline, c fwv1.BaselineComponent, ut *fwv1.UpdateTarget) bool {
+	return slices.ContainsFunc(b.Spec.Components, func(o fwv1.BaselineComponent) bool {
+		return o.Kind == c.Kind && slices.Contains(o.AppliesTo.TargetTypes, ut.Spec.Type) &&
+			slices.ContainsFunc(o.Prerequisites, func(p fwv1.ComponentPrerequisite) bool { return p.Name == c.Name })
+	})
+}
+
+func atLeast(v, min string) bool {
+	o, ok := fwversion.Compare(v, min)
+	return ok && o >= 0
 }
 
 func versionRead(t *fwv1.UpdateTarget, c fwv1.Component) (string, bool) {

@@ -87,6 +87,32 @@ func TestEvaluate(t *testing.T) {
 	}
 }
 
+// An iLO 5 stepping release is where a target passes on its way to the release that needs
+// it: a target at that later release complies with both; one below it drifts from both.
+func TestEvaluateSteppingRelease(t *testing.T) {
+	final := component("ilo5", fwv1.BaselineKindILO, "3.10", fwv1.TargetTypeILO5)
+	final.Prerequisites = []fwv1.ComponentPrerequisite{{Name: "ilo5-step", MinimumVersion: "2.78"}}
+	b := &fwv1.FirmwareBaseline{Spec: fwv1.FirmwareBaselineSpec{Components: []fwv1.BaselineComponent{
+		component("ilo5-step", fwv1.BaselineKindILO, "2.78", fwv1.TargetTypeILO5), final,
+		component("ilo6", fwv1.BaselineKindILO, "1.59", fwv1.TargetTypeILO6),
+	}}}
+	for _, tc := range []struct {
+		target fwv1.UpdateTarget
+		want   Target
+	}{
+		{target("at-the-release", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "3.10")), Target{Name: "at-the-release", State: Compliant}},
+		{target("below-the-step", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.46")), Target{Name: "below-the-step", State: Drifting,
+			Drift: []fwv1.ComponentDrift{{Name: "ilo5-step", Version: "2.46", Wanted: "2.78"}, {Name: "ilo5", Version: "2.46", Wanted: "3.10"}}}},
+		{target("at-the-step", fwv1.TargetTypeILO5, read(fwv1.ComponentILO, "2.78")), Target{Name: "at-the-step", State: Drifting,
+			Drift: []fwv1.ComponentDrift{{Name: "ilo5", Version: "2.78", Wanted: "3.10"}}}},
+	} {
+		res := Evaluate(b, []fwv1.UpdateTarget{tc.target})
+		if len(res.Targets) != 1 || !reflect.DeepEqual(res.Targets[0], tc.want) {
+			t.Errorf("%s: got %+v\nwant %+v", tc.target.Name, res.Targets, tc.want)
+		}
+	}
+}
+
 func TestEvaluateCountsAndOrder(t *testing.T) {
 	b := &fwv1.FirmwareBaseline{Spec: fwv1.FirmwareBaselineSpec{Components: []fwv1.BaselineComponent{
 		component("ilo5", fwv1.BaselineKindILO, "2.78", fwv1.TargetTypeILO5),
