@@ -11,6 +11,7 @@ import (
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/fleet"
+	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 )
 
 // BaselineName is the demo's FirmwareBaseline; PlanJobName its dry run, BaselineJobName its
@@ -21,28 +22,80 @@ const (
 	BaselineJobName = "demo-baseline"
 )
 
-// baselineOf is the demo's FirmwareBaseline: each image the fleet serves as one component,
-// applying to the target types that take it (the simulated iLO 4, 5 and 6 all accept the one
-// iLO image).
+// The demo baseline's own firmware, beyond the fleet's one image per component: an iLO 5
+// stepping release that a server below it goes through first (HPE's iLO 5 releases name the
+// version to update from), and each server model's system ROM, which activates at the one
+// reboot at the end.
+const (
+	steppingVersion  = "2.78"
+	romDL325Version  = "2.68" // A43, the DL325 Gen10 Plus's ROM family
+	romXL675dVersion = "2.60" // A47, the XL675d Gen10 Plus's
+)
+
+// baselineOf is the demo's FirmwareBaseline over the fleet: the fleet's iLO image for every
+// iLO, on iLO 5 after the stepping release it needs (a prerequisite), each server model's
+// own system ROM, the OA image and the Linux host's Smart Component. Only what some target
+// of the fleet takes is listed; the images it adds are published on the fleet's image server.
 func baselineOf(fl *fleet.Fleet) *fwv1.FirmwareBaseline {
 	b := &fwv1.FirmwareBaseline{
 		ObjectMeta: metav1.ObjectMeta{Name: BaselineName, Namespace: Namespace, Labels: map[string]string{fleet.LabelFleet: fl.Name}},
 		Spec:       fwv1.FirmwareBaselineSpec{Version: "demo-" + time.Now().UTC().Format("2006.01")},
 	}
-	for _, comp := range components(fl) {
-		im := fl.Image(comp)
-		name, kind := "ilo", fwv1.BaselineKindILO
-		switch comp {
-		case fwv1.ComponentOA:
-			name, kind = "oa", fwv1.BaselineKindOA
-		case fwv1.ComponentSmartComponent:
-			name, kind = "linux-smart-component", fwv1.BaselineKindLinuxSmartComponent
-		}
+	add := func(name string, kind fwv1.BaselineComponentKind, im fleet.Image, types ...fwv1.TargetType) *fwv1.BaselineComponent {
 		b.Spec.Components = append(b.Spec.Components, fwv1.BaselineComponent{Name: name, Kind: kind,
 			Firmware:  fwv1.FirmwareSource{URL: im.URL, SHA256: im.SHA256, Version: im.Version},
-			AppliesTo: fwv1.ComponentApplicability{TargetTypes: typesOf(comp)}})
+			AppliesTo: fwv1.ComponentApplicability{TargetTypes: types}})
+		return &b.Spec.Components[len(b.Spec.Components)-1]
+	}
+	present := func(types ...fwv1.TargetType) []fwv1.TargetType {
+		var out []fwv1.TargetType
+		for _, t := range types {
+			if len(fl.TargetNames(t)) > 0 {
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+	ilo := fl.Image(fwv1.ComponentILO)
+	if types := present(fwv1.TargetTypeILO4, fwv1.TargetTypeILO6); len(types) > 0 {
+		add("ilo", fwv1.BaselineKindILO, ilo, types...)
+	}
+	if len(present(fwv1.TargetTypeILO5)) > 0 {
+		step := fl.Publish("ilo5_"+strings.ReplaceAll(steppingVersion, ".", "")+".bin", steppingVersion,
+			fwimage.Build("iLO", steppingVersion, []byte(strings.Repeat("simulated iLO 5 stepping release\n", 2000))))
+		add("ilo5-step", fwv1.BaselineKindILO, step, fwv1.TargetTypeILO5)
+		add("ilo5", fwv1.BaselineKindILO, ilo, fwv1.TargetTypeILO5).Prerequisites =
+			[]fwv1.ComponentPrerequisite{{Name: "ilo5-step", MinimumVersion: steppingVersion}}
+	}
+	for _, rom := range []struct{ name, family, version string }{{"rom-a43", "A43", romDL325Version}, {"rom-a47", "A47", romXL675dVersion}} {
+		model := romModels[rom.family]
+		if !fleetHasModel(fl, fwv1.TargetTypeILO5, model) {
+			continue
+		}
+		im := fl.Publish(strings.ToLower(rom.family)+"_"+strings.ReplaceAll(rom.version, ".", "")+".fwpkg", rom.version,
+			fwimage.Build("SystemROM", rom.version, []byte("simulated "+model+" system ROM, family "+rom.family+"\n")))
+		add(rom.name, fwv1.BaselineKindSystemROM, im, fwv1.TargetTypeILO5).AppliesTo.Models = []string{model}
+	}
+	if len(present(fwv1.TargetTypeOA)) > 0 {
+		add("oa", fwv1.BaselineKindOA, fl.Image(fwv1.ComponentOA), fwv1.TargetTypeOA)
+	}
+	if len(present(fwv1.TargetTypeLinux)) > 0 {
+		add("linux-smart-component", fwv1.BaselineKindLinuxSmartComponent, fl.Image(fwv1.ComponentSmartComponent), fwv1.TargetTypeLinux)
 	}
 	return b
+}
+
+// romModels are the server models of the system ROM families the demo baseline carries.
+var romModels = map[string]string{"A43": "ProLiant DL325 Gen10 Plus", "A47": "ProLiant XL675d Gen10 Plus"}
+
+// fleetHasModel says whether some target of type t in the fleet is a server of model.
+func fleetHasModel(fl *fleet.Fleet, t fwv1.TargetType, model string) bool {
+	for _, tg := range fl.Targets() {
+		if tg.Type == t && tg.Model == model {
+			return true
+		}
+	}
+	return false
 }
 
 // baselineJob is an UpdateJob of the demo's baseline over the whole fleet.
@@ -53,8 +106,10 @@ func baselineJob(fl *fleet.Fleet, name, policy string, maxConcurrent int32, dryR
 			Targets:        fwv1.TargetSelection{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{fleet.LabelFleet: fl.Name}}},
 			BaselineRef:    &fwv1.BaselineReference{Name: BaselineName},
 			PortPolicyName: policy,
-			Rollout:        fwv1.Rollout{MaxConcurrent: maxConcurrent, Timeout: &metav1.Duration{Duration: 5 * time.Minute}},
-			DryRun:         dryRun,
+			// One reboot at the end of each server's plan activates its system ROM.
+			Rollout: fwv1.Rollout{MaxConcurrent: maxConcurrent, Timeout: &metav1.Duration{Duration: 5 * time.Minute},
+				Reboot: fwv1.RebootIfRequired},
+			DryRun: dryRun,
 		},
 	}
 }
@@ -70,7 +125,18 @@ func applyBaseline(ctx context.Context, c client.Client, p *printer, fl *fleet.F
 		for _, t := range comp.AppliesTo.TargetTypes {
 			types = append(types, string(t))
 		}
-		p.say("  %-22s %-20s version %-8s for %s", comp.Name, comp.Kind, comp.Firmware.Version, strings.Join(types, ", "))
+		var extra []string
+		if len(comp.AppliesTo.Models) > 0 {
+			extra = append(extra, "model "+strings.Join(comp.AppliesTo.Models, " or "))
+		}
+		for _, pr := range comp.Prerequisites {
+			extra = append(extra, fmt.Sprintf("needs %s at %s or later first", pr.Name, pr.MinimumVersion))
+		}
+		line := fmt.Sprintf("  %-22s %-20s version %-8s for %s", comp.Name, comp.Kind, comp.Firmware.Version, strings.Join(types, ", "))
+		if len(extra) > 0 {
+			line += " (" + strings.Join(extra, "; ") + ")"
+		}
+		p.say("%s", line)
 	}
 	if err := c.Create(ctx, b); err != nil {
 		return nil, fmt.Errorf("creating FirmwareBaseline %s: %w", b.Name, err)
@@ -137,6 +203,21 @@ func componentVersions(cs []fwv1.ComponentUpdate) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// installed is how many images a finished TargetUpdate's job installed: each component a
+// baseline job installed, else the one image.
+func installed(st fwv1.TargetUpdateStatus) int {
+	if len(st.Components) == 0 {
+		return 1
+	}
+	n := 0
+	for _, c := range st.Components {
+		if c.Phase == fwv1.TargetPhaseSucceeded {
+			n++
+		}
+	}
+	return n
 }
 
 // waitForCompliance waits, within ctx (the rollout's time), for the baseline's compliance

@@ -62,8 +62,12 @@ func managerStoppedOr(ctx context.Context, err error) error {
 
 // Options configure one demo run. Run sets them from flags; tests set them directly.
 type Options struct {
-	// ILO4, ILO5, ILO6 and OA are how many simulators of each kind to start.
+	// ILO4, ILO5, ILO6 and OA are how many simulators of each kind to start; the iLOs serve
+	// the DL325 Gen10 Plus capture.
 	ILO4, ILO5, ILO6, OA int
+	// XL675d is how many more iLO 5 to start from the XL675d Gen10 Plus capture: a second
+	// server model, which takes its own system ROM.
+	XL675d int
 	// Linux adds a Linux host over a real sshd when one is installed (the demo says so when
 	// it is not, and goes on without it).
 	Linux bool
@@ -94,9 +98,9 @@ type Options struct {
 	Cluster bool
 }
 
-// DefaultOptions is what `make demo` runs: a dozen iLOs, an OA and a Linux host.
+// DefaultOptions is what `make demo` runs: a dozen DL325 iLOs, two XL675d, an OA and a Linux host.
 func DefaultOptions() Options {
-	return Options{ILO4: 4, ILO5: 4, ILO6: 4, OA: 1, Linux: true, Baseline: true, MaxConcurrent: 4, FlashTime: 6 * time.Second,
+	return Options{ILO4: 4, ILO5: 4, ILO6: 4, XL675d: 2, OA: 1, Linux: true, Baseline: true, MaxConcurrent: 4, FlashTime: 6 * time.Second,
 		Dir: filepath.Join("bin", "demo"), Timeout: 5 * time.Minute, Refresh: 500 * time.Millisecond}
 }
 
@@ -109,6 +113,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.ILO4, "ilo4", o.ILO4, "number of simulated iLO 4")
 	fs.IntVar(&o.ILO5, "ilo5", o.ILO5, "number of simulated iLO 5")
 	fs.IntVar(&o.ILO6, "ilo6", o.ILO6, "number of simulated iLO 6")
+	fs.IntVar(&o.XL675d, "xl675d", o.XL675d, "number of simulated iLO 5 of the second server model, the XL675d Gen10 Plus (the others are DL325 Gen10 Plus)")
 	fs.IntVar(&o.OA, "oa", o.OA, "number of simulated Onboard Administrators")
 	fs.BoolVar(&o.Linux, "linux", o.Linux, "add a Linux host over a real sshd (skipped, with a note, when sshd is not installed)")
 	fs.BoolVar(&o.Baseline, "baseline", o.Baseline, "roll out one FirmwareBaseline of every image in one UpdateJob, each target's plan shown first from a dry run; --baseline=false applies one UpdateJob per component")
@@ -247,10 +252,10 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 			p.say("  note: no Linux host in this demo: %v", why)
 		}
 	}
-	p.step("Starting the simulated fleet on loopback: %d iLO 4, %d iLO 5, %d iLO 6, %d OA%s, and a firmware image server",
-		o.ILO4, o.ILO5, o.ILO6, o.OA, map[bool]string{true: ", 1 Linux host over a real sshd", false: ""}[linux])
+	p.step("Starting the simulated fleet on loopback: %d iLO 4, %d iLO 5, %d iLO 6 (DL325 Gen10 Plus), %d iLO 5 (XL675d Gen10 Plus), %d OA%s, and a firmware image server",
+		o.ILO4, o.ILO5, o.ILO6, o.XL675d, o.OA, map[bool]string{true: ", 1 Linux host over a real sshd", false: ""}[linux])
 	flashTime := max(o.FlashTime, 0)
-	fl, err := fleet.Start(ctx, fleet.Options{Name: "demo", ILO4: o.ILO4, ILO5: o.ILO5, ILO6: o.ILO6, OA: o.OA, Linux: linux,
+	fl, err := fleet.Start(ctx, fleet.Options{Name: "demo", ILO4: o.ILO4, ILO5: o.ILO5, ILO6: o.ILO6, XL675d: o.XL675d, OA: o.OA, Linux: linux,
 		OARestartDelay: time.Second,
 		// Upload and verify are short; the write and the activation take the flash time, in
 		// ten progress steps so that the percentages move. The iLOs reset after flashing
@@ -271,6 +276,9 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 		where := t.Address
 		if t.SSHPort != 0 {
 			where = fmt.Sprintf("%s, SSH port %d", t.Address, t.SSHPort)
+		}
+		if t.Model != "" {
+			where += ", " + t.Model
 		}
 		p.say("  %-16s %-5s %s", t.Name, t.Type, where)
 	}
@@ -389,6 +397,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	sum = w.summary()
 	for i := range sum.Rows {
 		sum.Rows[i].Flashes = fl.Flashes(sum.Rows[i].Target)
+		sum.Rows[i].Flashed = fl.FlashedImages(sum.Rows[i].Target)
 	}
 	p.say("")
 	if errors.Is(werr, context.DeadlineExceeded) {

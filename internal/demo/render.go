@@ -111,9 +111,14 @@ type Row struct {
 	// Components, for a baseline job, are the installed components' versions (name
 	// before → after), in place of Before and After.
 	Components string
+	// Installed is how many images the job installed on the target: each component a
+	// baseline job installed (status.components Succeeded), else one.
+	Installed int
 	// Flashes is how many flashes the target's simulator saw start: the judge of "never
 	// flashed twice", counted by the fleet, not by the operator.
 	Flashes int
+	// Flashed are the image files an iLO's simulator was asked to flash, in order.
+	Flashed []string
 }
 
 // Summary is how the demo ended, target by target.
@@ -148,12 +153,13 @@ func (s *Summary) Succeeded() int {
 // AllSucceeded reports whether every target succeeded (a fresh fleet has nothing to skip).
 func (s *Summary) AllSucceeded() bool { return len(s.Rows) > 0 && s.Succeeded() == len(s.Rows) }
 
-// NotFlashedOnce lists the succeeded targets whose simulator did not see exactly one flash.
+// NotFlashedOnce lists the succeeded targets whose simulator did not see exactly one flash
+// per image installed.
 func (s *Summary) NotFlashedOnce() []string {
 	var out []string
 	for _, r := range s.Rows {
-		if r.Phase == fwv1.TargetPhaseSucceeded && r.Flashes != 1 {
-			out = append(out, fmt.Sprintf("%s (%d)", r.Target, r.Flashes))
+		if r.Phase == fwv1.TargetPhaseSucceeded && r.Flashes != r.Installed {
+			out = append(out, fmt.Sprintf("%s (%d flashes, %d installed)", r.Target, r.Flashes, r.Installed))
 		}
 	}
 	return out
@@ -204,11 +210,19 @@ func (s *Summary) Print(p *printer) {
 	if s.Compliance != "" {
 		p.say("  %s", s.Compliance)
 	}
+	if s.Compliance != "" {
+		p.say("\nWhat each iLO was asked to flash, in order (the simulators' own record):")
+		for _, r := range s.Rows {
+			if len(r.Flashed) > 0 {
+				p.say("  %-16s %s", r.Target, strings.Join(r.Flashed, " → "))
+			}
+		}
+	}
 	verdict := fmt.Sprintf("%d of %d targets succeeded", s.Succeeded(), len(s.Rows))
 	if twice := s.NotFlashedOnce(); len(twice) > 0 {
 		p.say("\n%s", p.color(ansiRed+ansiBold, "Not flashed exactly once (the simulators' count): "+strings.Join(twice, ", ")+"."))
 	} else if s.Succeeded() > 0 {
-		p.say("\nEach succeeded target was flashed exactly once (the simulators' count).")
+		p.say("\nEach succeeded target was flashed exactly once per image installed (the simulators' count).")
 	}
 	if s.AllSucceeded() {
 		p.say("\n%s", p.color(ansiGreen+ansiBold, "All "+verdict+"."))
@@ -362,6 +376,7 @@ func (w *watcher) refresh(ctx context.Context) (bool, error) {
 			r.Job, r.Phase, r.Percent, r.Message = tu.Spec.JobName, st.Phase, st.Percent, st.Message
 			r.Before, r.After, r.Node = st.VersionBefore, st.VersionAfter, st.Node
 			r.Components = componentVersions(st.Components)
+			r.Installed = installed(st)
 			r.SessionPort, r.FWPort, r.Attempts = st.SessionPort, st.FirmwareServerPort, st.Attempts
 			if st.StartTime != nil {
 				end := time.Now()

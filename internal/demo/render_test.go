@@ -40,9 +40,9 @@ func TestBar(t *testing.T) {
 func TestSummaryPrintAndVerdict(t *testing.T) {
 	s := &Summary{Rows: []Row{
 		{Target: "a", Type: fwv1.TargetTypeILO5, Phase: fwv1.TargetPhaseSucceeded, Before: "2.46", After: "2.99",
-			FWPort: 80, SessionPort: 60000, Node: "n1", Duration: 3 * time.Second, Flashes: 1},
+			FWPort: 80, SessionPort: 60000, Node: "n1", Duration: 3 * time.Second, Installed: 1, Flashes: 1},
 		{Target: "b", Type: fwv1.TargetTypeOA, Phase: fwv1.TargetPhaseFailed, Message: "OA refused the image"},
-		{Target: "c", Type: fwv1.TargetTypeLinux, Phase: fwv1.TargetPhaseSucceeded, FWPort: 80, SessionPort: 60001, Flashes: 2},
+		{Target: "c", Type: fwv1.TargetTypeLinux, Phase: fwv1.TargetPhaseSucceeded, FWPort: 80, SessionPort: 60001, Installed: 1, Flashes: 2},
 	}}
 	var b bytes.Buffer
 	s.Print(&printer{w: &b, start: time.Now()})
@@ -52,7 +52,7 @@ func TestSummaryPrintAndVerdict(t *testing.T) {
 		"b       OA     -                       -             -           -     -         0        Failed",
 		"  b: OA refused the image",
 		"c       Linux  -                       (P3 SSH)      60001",
-		"Not flashed exactly once (the simulators' count): c (2).",
+		"Not flashed exactly once (the simulators' count): c (2 flashes, 1 installed).",
 		"Only 2 of 3 targets succeeded.",
 	} {
 		if !strings.Contains(out, want) {

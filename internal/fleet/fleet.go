@@ -12,12 +12,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/fwops/firmware-operator/internal/sshdhost"
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,8 +46,12 @@ const (
 )
 
 // DefaultMockup is the Redfish capture the iLO simulators serve, relative to a folder that
-// holds `shared` (the repository's parent).
+// holds `shared` (the repository's parent): a ProLiant DL325 Gen10 Plus.
 const DefaultMockup = "shared/testdata/redfish-mockups/ilo5-dl325-gen10plus-v2.46"
+
+// XL675dMockup is the second capture, a ProLiant XL675d Gen10 Plus: the iLO 5 simulators of
+// Options.XL675d serve it, so that a fleet holds two server models.
+const XL675dMockup = "shared/testdata/redfish-mockups/ilo5-xl675d-gen10plus-v2.55"
 
 // Password is the password of every simulated iLO and OA.
 const Password = "Fl33t-Sim-Passw0rd"
@@ -64,6 +70,9 @@ type Options struct {
 	// ILOPort is the iLOs' HTTPS port; 0 lets each pick a free one (no root needed, and two
 	// fleets on one machine do not collide).
 	ILOPort int
+	// XL675d is how many more iLO 5 simulators to start, from the XL675d capture (another
+	// server model, its own system ROM), after the others.
+	XL675d int
 	// OA is how many Onboard Administrator simulators to start (each on 127.0.0.1, a free port).
 	OA int
 	// Linux starts one Linux host: a real OpenSSH sshd on 127.0.0.1 (see Available).
@@ -71,6 +80,8 @@ type Options struct {
 	// MockupDir is the Redfish capture; default: DefaultMockup found by walking up from the
 	// working directory.
 	MockupDir string
+	// XL675dMockupDir is the XL675d's capture; default: XL675dMockup found the same way.
+	XL675dMockupDir string
 	// Timings are the iLO simulators' flash step durations (zero: the simulator's defaults).
 	Timings similo.Timings
 	// OARestartDelay is how long an OA refuses connections after a flash; default 200ms.
@@ -98,6 +109,8 @@ type Target struct {
 	Address string
 	// SSHPort is the SSH port of OA and Linux targets (rule P3: a test sshd is not on 22).
 	SSHPort int
+	// Model is an iLO's server model, as its capture's ComputerSystem names it.
+	Model string
 
 	ilo   *similo.Sim
 	oa    *simoa.Simulator
@@ -124,6 +137,8 @@ type Fleet struct {
 	targets []*Target
 	byName  map[string]*Target
 	images  map[fwv1.Component]Image
+	// files are what the image server serves, by file name: the images and what Publish adds.
+	files   map[string][]byte
 	counter *similo.Counter
 	linux   *sshdhost.Server
 
@@ -160,9 +175,14 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 	if opts.PinEvery == 0 {
 		opts.PinEvery = 3
 	}
-	nILO := opts.ILO4 + opts.ILO5 + opts.ILO6
-	if nILO > 0 && opts.MockupDir == "" {
+	nILO := opts.ILO4 + opts.ILO5 + opts.ILO6 + opts.XL675d
+	if opts.ILO4+opts.ILO5+opts.ILO6 > 0 && opts.MockupDir == "" {
 		if opts.MockupDir, err = FindMockup(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.XL675d > 0 && opts.XL675dMockupDir == "" {
+		if opts.XL675dMockupDir, err = findShared(XL675dMockup); err != nil {
 			return nil, err
 		}
 	}
@@ -174,7 +194,7 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 		return nil, err
 	}
 	f = &Fleet{Name: opts.Name, opts: opts, dir: dir, byName: map[string]*Target{},
-		images: map[fwv1.Component]Image{}, counter: &similo.Counter{}, nodeAddrs: map[string]string{}}
+		images: map[fwv1.Component]Image{}, files: map[string][]byte{}, counter: &similo.Counter{}, nodeAddrs: map[string]string{}}
 	defer func() {
 		if err != nil {
 			_ = f.Close()
@@ -185,24 +205,34 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 	if err := f.startImages(); err != nil {
 		return nil, err
 	}
-	var capture *similo.Capture
-	if nILO > 0 {
-		// One parsed capture for the whole fleet: each simulator keeps only what it changes.
-		if capture, err = similo.LoadCapture(opts.MockupDir); err != nil {
-			return nil, fmt.Errorf("fleet: iLO simulator: %w", err)
+	// One parsed capture per model for the whole fleet: each simulator keeps only what it changes.
+	var capture, xlCapture *similo.Capture
+	var dlModel, xlModel string
+	if opts.ILO4+opts.ILO5+opts.ILO6 > 0 {
+		if capture, dlModel, err = loadCapture(opts.MockupDir); err != nil {
+			return nil, err
+		}
+	}
+	if opts.XL675d > 0 {
+		if xlCapture, xlModel, err = loadCapture(opts.XL675dMockupDir); err != nil {
+			return nil, err
 		}
 	}
 	i := 0
 	for _, m := range []struct {
-		model similo.Model
-		typ   fwv1.TargetType
-		n     int
-	}{{similo.ILO4, fwv1.TargetTypeILO4, opts.ILO4}, {similo.ILO5, fwv1.TargetTypeILO5, opts.ILO5}, {similo.ILO6, fwv1.TargetTypeILO6, opts.ILO6}} {
+		model   similo.Model
+		typ     fwv1.TargetType
+		n       int
+		capture *similo.Capture
+		server  string
+		name    string
+	}{{similo.ILO4, fwv1.TargetTypeILO4, opts.ILO4, capture, dlModel, "ilo4"}, {similo.ILO5, fwv1.TargetTypeILO5, opts.ILO5, capture, dlModel, "ilo5"},
+		{similo.ILO6, fwv1.TargetTypeILO6, opts.ILO6, capture, dlModel, "ilo6"}, {similo.ILO5, fwv1.TargetTypeILO5, opts.XL675d, xlCapture, xlModel, "xl675d"}} {
 		for k := range m.n {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			s, err := similo.New(similo.Config{Capture: capture, Model: m.model, Username: Username, Password: Password,
+			s, err := similo.New(similo.Config{Capture: m.capture, Model: m.model, Username: Username, Password: Password,
 				Timings: opts.Timings, SimpleUpdateTask: m.model == similo.ILO6 || k%2 == 1, Counter: f.counter, Logf: opts.Logf})
 			if err != nil {
 				return nil, fmt.Errorf("fleet: iLO simulator: %w", err)
@@ -212,7 +242,7 @@ func Start(ctx context.Context, opts Options) (f *Fleet, err error) {
 				return nil, fmt.Errorf("fleet: iLO simulator on %s: %w", addr, err)
 			}
 			i++
-			f.add(&Target{Name: fmt.Sprintf("%s-%s-%02d", opts.Name, strings.ToLower(string(m.typ)), k+1), Type: m.typ, Address: s.Addr(), ilo: s})
+			f.add(&Target{Name: fmt.Sprintf("%s-%s-%02d", opts.Name, m.name, k+1), Type: m.typ, Address: s.Addr(), Model: m.server, ilo: s})
 		}
 	}
 	for k := range opts.OA {
@@ -249,19 +279,41 @@ func (f *Fleet) add(t *Target) {
 	f.byName[t.Name] = t
 }
 
+// loadCapture parses the Redfish capture in dir and reads the server model its
+// ComputerSystem names.
+func loadCapture(dir string) (*similo.Capture, string, error) {
+	c, err := similo.LoadCapture(dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("fleet: iLO simulator: %w", err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "Systems", "1", "index.json"))
+	if err != nil {
+		return nil, "", fmt.Errorf("fleet: the capture's server model: %w", err)
+	}
+	var system struct{ Model string }
+	if err := json.Unmarshal(b, &system); err != nil {
+		return nil, "", fmt.Errorf("fleet: the capture's server model: %s: %w", dir, err)
+	}
+	return c, system.Model, nil
+}
+
 // FindMockup finds DefaultMockup in the working directory or one of its parents.
-func FindMockup() (string, error) {
+func FindMockup() (string, error) { return findShared(DefaultMockup) }
+
+// findShared finds the folder rel (DefaultMockup, XL675dMockup) in the working directory or
+// one of its parents.
+func findShared(rel string) (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for d := wd; ; d = filepath.Dir(d) {
-		p := filepath.Join(d, DefaultMockup)
+		p := filepath.Join(d, rel)
 		if st, err := os.Stat(p); err == nil && st.IsDir() {
 			return p, nil
 		}
 		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("fleet: %s not found above %s; set Options.MockupDir", DefaultMockup, wd)
+			return "", fmt.Errorf("fleet: %s not found above %s; set Options.MockupDir or XL675dMockupDir", rel, wd)
 		}
 	}
 }
@@ -273,7 +325,6 @@ func (f *Fleet) startImages() error {
 		return err
 	}
 	f.imgLn = ln
-	base := "http://" + ln.Addr().String() + "/"
 	// The Smart Component records each run on this machine, where sshd runs it.
 	script := fmt.Sprintf("#!/bin/sh\n# fwops fleet smart component %s\necho %s >> '%s'\necho 'smart component: installed'\nexit 0\n",
 		f.opts.LinuxVersion, f.opts.LinuxVersion, f.linuxRunsFile())
@@ -289,23 +340,39 @@ func (f *Fleet) startImages() error {
 			fwimage.Build("OA", f.opts.OAVersion, []byte("simulated OA firmware payload\n"))},
 		{fwv1.ComponentSmartComponent, "cp" + strings.ReplaceAll(f.opts.LinuxVersion, ".", "") + ".scexe", f.opts.LinuxVersion, []byte(script)},
 	} {
-		sum := sha256.Sum256(im.data)
-		f.images[im.c] = Image{Component: im.c, URL: base + im.file, SHA256: hex.EncodeToString(sum[:]), Version: im.v, Data: im.data}
+		img := f.Publish(im.file, im.v, im.data)
+		img.Component = im.c
+		f.images[im.c] = img
 	}
 	mux := http.NewServeMux()
-	for _, im := range f.images {
-		data := im.Data
-		mux.HandleFunc("GET /"+strings.TrimPrefix(im.URL, base), func(w http.ResponseWriter, r *http.Request) {
-			if !f.waitForImageGate(r.Context()) {
-				return
-			}
-			w.Header().Set("Content-Type", "application/octet-stream")
-			_, _ = w.Write(data)
-		})
-	}
+	mux.HandleFunc("GET /{file}", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		data, ok := f.files[r.PathValue("file")]
+		f.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if !f.waitForImageGate(r.Context()) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(data)
+	})
 	f.imgSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = f.imgSrv.Serve(ln) }()
 	return nil
+}
+
+// Publish serves data as file (a name without slashes) on the fleet's image server, next to
+// its own images: firmware of version for a baseline's other components (a stepping
+// release, each model's system ROM).
+func (f *Fleet) Publish(file, version string, data []byte) Image {
+	sum := sha256.Sum256(data)
+	f.mu.Lock()
+	f.files[file] = data
+	f.mu.Unlock()
+	return Image{URL: "http://" + f.imgLn.Addr().String() + "/" + file, SHA256: hex.EncodeToString(sum[:]), Version: version, Data: data}
 }
 
 // HoldImages makes the image server hold every image request until release is called, so
@@ -449,6 +516,21 @@ func (f *Fleet) Version(target string) string {
 		return lines[len(lines)-1]
 	}
 	return ""
+}
+
+// FlashedImages lists the image files an iLO target was asked to flash, in the order its
+// simulator received the requests (nil for other targets): the judge of what was installed
+// in which order, kept by the simulator rather than reported by the operator.
+func (f *Fleet) FlashedImages(target string) []string {
+	t := f.byName[target]
+	if t == nil || t.ilo == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range t.ilo.FlashRequestsReceived() {
+		out = append(out, path.Base(r.ImageURI))
+	}
+	return out
 }
 
 // SourcePorts lists the source port of every connection the target accepted (rule P4: they
