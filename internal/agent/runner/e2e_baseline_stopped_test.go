@@ -6,12 +6,10 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
-	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
 )
@@ -25,17 +23,7 @@ import (
 func TestEndToEndBaselineAgentStoppedMidFlash(t *testing.T) {
 	g := gomega.NewWithT(t)
 	e := newE2E(t)
-	imgSrv := e.serveImages()
-	e.images["ilo5_278.bin"] = fwimage.Build("iLO", "2.78", []byte("iLO 5 firmware"))
-	e.images["a43_268.fwpkg"] = fwimage.Build("SystemROM", "2.68", []byte("DL325 system ROM"))
-	b := &fwv1.FirmwareBaseline{ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: testNS},
-		Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
-			e.component(imgSrv.URL, "ilo5", fwv1.BaselineKindILO, "ilo5_278.bin", "2.78", fwv1.TargetTypeILO5),
-			e.component(imgSrv.URL, "rom-a43", fwv1.BaselineKindSystemROM, "a43_268.fwpkg", "2.68", fwv1.TargetTypeILO5),
-		}}}
-	if err := e.c.Create(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	b := e.iloAndROMBaseline()
 	// Flashes long enough to stop the agent in the middle of one.
 	timings := fastILO
 	timings.Update, timings.Steps = 3*time.Second, 6

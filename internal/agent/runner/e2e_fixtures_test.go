@@ -1,8 +1,11 @@
 package runner
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
@@ -77,4 +80,24 @@ func (e *e2e) component(imgURL, name string, kind fwv1.BaselineComponentKind, fi
 	return fwv1.BaselineComponent{Name: name, Kind: kind,
 		Firmware:  fwv1.FirmwareSource{URL: imgURL + "/" + file, SHA256: digest(b), Version: version},
 		AppliesTo: fwv1.ComponentApplicability{TargetTypes: targetTypes}}
+}
+
+// iloAndROMBaseline creates FirmwareBaseline spp of two components for the DL325's iLO 5,
+// served by a new image server of e: its iLO (ilo5, 2.78), then its system ROM (rom-a43,
+// 2.68), which activates at the next reboot.
+func (e *e2e) iloAndROMBaseline() *fwv1.FirmwareBaseline {
+	imgSrv := e.serveImages()
+	e.mu.Lock()
+	e.images["ilo5_278.bin"] = fwimage.Build("iLO", "2.78", []byte("iLO 5 firmware"))
+	e.images["a43_268.fwpkg"] = fwimage.Build("SystemROM", "2.68", []byte("DL325 system ROM"))
+	e.mu.Unlock()
+	b := &fwv1.FirmwareBaseline{ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: testNS},
+		Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
+			e.component(imgSrv.URL, "ilo5", fwv1.BaselineKindILO, "ilo5_278.bin", "2.78", fwv1.TargetTypeILO5),
+			e.component(imgSrv.URL, "rom-a43", fwv1.BaselineKindSystemROM, "a43_268.fwpkg", "2.68", fwv1.TargetTypeILO5),
+		}}}
+	if err := e.c.Create(context.Background(), b); err != nil {
+		e.t.Fatalf("the API server refused the baseline: %v", err)
+	}
+	return b
 }
