@@ -123,10 +123,13 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 	}
 	p := plan.Make(inv, b)
 	list := planned(p, earlier)
-	done := 0
+	done, installedBefore := 0, 0
 	for _, c := range list {
 		if c.Phase.Finished() {
 			done++
+		}
+		if c.Phase == fwv1.TargetPhaseSucceeded {
+			installedBefore++ // by an earlier agent of this job
 		}
 	}
 	log.Info("plan made", "steps", len(p.Steps), "applicable", p.Total())
@@ -215,8 +218,12 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 		}
 		setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = phase, msg })
 	}
-	msg := fmt.Sprintf("FirmwareBaseline %s (%s): %d of %d components installed, %d already current or skipped",
-		b.Name, b.Spec.Version, installed, len(list), len(list)-installed)
+	byEarlier := ""
+	if installedBefore > 0 {
+		byEarlier = fmt.Sprintf(" (%d by an earlier agent)", installedBefore)
+	}
+	msg := fmt.Sprintf("FirmwareBaseline %s (%s): %d of %d components installed%s, %d already current or skipped",
+		b.Name, b.Spec.Version, installed+installedBefore, len(list), byEarlier, len(list)-installed-installedBefore)
 	if staged {
 		what := "the components staged before"
 		if len(stagedNames) > 0 {

@@ -76,6 +76,7 @@ func TestEndToEndBaselineAgentStoppedMidFlash(t *testing.T) {
 	g.Expect(got).To(gomega.Equal(map[string]fwv1.TargetPhase{"ilo5": fwv1.TargetPhaseSucceeded, "rom-a43": fwv1.TargetPhaseSucceeded}), s.Message)
 	g.Expect(s.Phase).To(gomega.Equal(fwv1.TargetPhaseSucceeded), s.Message)
 	g.Expect(s.ComponentsProgress).To(gomega.Equal("2/2"))
+	g.Expect(s.Message).To(gomega.ContainSubstring("2 of 2 components installed (1 by an earlier agent), 0 already current or skipped"))
 	st := sim.Stats()
 	g.Expect([]int{st.FlashRequests, st.FlashesStarted, st.FlashesCompleted}).To(gomega.Equal([]int{2, 2, 2}),
 		"flash requests, flashes started and completed: one each for the iLO and the ROM, none again")
