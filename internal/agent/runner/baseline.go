@@ -3,9 +3,11 @@ package runner
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -144,6 +146,8 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
 		s.Components, s.ComponentsTotal, s.ComponentsDone = list, int32(len(list)), int32(done)
 		s.Model = inv.Model
+		readAt := metav1.NewTime(a.deps.Now())
+		s.Devices, s.InventoryTime = recordedDevices(inv.Devices, b), &readAt
 		s.ComponentsProgress = fmt.Sprintf("%d/%d", done, len(list))
 		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
 		s.Message = fmt.Sprintf("installing %d of the %d components of FirmwareBaseline %s (%s) that apply", len(p.Steps), len(list), b.Name, b.Spec.Version)
@@ -214,6 +218,10 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 			msg = fmt.Sprintf("updated from %s to %s", orUnknown(res.VersionBefore), orUnknown(res.VersionAfter))
 		}
 		setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = phase, msg })
+		if phase == fwv1.TargetPhaseSucceeded && !res.RebootRequired && s.Component.Kind == fwv1.BaselineKindSmartComponent {
+			// Its devices run the new version now; staged until a reboot, they do not yet.
+			r.update(tctx, true, func(st *fwv1.TargetUpdateStatus) { setDevices(st.Devices, s.Component.AppliesTo.Devices, s.To) })
+		}
 	}
 	msg := fmt.Sprintf("FirmwareBaseline %s (%s): %d of %d components installed, %d already current or skipped",
 		b.Name, b.Spec.Version, installed, len(list), len(list)-installed)
@@ -274,6 +282,48 @@ func driverComponent(c fwv1.BaselineComponent) driver.Component {
 		return driver.ComponentSmartComponent
 	}
 	return driver.Component(c.Name)
+}
+
+// recordedDevices are the inventory's devices as the TargetUpdate records them, by GUID, the
+// ones b's Smart Components name first, at most fwv1.MaxRecordedDevices: the UpdateTarget
+// keeps them so that compliance judges Smart Components against any baseline, which needs
+// the devices the server has as much as their versions.
+func recordedDevices(devices map[string]string, b *fwv1.FirmwareBaseline) []fwv1.DeviceVersion {
+	named := map[string]bool{}
+	for _, c := range b.Spec.Components {
+		for _, d := range c.AppliesTo.Devices {
+			named[strings.ToLower(d)] = true
+		}
+	}
+	out := make([]fwv1.DeviceVersion, 0, len(devices))
+	for guid, v := range devices {
+		out = append(out, fwv1.DeviceVersion{Target: guid, Version: truncate(v, maxVersion)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if ni, nj := named[out[i].Target], named[out[j].Target]; ni != nj {
+			return ni
+		}
+		return out[i].Target < out[j].Target
+	})
+	if len(out) > fwv1.MaxRecordedDevices {
+		out = out[:fwv1.MaxRecordedDevices]
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
+	return out
+}
+
+// maxVersion is the API's bound on a recorded version.
+const maxVersion = 128
+
+// setDevices records version for the devices of guids that the list holds.
+func setDevices(list []fwv1.DeviceVersion, guids []string, version string) {
+	for i := range list {
+		for _, g := range guids {
+			if strings.EqualFold(list[i].Target, g) {
+				list[i].Version = version
+			}
+		}
+	}
 }
 
 // inventory reads what the plan needs from the target: the whole inventory from a driver
