@@ -161,6 +161,9 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 	}
 	staged := r.rebootRequired()
 	var stagedNames []string // staged by this agent, for the message
+	// stagedSteps are the steps staged by this agent until the reboot; activated, those that
+	// the last step's install or reboot made run.
+	var stagedSteps, activated []plan.Step
 	installed := 0
 	for k, s := range p.Steps {
 		name := s.Component.Name
@@ -203,10 +206,12 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 		}
 		if res.RebootRequired {
 			stagedNames = append(stagedNames, name)
+			stagedSteps = append(stagedSteps, s)
 		}
 		staged = staged || res.RebootRequired
 		if fw.RebootIfRequired && !res.RebootRequired {
 			staged, stagedNames = false, nil // the one reboot activated everything staged before it
+			activated, stagedSteps = stagedSteps, nil
 		}
 		done++
 		installed++
@@ -218,9 +223,20 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 			msg = fmt.Sprintf("updated from %s to %s", orUnknown(res.VersionBefore), orUnknown(res.VersionAfter))
 		}
 		setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = phase, msg })
-		if phase == fwv1.TargetPhaseSucceeded && !res.RebootRequired && s.Component.Kind == fwv1.BaselineKindSmartComponent {
-			// Its devices run the new version now; staged until a reboot, they do not yet.
-			r.update(tctx, true, func(st *fwv1.TargetUpdateStatus) { setDevices(st.Devices, s.Component.AppliesTo.Devices, s.To) })
+		if phase == fwv1.TargetPhaseSucceeded && !res.RebootRequired {
+			activated = append(activated, s)
+		}
+		// The devices of the Smart Components that run now (installed, or activated by the
+		// reboot) run the new version; those staged until a reboot do not yet.
+		if len(activated) > 0 {
+			r.update(tctx, true, func(st *fwv1.TargetUpdateStatus) {
+				for _, a := range activated {
+					if a.Component.Kind == fwv1.BaselineKindSmartComponent {
+						setDevices(st.Devices, a.Component.AppliesTo.Devices, a.To)
+					}
+				}
+			})
+			activated = nil
 		}
 	}
 	msg := fmt.Sprintf("FirmwareBaseline %s (%s): %d of %d components installed, %d already current or skipped",
