@@ -77,7 +77,7 @@ var _ = ginkgo.Describe("UpdateTarget compliance", func() {
 		}
 		iloOnly := &fwv1.FirmwareBaseline{
 			ObjectMeta: metav1.ObjectMeta{Name: "ilo-only", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{Version: "1", Components: []fwv1.BaselineComponent{spp.Spec.Components[0]}},
+			Spec:       fwv1.FirmwareBaselineSpec{Version: "1", Components: []fwv1.BaselineComponent{spp.Spec.Components[0]}},
 		}
 		// Applies to no target here: never listed.
 		oa := &fwv1.FirmwareBaseline{
