@@ -3,10 +3,10 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -41,7 +41,7 @@ func (r *UpdateTargetReconciler) showCompliance(ctx context.Context, t *fwv1.Upd
 			res, applies = compliance.EvaluateTarget(b, t)
 		}
 		if !applies {
-			metricTargetCompliance.DeletePartialMatch(prometheus.Labels{"namespace": t.Namespace, "target": t.Name, "baseline": b.Name})
+			setTargetComplianceMetric(t, b.Name, "")
 			continue
 		}
 		setTargetComplianceMetric(t, b.Name, res.State)
@@ -55,6 +55,13 @@ func (r *UpdateTargetReconciler) showCompliance(ctx context.Context, t *fwv1.Upd
 		}
 		standings = append(standings, fwv1.BaselineCompliance{Name: b.Name, Version: b.Spec.Version, State: res.State.API(),
 			Drift: res.Drift, Unknown: capUnknown(res.Unknown)})
+	}
+	// A baseline deleted since the last judgement: its series go too (the FirmwareBaseline
+	// controller removes them as well, but may have run before a reconcile that still saw it).
+	for _, old := range t.Status.Baselines {
+		if !slices.ContainsFunc(list.Items, func(b fwv1.FirmwareBaseline) bool { return b.Name == old.Name }) {
+			setTargetComplianceMetric(t, old.Name, "")
+		}
 	}
 	total := len(standings)
 	if total > fwv1.MaxBaselinesShown {
@@ -121,14 +128,18 @@ func selects(b *fwv1.FirmwareBaseline, t *fwv1.UpdateTarget) bool {
 	return err == nil && sel.Matches(labels.Set(t.Labels))
 }
 
-// setTargetComplianceMetric sets the one series of the target's standing against a baseline.
+// setTargetComplianceMetric sets the one series of the target's standing against a baseline,
+// or, with no state, removes it. Series are removed by their full labels, not by a partial
+// match: that scans every series, once per target and baseline when a baseline changes.
 func setTargetComplianceMetric(t *fwv1.UpdateTarget, baseline string, state compliance.State) {
 	for _, s := range []compliance.State{compliance.Compliant, compliance.Drifting, compliance.Unknown} {
 		if s != state {
 			metricTargetCompliance.DeleteLabelValues(t.Namespace, t.Name, baseline, string(s))
 		}
 	}
-	metricTargetCompliance.WithLabelValues(t.Namespace, t.Name, baseline, string(state)).Set(1)
+	if state != "" {
+		metricTargetCompliance.WithLabelValues(t.Namespace, t.Name, baseline, string(state)).Set(1)
+	}
 }
 
 // targetsOfNamespace wakes every UpdateTarget of a changed FirmwareBaseline's namespace: a
