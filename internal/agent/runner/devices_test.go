@@ -37,4 +37,3 @@ func TestRecordedDevicesKeepTheBaselinesOwnWhenCut(t *testing.T) {
 		t.Errorf("the installed NIC's version not recorded: %v", got[len(got)-1])
 	}
 }
-
