@@ -48,6 +48,7 @@ func (r *FirmwareBaselineReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if err := r.Get(ctx, req.NamespacedName, b); err != nil {
 		if apierrors.IsNotFound(err) {
 			metricBaselineTargets.DeletePartialMatch(prometheus.Labels{"namespace": req.Namespace, "baseline": req.Name})
+			metricTargetCompliance.DeletePartialMatch(prometheus.Labels{"namespace": req.Namespace, "baseline": req.Name})
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -101,7 +102,7 @@ func showCompliance(b *fwv1.FirmwareBaseline, res compliance.Result) {
 				b.Status.DriftingTargets = append(b.Status.DriftingTargets, fwv1.DriftingTarget{Name: t.Name, Components: t.Drift})
 			}
 		case compliance.Unknown:
-			unknown = append(unknown, t.Name+" ("+strings.Join(t.Unknown, "; ")+")")
+			unknown = append(unknown, t.Name+" ("+t.Reasons()+")")
 		}
 	}
 	cond := metav1.Condition{Type: fwv1.ConditionReady, ObservedGeneration: b.Generation}

@@ -24,6 +24,10 @@ var (
 		Name: "fwops_baseline_targets",
 		Help: "Targets each FirmwareBaseline applies to, by compliance (compliant, drifting, unknown).",
 	}, []string{"namespace", "baseline", "compliance"})
+	metricTargetCompliance = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fwops_target_compliance",
+		Help: "1 for each UpdateTarget's standing (state: compliant, drifting, unknown) against each FirmwareBaseline that applies to it; one series per target and baseline.",
+	}, []string{"namespace", "target", "baseline", "state"})
 	metricErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fwops_controller_errors_total",
 		Help: "Errors the controller met, by reason.",
@@ -31,5 +35,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(metricTargets, metricProgress, metricFlashDuration, metricBaselineTargets, metricErrors)
+	metrics.Registry.MustRegister(metricTargets, metricProgress, metricFlashDuration, metricBaselineTargets, metricTargetCompliance, metricErrors)
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,8 +25,10 @@ import (
 
 const indexTargetUpdateTarget = "spec.targetName"
 
-// UpdateTargetReconciler checks that a target's Secrets exist with the keys it needs, and
-// records the versions its jobs last read.
+// UpdateTargetReconciler checks that a target's Secrets exist with the keys it needs,
+// records the versions its jobs last read, and shows how it stands against the
+// FirmwareBaselines of its namespace. It is the one writer of UpdateTarget status: two
+// controllers merge-patching it would replace each other's conditions list.
 type UpdateTargetReconciler struct {
 	client.Client
 	// SecretReader reads Secrets one by one around the cache, so that the manager never
@@ -42,12 +46,18 @@ type UpdateTargetReconciler struct {
 func (r *UpdateTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	t := &fwv1.UpdateTarget{}
 	if err := r.Get(ctx, req.NamespacedName, t); err != nil {
+		if apierrors.IsNotFound(err) {
+			metricTargetCompliance.DeletePartialMatch(prometheus.Labels{"namespace": req.Namespace, "target": req.Name})
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := t.DeepCopy()
 	defer func() {
 		if retErr == nil {
 			t.Status.ObservedGeneration = t.Generation
+		}
+		if equality.Semantic.DeepEqual(before.Status, t.Status) {
+			return // a baseline's change wakes every target of its namespace: write only what changed
 		}
 		if err := r.Status().Patch(ctx, t, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, err)
@@ -69,7 +79,10 @@ func (r *UpdateTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	meta.SetStatusCondition(&t.Status.Conditions, metav1.Condition{
 		Type: fwv1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: t.Generation,
 	})
-	return result, r.recordVersions(ctx, t)
+	if err := r.recordVersions(ctx, t); err != nil {
+		return result, err
+	}
+	return result, r.showCompliance(ctx, t)
 }
 
 type secretNeed struct {
@@ -164,6 +177,7 @@ func (r *UpdateTargetReconciler) recordVersions(ctx context.Context, t *fwv1.Upd
 	if last != nil && last.Status.Model != "" {
 		t.Status.Model = last.Status.Model
 	}
+	recordDevices(t, list.Items)
 	if last != nil {
 		t.Status.LastJob = last.Spec.JobName
 		t.Status.LastUpdateTime = last.Status.CompletionTime
@@ -191,6 +205,26 @@ func baselineVersions(tu *fwv1.TargetUpdate) map[fwv1.Component]string {
 	return out
 }
 
+// recordDevices copies the device versions of the finished TargetUpdate whose agent read the
+// target's inventory last, when that read is newer than the one recorded.
+func recordDevices(t *fwv1.UpdateTarget, tus []fwv1.TargetUpdate) {
+	var newest *fwv1.TargetUpdate
+	for i := range tus {
+		tu := &tus[i]
+		if !tu.Status.Phase.Finished() || tu.Status.InventoryTime == nil {
+			continue
+		}
+		if newest == nil || tu.Status.InventoryTime.After(newest.Status.InventoryTime.Time) {
+			newest = tu
+		}
+	}
+	if newest == nil || t.Status.InventoryTime != nil && !newest.Status.InventoryTime.After(t.Status.InventoryTime.Time) {
+		return
+	}
+	t.Status.Devices = newest.Status.DeepCopy().Devices
+	t.Status.InventoryTime = newest.Status.InventoryTime.DeepCopy()
+}
+
 func versionOf(tu *fwv1.TargetUpdate) string {
 	if tu.Status.VersionAfter != "" {
 		return tu.Status.VersionAfter
@@ -208,7 +242,8 @@ func setVersion(list *[]fwv1.ComponentVersion, c fwv1.Component, v string) {
 	*list = append(*list, fwv1.ComponentVersion{Component: c, Version: v})
 }
 
-// SetupWithManager registers the controller; finished TargetUpdates wake their target.
+// SetupWithManager registers the controller; finished TargetUpdates wake their target, and
+// a FirmwareBaseline's change the targets of its namespace.
 func (r *UpdateTargetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if r.SecretReader == nil {
 		r.SecretReader = mgr.GetAPIReader()
@@ -219,7 +254,12 @@ func (r *UpdateTargetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&fwv1.UpdateTarget{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Labels decide which baselines select the target.
+		For(&fwv1.UpdateTarget{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		// Only a baseline's spec (and its coming and going) changes a target's standing: its
+		// status changes with every target's, and must not wake them all in turn.
+		Watches(&fwv1.FirmwareBaseline{}, handler.EnqueueRequestsFromMapFunc(r.targetsOfNamespace),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&fwv1.TargetUpdate{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			tu := o.(*fwv1.TargetUpdate)
 			if !tu.Status.Phase.Finished() {

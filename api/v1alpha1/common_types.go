@@ -14,6 +14,13 @@ const (
 	// abnormal-true condition kstatus (Flux, Argo CD) reads as "failed" rather than
 	// "in progress".
 	ConditionStalled = "Stalled"
+	// ConditionCompliant, on an UpdateTarget, is its standing against the FirmwareBaselines
+	// that apply to it: True when it runs their versions, False when a component drifts,
+	// Unknown when a version was never read. None of the types above says it: Ready on an
+	// UpdateTarget means jobs can reach it, and a drifting target is not failed, stalled or
+	// in progress; folding drift into Ready would make every out-of-date server look broken
+	// to kstatus. The FirmwareBaseline's own Ready sums the fleet up.
+	ConditionCompliant = "Compliant"
 )
 
 // SecretReference names a Secret in the namespace of the object that refers to it.

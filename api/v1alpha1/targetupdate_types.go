@@ -180,6 +180,20 @@ type TargetUpdateStatus struct {
 	// +kubebuilder:validation:MaxLength=128
 	Model string `json:"model,omitempty"`
 
+	// devices are the firmware inventory entries the agent read, for a job with a
+	// baselineRef, by device Target GUID with the version each ran before anything was
+	// installed; the UpdateTarget records them for compliance. At most 512.
+	// +optional
+	// +listType=map
+	// +listMapKey=target
+	// +kubebuilder:validation:MaxItems=512
+	Devices []DeviceVersion `json:"devices,omitempty"`
+
+	// inventoryTime is when the agent read the inventory (model, versions, devices) its plan
+	// is made from.
+	// +optional
+	InventoryTime *metav1.Time `json:"inventoryTime,omitempty"`
+
 	// componentsDone counts the components that reached a final phase.
 	// +optional
 	// +kubebuilder:validation:Minimum=0

@@ -170,6 +170,86 @@ type ComponentVersion struct {
 	Version string `json:"version"`
 }
 
+// MaxRecordedDevices bounds the device versions a TargetUpdate and an UpdateTarget record
+// (status.devices' MaxItems): an inventory that lists more is cut, and compliance then cannot
+// tell from a device's absence that the server lacks it.
+const MaxRecordedDevices = 512
+
+// DeviceVersion is the version of one firmware inventory entry as last read, by the device
+// Target GUID a Smart Component's payload.json names it by (Devices.Device[].Target).
+type DeviceVersion struct {
+	// target is the device Target GUID, lower-case.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	Target string `json:"target"`
+
+	// version is the version the inventory entry reported.
+	// +required
+	// +kubebuilder:validation:MaxLength=128
+	Version string `json:"version"`
+}
+
+// ComplianceState is a target's standing against a FirmwareBaseline.
+// +kubebuilder:validation:Enum=Compliant;Drifting;Unknown
+type ComplianceState string
+
+const (
+	// ComplianceCompliant: every component of the baseline that applies runs its version.
+	ComplianceCompliant ComplianceState = "Compliant"
+	// ComplianceDrifting: some component that applies runs another version.
+	ComplianceDrifting ComplianceState = "Drifting"
+	// ComplianceUnknown: nothing drifts, but some component's version was never read, or
+	// whether it applies cannot be told from what the UpdateTarget records.
+	ComplianceUnknown ComplianceState = "Unknown"
+)
+
+// UnknownComponent is a baseline component a target cannot be judged against yet, with why.
+type UnknownComponent struct {
+	// name is the baseline component.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// message says why it cannot be judged, and what records what is missing.
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message"`
+}
+
+// BaselineCompliance is a target's standing against one FirmwareBaseline of its namespace
+// that applies to it.
+type BaselineCompliance struct {
+	// name is the FirmwareBaseline.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// version is the baseline's spec.version.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Version string `json:"version"`
+
+	// state is Compliant, Drifting or Unknown.
+	// +required
+	State ComplianceState `json:"state"`
+
+	// drift lists the components that run another version than the baseline's.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=200
+	Drift []ComponentDrift `json:"drift,omitempty"`
+
+	// unknown lists the components that cannot be judged yet, with why.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=200
+	Unknown []UnknownComponent `json:"unknown,omitempty"`
+}
+
+// MaxBaselinesShown bounds status.baselines (its MaxItems); status.compliance counts all.
+const MaxBaselinesShown = 32
+
 // UpdateTargetStatus is the observed state of an UpdateTarget.
 type UpdateTargetStatus struct {
 	// observedGeneration is the generation last reconciled successfully.
@@ -177,7 +257,9 @@ type UpdateTargetStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions: Ready is True when the referenced Secrets exist with the keys this target
-	// needs.
+	// needs. Compliant, present while some FirmwareBaseline of the namespace applies to the
+	// target, is True when it runs every applicable component at each such baseline's
+	// version, False when some component drifts, Unknown when some version was never read.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -195,6 +277,33 @@ type UpdateTargetStatus struct {
 	// +kubebuilder:validation:MaxLength=128
 	Model string `json:"model,omitempty"`
 
+	// devices are the firmware inventory entries last read by a baseline job's agent, by the
+	// device Target GUIDs Smart Components name them by, with the version each runs;
+	// compliance judges Smart Component (.fwpkg) components by them. At most 512.
+	// +optional
+	// +listType=map
+	// +listMapKey=target
+	// +kubebuilder:validation:MaxItems=512
+	Devices []DeviceVersion `json:"devices,omitempty"`
+
+	// inventoryTime is when a baseline job's agent last read the target's inventory (model
+	// and devices): a device missing from devices then is not in the server.
+	// +optional
+	InventoryTime *metav1.Time `json:"inventoryTime,omitempty"`
+
+	// baselines is the target's standing against each FirmwareBaseline of its namespace
+	// that selects it and has a component for its type, by name, at most 32.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Baselines []BaselineCompliance `json:"baselines,omitempty"`
+
+	// compliance is "compliant/total" over the baselines that apply, for print columns.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	Compliance string `json:"compliance,omitempty"`
+
 	// lastJob names the last UpdateJob that touched this target.
 	// +optional
 	LastJob string `json:"lastJob,omitempty"`
@@ -211,6 +320,8 @@ type UpdateTargetStatus struct {
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.address`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Compliance",type=string,JSONPath=`.status.conditions[?(@.type=="Compliant")].reason`
+// +kubebuilder:printcolumn:name="Baselines",type=string,JSONPath=`.status.compliance`,priority=1
 // +kubebuilder:printcolumn:name="Last Job",type=string,JSONPath=`.status.lastJob`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type UpdateTarget struct {

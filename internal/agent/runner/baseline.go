@@ -3,9 +3,11 @@ package runner
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -147,6 +149,8 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
 		s.Components, s.ComponentsTotal, s.ComponentsDone = list, int32(len(list)), int32(done)
 		s.Model = inv.Model
+		readAt := metav1.NewTime(a.deps.Now())
+		s.Devices, s.InventoryTime = recordedDevices(inv.Devices, b), &readAt
 		s.ComponentsProgress = fmt.Sprintf("%d/%d", done, len(list))
 		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
 		s.Message = fmt.Sprintf("installing %d of the %d components of FirmwareBaseline %s (%s) that apply", len(p.Steps), len(list), b.Name, b.Spec.Version)
@@ -160,6 +164,9 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 	}
 	staged := r.rebootRequired()
 	var stagedNames []string // staged by this agent, for the message
+	// stagedSteps are the steps staged by this agent until the reboot; activated, those that
+	// the last step's install or reboot made run.
+	var stagedSteps, activated []plan.Step
 	installed := 0
 	for k, s := range p.Steps {
 		name := s.Component.Name
@@ -202,10 +209,12 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 		}
 		if res.RebootRequired {
 			stagedNames = append(stagedNames, name)
+			stagedSteps = append(stagedSteps, s)
 		}
 		staged = staged || res.RebootRequired
 		if fw.RebootIfRequired && !res.RebootRequired {
 			staged, stagedNames = false, nil // the one reboot activated everything staged before it
+			activated, stagedSteps = stagedSteps, nil
 		}
 		done++
 		installed++
@@ -217,6 +226,21 @@ func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseli
 			msg = fmt.Sprintf("updated from %s to %s", orUnknown(res.VersionBefore), orUnknown(res.VersionAfter))
 		}
 		setComponent(name, func(c *fwv1.ComponentUpdate) { c.Phase, c.Message = phase, msg })
+		if phase == fwv1.TargetPhaseSucceeded && !res.RebootRequired {
+			activated = append(activated, s)
+		}
+		// The devices of the Smart Components that run now (installed, or activated by the
+		// reboot) run the new version; those staged until a reboot do not yet.
+		if len(activated) > 0 {
+			r.update(tctx, true, func(st *fwv1.TargetUpdateStatus) {
+				for _, a := range activated {
+					if a.Component.Kind == fwv1.BaselineKindSmartComponent {
+						setDevices(st.Devices, a.Component.AppliesTo.Devices, a.To)
+					}
+				}
+			})
+			activated = nil
+		}
 	}
 	byEarlier := ""
 	if installedBefore > 0 {
@@ -274,6 +298,48 @@ func driverComponent(c fwv1.BaselineComponent) driver.Component {
 		return driver.Component(c.Name)
 	}
 	return driver.Component(c.Kind.Component())
+}
+
+// recordedDevices are the inventory's devices as the TargetUpdate records them, by GUID, the
+// ones b's Smart Components name first, at most fwv1.MaxRecordedDevices: the UpdateTarget
+// keeps them so that compliance judges Smart Components against any baseline, which needs
+// the devices the server has as much as their versions.
+func recordedDevices(devices map[string]string, b *fwv1.FirmwareBaseline) []fwv1.DeviceVersion {
+	named := map[string]bool{}
+	for _, c := range b.Spec.Components {
+		for _, d := range c.AppliesTo.Devices {
+			named[strings.ToLower(d)] = true
+		}
+	}
+	out := make([]fwv1.DeviceVersion, 0, len(devices))
+	for guid, v := range devices {
+		out = append(out, fwv1.DeviceVersion{Target: guid, Version: truncate(v, maxVersion)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if ni, nj := named[out[i].Target], named[out[j].Target]; ni != nj {
+			return ni
+		}
+		return out[i].Target < out[j].Target
+	})
+	if len(out) > fwv1.MaxRecordedDevices {
+		out = out[:fwv1.MaxRecordedDevices]
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
+	return out
+}
+
+// maxVersion is the API's bound on a recorded version.
+const maxVersion = 128
+
+// setDevices records version for the devices of guids that the list holds.
+func setDevices(list []fwv1.DeviceVersion, guids []string, version string) {
+	for i := range list {
+		for _, g := range guids {
+			if strings.EqualFold(list[i].Target, g) {
+				list[i].Version = version
+			}
+		}
+	}
 }
 
 // inventory reads what the plan needs from the target: the whole inventory from a driver

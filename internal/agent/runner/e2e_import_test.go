@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,4 +74,13 @@ func TestEndToEndImportedBaseline(t *testing.T) {
 	if n := sims["xl675d"].ComponentsAdded(); n != 0 {
 		t.Errorf("xl675d: %d components added to its iLO Repository, want none: the NIC is not in it", n)
 	}
+	if d := e.status("imported", "dl325").Devices; !slices.Contains(d, fwv1.DeviceVersion{Target: dl325NICTarget, Version: "08.60.12"}) {
+		t.Errorf("dl325: devices %v, want the NIC %s recorded at 08.60.12, which the reboot activated", d, dl325NICTarget)
+	}
+
+	t.Run("the compliance view turns green, the NIC judged by its device", func(t *testing.T) {
+		// Compliant, not unknown: the UpdateTargets record the devices the agent read, so
+		// the .fwpkg is judged on the DL325 and found not to apply on the XL675d.
+		expectCompliance(t, e, b, targets)
+	})
 }
