@@ -90,6 +90,11 @@ func (r *UpdateJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		setStalled(job)
 		r.emitTransitionEvents(before, job)
+		// Most passes change nothing the status shows (an agent moved a target from one
+		// in-progress phase to the next): those write nothing (issue 13).
+		if equality.Semantic.DeepEqual(before.Status, job.Status) {
+			return
+		}
 		if err := r.Status().Patch(ctx, job, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
 		}

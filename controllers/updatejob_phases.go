@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -250,41 +251,65 @@ func (r *UpdateJobReconciler) makeTargetUpdates(ctx context.Context, job *fwv1.U
 
 // createTargetUpdates creates the TargetUpdates of targets and adds them to tus. With pending
 // each is marked Pending with what it waits for; without, it is made for this pass to start
-// at once (a TargetUpdate with no phase is pending too).
+// at once (a TargetUpdate with no phase is pending too). Several are created at a time: one
+// by one, a first wave of 200 took seconds on its own (issue 13).
 func (r *UpdateJobReconciler) createTargetUpdates(ctx context.Context, job *fwv1.UpdateJob, targets []*fwv1.UpdateTarget,
 	tus map[string]*fwv1.TargetUpdate, pending bool) error {
-	for _, t := range targets {
-		tu := &fwv1.TargetUpdate{
-			ObjectMeta: metav1.ObjectMeta{
-				Name:      targetUpdateName(job.Name, t.Name),
-				Namespace: job.Namespace,
-				Labels:    map[string]string{fwv1.LabelJob: labelValue(job.Name), fwv1.LabelTarget: labelValue(t.Name)},
-			},
-			Spec: fwv1.TargetUpdateSpec{JobName: job.Name, TargetName: t.Name, TargetType: t.Spec.Type, Component: targetComponent(job)},
-		}
-		if err := controllerutil.SetControllerReference(job, tu, r.Scheme); err != nil {
+	made := make([]*fwv1.TargetUpdate, len(targets))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(createsAtOnce)
+	for i, t := range targets {
+		g.Go(func() error {
+			tu, err := r.createTargetUpdate(gctx, job, t, pending)
+			made[i] = tu
 			return err
-		}
-		if err := r.Create(ctx, tu); err != nil {
-			if !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("creating TargetUpdate %s: %w", tu.Name, err)
-			}
-			// Made by an earlier pass that the cache has not shown yet.
-			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tu), tu); err != nil {
-				return err
-			}
-			if !metav1.IsControlledBy(tu, job) {
-				return blockedBy(ReasonNameCollision, fmt.Errorf("TargetUpdate %s, the name this job gives target %s, "+
-					"exists and belongs to another owner: delete or rename it", tu.Name, t.Name))
-			}
-		} else if pending {
-			if err := r.markPending(ctx, tu); err != nil {
-				return err
-			}
-		}
-		tus[t.Name] = tu
+		})
 	}
-	return nil
+	err := g.Wait()
+	for i, tu := range made {
+		if tu != nil {
+			tus[targets[i].Name] = tu
+		}
+	}
+	return err
+}
+
+// createsAtOnce bounds the TargetUpdate creations in flight; the manager's client-side rate
+// limit (--kube-api-qps) still paces them.
+const createsAtOnce = 16
+
+func (r *UpdateJobReconciler) createTargetUpdate(ctx context.Context, job *fwv1.UpdateJob, t *fwv1.UpdateTarget, pending bool) (*fwv1.TargetUpdate, error) {
+	tu := &fwv1.TargetUpdate{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      targetUpdateName(job.Name, t.Name),
+			Namespace: job.Namespace,
+			Labels:    map[string]string{fwv1.LabelJob: labelValue(job.Name), fwv1.LabelTarget: labelValue(t.Name)},
+		},
+		Spec: fwv1.TargetUpdateSpec{JobName: job.Name, TargetName: t.Name, TargetType: t.Spec.Type, Component: targetComponent(job)},
+	}
+	if err := controllerutil.SetControllerReference(job, tu, r.Scheme); err != nil {
+		return nil, err
+	}
+	if err := r.Create(ctx, tu); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating TargetUpdate %s: %w", tu.Name, err)
+		}
+		// Made by an earlier pass that the cache has not shown yet.
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tu), tu); err != nil {
+			return nil, err
+		}
+		if !metav1.IsControlledBy(tu, job) {
+			return nil, blockedBy(ReasonNameCollision, fmt.Errorf("TargetUpdate %s, the name this job gives target %s, "+
+				"exists and belongs to another owner: delete or rename it", tu.Name, t.Name))
+		}
+		return tu, nil
+	}
+	if pending {
+		if err := r.markPending(ctx, tu); err != nil {
+			return tu, err
+		}
+	}
+	return tu, nil
 }
 
 func (r *UpdateJobReconciler) markPending(ctx context.Context, tu *fwv1.TargetUpdate) error {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,6 +49,9 @@ func (r *UpdateTargetReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	defer func() {
 		if retErr == nil {
 			t.Status.ObservedGeneration = t.Generation
+		}
+		if equality.Semantic.DeepEqual(before.Status, t.Status) {
+			return // nothing changed: no write
 		}
 		if err := r.Status().Patch(ctx, t, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, err)
