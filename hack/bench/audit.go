@@ -39,7 +39,8 @@ type auditEvent struct {
 // by verb and resource.
 type requestCount struct {
 	byVerb     map[string]int
-	byResource map[string]int // "verb resource[/subresource]"
+	byResource map[string]int       // "verb resource[/subresource]"
+	first      map[string]time.Time // the first request of each "verb resource[/subresource]"
 }
 
 func (c requestCount) writes() int {
@@ -70,7 +71,7 @@ func countAudit(r io.Reader, from, to time.Time) (map[string]requestCount, error
 		}
 		c, ok := out[e.User.Username]
 		if !ok {
-			c = requestCount{byVerb: map[string]int{}, byResource: map[string]int{}}
+			c = requestCount{byVerb: map[string]int{}, byResource: map[string]int{}, first: map[string]time.Time{}}
 			out[e.User.Username] = c
 		}
 		c.byVerb[e.Verb]++
@@ -81,7 +82,11 @@ func countAudit(r io.Reader, from, to time.Time) (map[string]requestCount, error
 				res += "/" + e.ObjectRef.Subresource
 			}
 		}
-		c.byResource[e.Verb+" "+res]++
+		k := e.Verb + " " + res
+		c.byResource[k]++
+		if at, ok := c.first[k]; !ok || e.RequestReceived.Before(at) {
+			c.first[k] = e.RequestReceived
+		}
 	}
 	return out, sc.Err()
 }

@@ -29,6 +29,9 @@ func TestCountAudit(t *testing.T) {
 	if a.reads() != 1 || a.byVerb["watch"] != 1 || a.writes() != 0 {
 		t.Errorf("agents: a watch counts once: %+v", a)
 	}
+	if at := m.first["patch targetupdates/status"]; !at.Equal(from.Add(time.Second)) {
+		t.Errorf("first patch at %s", at)
+	}
 	if s := perTarget(m.byResource, 2, isWriteVerb); s != "patch targetupdates/status 0.50" {
 		t.Errorf("perTarget = %q", s)
 	}

@@ -296,6 +296,11 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 			reference: fmt.Sprintf("%d", n), ratio: ratio(float64(min(succeeded, once)), float64(n)), goal: "all", verdict: yesNo(succeeded == n && once == n)},
 		{name: name + ": kubectl apply → first flash request a simulator sees",
 			ours: firstFlash, reference: "2 s (goal)", ratio: ratio(first.Sub(applied).Seconds(), 2), goal: "≤ 2 s", verdict: yesNo(firstOK)},
+		{name: name + ": where the time to the first flash goes (audit log and simulators, from apply)",
+			ours: fmt.Sprintf("first TargetUpdate made %s, first agent pod made %s, first agent write %s, first flash request %s",
+				since(applied, mgrReq.first["create targetupdates"]), since(applied, mgrReq.first["create pods"]),
+				since(applied, agentReq.first["patch targetupdates/status"]), since(applied, first)),
+			reference: "-", ratio: "-", goal: "-", verdict: "-"},
 		{name: name + ": manager peak RSS (VmHWM of its process; CPU time in brackets)",
 			ours: fmt.Sprintf("%.1f MiB (%.1f s CPU)", float64(hwm)/(1<<20), cpu.Seconds()), reference: "300 MiB (goal)",
 			ratio: ratio(float64(hwm), 300<<20), goal: "≤ 300 MiB", verdict: yesNo(hwm <= 300<<20)},
@@ -320,6 +325,13 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 			ratio:     ratio(wall.Seconds(), (time.Duration(waves) * o.flash).Seconds()), goal: "-", verdict: "-"},
 	}
 	return rows, nil
+}
+
+func since(from, at time.Time) string {
+	if at.IsZero() {
+		return "never"
+	}
+	return at.Sub(from).Round(10 * time.Millisecond).String()
 }
 
 // scalePortPolicy is the sample PortPolicy with rule P2's fallback range widened to 1,000
