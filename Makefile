@@ -126,7 +126,7 @@ test: envtest-assets cluster-assets verify lint ## Every test, unit to end-to-en
 # it. BENCH_ARGS passes flags, e.g. BENCH_ARGS='-only fwserver,requests'.
 BENCH_ARGS ?=
 .PHONY: bench
-bench: envtest-assets ## Benchmarks beside their references (firmware server vs nginx, requests vs ilorest, fleet memory, rollout): a table of ratios.
+bench: envtest-assets ## Benchmarks beside their references (firmware server vs nginx, requests vs ilorest, fleet memory, rollout, the 10,000-target scale rollout): a table of ratios.
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) run ./hack/bench $(BENCH_ARGS)
 
 FUZZTIME ?= 20s

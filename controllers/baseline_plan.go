@@ -93,7 +93,7 @@ func (r *UpdateJobReconciler) writeTargetPlans(ctx context.Context, job *fwv1.Up
 			continue
 		}
 		p := plan.Make(recordedInventory(t), baseline)
-		before := tu.DeepCopy()
+		before := writable(tu)
 		tu.Status.Components = componentUpdates(p)
 		tu.Status.ComponentsTotal = int32(p.Total())
 		tu.Status.ComponentsDone = 0

@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,6 +60,10 @@ func (r *PortPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	defer func() {
 		if retErr == nil {
 			policy.Status.ObservedGeneration = policy.Generation
+		}
+		// Each change of a job using the policy wakes it; most change nothing here.
+		if equality.Semantic.DeepEqual(before.Status, policy.Status) {
+			return
 		}
 		if err := r.Status().Patch(ctx, policy, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, err)

@@ -29,6 +29,8 @@ type summary struct {
 	// count against spec.rollout.maxFailures, or a bad image would reach fresh targets while
 	// the failed ones wait out their backoff.
 	retrying int32
+	// unmade counts the targets whose TargetUpdate is not made yet; they count as pending.
+	unmade int32
 }
 
 // budgetFailures is what spec.rollout.maxFailures is measured against: targets that failed
@@ -47,8 +49,10 @@ func retriesOnly(tus []*fwv1.TargetUpdate) []*fwv1.TargetUpdate {
 	return out
 }
 
-func summarize(job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, now time.Time) (summary, error) {
-	var s summary
+// summarize counts the TargetUpdates and, as pending, the unmade targets that have none yet.
+func summarize(job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, unmade int, now time.Time) (summary, error) {
+	s := summary{unmade: int32(unmade)}
+	s.counts.Total, s.counts.Pending = int32(unmade), int32(unmade)
 	for _, tu := range tus {
 		s.counts.Total++
 		if tu.Status.Attempts > 0 || tu.Status.Phase.Finished() {
@@ -73,10 +77,14 @@ func summarize(job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, now time.
 			}
 		}
 	}
-	sort.Slice(s.startable, func(i, j int) bool { return s.startable[i].Name < s.startable[j].Name })
+	sortByName(s.startable)
 	var err error
 	s.allowed, err = rollout.AllowedFailures(job.Spec.Rollout.MaxFailures, int(s.counts.Total))
 	return s, err
+}
+
+func sortByName(tus []*fwv1.TargetUpdate) {
+	sort.Slice(tus, func(i, j int) bool { return tus[i].Name < tus[j].Name })
 }
 
 // startGate says why no new target may start now ("" when they may), and when to look again.
@@ -101,7 +109,7 @@ func (r *UpdateJobReconciler) startGate(job *fwv1.UpdateJob, s summary) (string,
 // or already at the wanted version.
 func (r *UpdateJobReconciler) admit(ctx context.Context, job *fwv1.UpdateJob, t *fwv1.UpdateTarget, tu *fwv1.TargetUpdate, s *summary) (bool, error) {
 	fail := func(reason, msg string) (bool, error) {
-		before := tu.DeepCopy()
+		before := writable(tu)
 		tu.Status.Attempts++
 		patchErr := r.patchTU(ctx, tu, before)
 		if patchErr != nil {

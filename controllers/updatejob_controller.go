@@ -90,6 +90,11 @@ func (r *UpdateJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		setStalled(job)
 		r.emitTransitionEvents(before, job)
+		// Most passes change nothing the status shows (an agent moved a target from one
+		// in-progress phase to the next): those write nothing (issue 13).
+		if equality.Semantic.DeepEqual(before.Status, job.Status) {
+			return
+		}
 		if err := r.Status().Patch(ctx, job, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
 		}
@@ -111,16 +116,21 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 	if err != nil || !ok {
 		return ctrl.Result{}, err
 	}
-	tus, more, err := r.ensureTargetUpdates(ctx, job, targets)
+	tus, err := r.targetUpdates(ctx, job)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if more {
-		setCondition(job, fwv1.ConditionProgressing, metav1.ConditionTrue, ReasonProgressing,
-			fmt.Sprintf("creating TargetUpdates: %d of %d", len(tus), len(targets)))
-		return ctrl.Result{RequeueAfter: time.Millisecond}, nil
-	}
+	missing := unmade(targets, tus)
 	if job.Spec.DryRun {
+		_, more, err := r.makeTargetUpdates(ctx, job, tus, missing)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if more {
+			setCondition(job, fwv1.ConditionProgressing, metav1.ConditionTrue, ReasonProgressing,
+				fmt.Sprintf("creating TargetUpdates: %d of %d", len(tus), len(targets)))
+			return ctrl.Result{RequeueAfter: time.Millisecond}, nil
+		}
 		return ctrl.Result{}, r.plan(ctx, job, policy, baseline, targets, tus)
 	}
 	if err := r.ensureAgentAccess(ctx, job); err != nil {
@@ -138,7 +148,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	s, err := summarize(job, tus, r.Clock.Now())
+	s, err := summarize(job, tus, len(missing), r.Clock.Now())
 	if err != nil {
 		blocked(job, ReasonInvalidSpec, err.Error())
 		return ctrl.Result{}, nil
@@ -151,6 +161,14 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 	if gate == ReasonFailureBudgetExceeded {
 		s.startable = retriesOnly(s.startable)
 	}
+	if gate == "" {
+		// The TargetUpdates of the targets about to start come first, the others after the
+		// start: at 10,000 targets, making them all first kept every target waiting for
+		// minutes (issue 13).
+		if missing, err = r.makeFirstWave(ctx, job, tus, missing, &s); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if gate == "" || gate == ReasonFailureBudgetExceeded {
 		if err := r.startTargets(ctx, job, policy, baseline, targets, tus, &s); err != nil {
 			return ctrl.Result{}, err
@@ -159,8 +177,36 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 			return ctrl.Result{}, err
 		}
 	}
+	left, more, err := r.makeTargetUpdates(ctx, job, tus, missing)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	s.unmade = int32(left)
 	r.updateStatus(job, s, gate, pods, tus)
+	if more {
+		return ctrl.Result{RequeueAfter: time.Millisecond}, nil
+	}
 	return requeue(r.Clock.Now(), retryAt, wait, deadline), nil
+}
+
+// makeFirstWave creates the TargetUpdates that the free slots need beyond the startable ones,
+// for the first of missing, and returns the targets still without one.
+func (r *UpdateJobReconciler) makeFirstWave(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate,
+	missing []*fwv1.UpdateTarget, s *summary) ([]*fwv1.UpdateTarget, error) {
+	need := int(job.Spec.Rollout.MaxConcurrent) - int(s.counts.InProgress) - len(s.startable)
+	n := min(max(need, 0), len(missing))
+	if n == 0 {
+		return missing, nil
+	}
+	if err := r.createTargetUpdates(ctx, job, missing[:n], tus, false); err != nil {
+		return nil, err
+	}
+	for _, t := range missing[:n] {
+		s.startable = append(s.startable, tus[t.Name])
+	}
+	sortByName(s.startable)
+	s.unmade -= int32(n)
+	return missing[n:], nil
 }
 
 func requeue(now time.Time, at ...time.Time) ctrl.Result {

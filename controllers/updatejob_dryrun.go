@@ -22,7 +22,7 @@ func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, pol
 	if err != nil {
 		return err
 	}
-	s, err := summarize(job, tus, r.Clock.Now())
+	s, err := summarize(job, tus, 0, r.Clock.Now())
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -86,7 +87,8 @@ func (r *UpdateJobReconciler) portPolicy(ctx context.Context, job *fwv1.UpdateJo
 // hold the job: starting on a partial fleet would hide the mistake.
 func (r *UpdateJobReconciler) resolveTargets(ctx context.Context, job *fwv1.UpdateJob) ([]*fwv1.UpdateTarget, bool, error) {
 	var list fwv1.UpdateTargetList
-	if err := r.List(ctx, &list, client.InNamespace(job.Namespace)); err != nil {
+	// Read only, never changed here: no copy of every target of the namespace on each pass.
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, false, err
 	}
 	byName := make(map[string]*fwv1.UpdateTarget, len(list.Items))
@@ -145,7 +147,8 @@ func (r *UpdateJobReconciler) resolveTargets(ctx context.Context, job *fwv1.Upda
 // pending updates to skip.
 func (r *UpdateJobReconciler) notYetChosen(ctx context.Context, job *fwv1.UpdateJob, missing []string) ([]string, int, error) {
 	var list fwv1.TargetUpdateList
-	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexTargetUpdateJob: job.Name}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexTargetUpdateJob: job.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, 0, err
 	}
 	chosen := map[string]bool{}
@@ -171,73 +174,158 @@ func abbreviate(names []string, n int) string {
 	return strings.Join(names[:n], ", ") + fmt.Sprintf(" and %d more", len(names)-n)
 }
 
-// ensureTargetUpdates keeps one TargetUpdate per target, owned by the job. It lists the
-// job's children once and creates at most MaxCreatesPerPass; more reports that a pass must
-// follow.
-func (r *UpdateJobReconciler) ensureTargetUpdates(ctx context.Context, job *fwv1.UpdateJob, targets []*fwv1.UpdateTarget) (map[string]*fwv1.TargetUpdate, bool, error) {
+// targetUpdates lists the job's TargetUpdates by target name. They come from the cache without
+// a copy (a job of 10,000 targets would copy them all on every pass): whatever changes one
+// takes it with writable first.
+func (r *UpdateJobReconciler) targetUpdates(ctx context.Context, job *fwv1.UpdateJob) (map[string]*fwv1.TargetUpdate, error) {
 	var list fwv1.TargetUpdateList
-	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexTargetUpdateJob: job.Name}); err != nil {
-		return nil, false, err
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexTargetUpdateJob: job.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
 	}
-	tus := make(map[string]*fwv1.TargetUpdate, len(targets))
+	tus := make(map[string]*fwv1.TargetUpdate, len(list.Items))
 	for i := range list.Items {
 		tu := &list.Items[i]
 		if metav1.IsControlledBy(tu, job) {
 			tus[tu.Spec.TargetName] = tu
 		}
 	}
-	limit := r.MaxCreatesPerPass
-	if limit <= 0 {
-		limit = 500
-	}
-	created := 0
-	for _, t := range targets {
-		if _, ok := tus[t.Name]; ok {
-			continue
-		}
-		if created == limit {
-			return tus, true, nil
-		}
-		tu := &fwv1.TargetUpdate{
-			ObjectMeta: metav1.ObjectMeta{
-				Name:      targetUpdateName(job.Name, t.Name),
-				Namespace: job.Namespace,
-				Labels:    map[string]string{fwv1.LabelJob: labelValue(job.Name), fwv1.LabelTarget: labelValue(t.Name)},
-			},
-			Spec: fwv1.TargetUpdateSpec{JobName: job.Name, TargetName: t.Name, TargetType: t.Spec.Type, Component: targetComponent(job)},
-		}
-		if err := controllerutil.SetControllerReference(job, tu, r.Scheme); err != nil {
-			return nil, false, err
-		}
-		if err := r.Create(ctx, tu); err != nil {
-			if !apierrors.IsAlreadyExists(err) {
-				return nil, false, fmt.Errorf("creating TargetUpdate %s: %w", tu.Name, err)
-			}
-			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tu), tu); err != nil {
-				return nil, false, err
-			}
-			if !metav1.IsControlledBy(tu, job) {
-				return nil, false, blockedBy(ReasonNameCollision, fmt.Errorf("TargetUpdate %s, the name this job gives target %s, "+
-					"exists and belongs to another owner: delete or rename it", tu.Name, t.Name))
-			}
-		} else {
-			before := tu.DeepCopy()
-			tu.Status.Phase = fwv1.TargetPhasePending
-			tu.Status.Message = "waiting for a free slot (spec.rollout.maxConcurrent)"
-			if err := r.Status().Patch(ctx, tu, client.MergeFrom(before)); err != nil {
-				return nil, false, fmt.Errorf("initialising TargetUpdate %s: %w", tu.Name, err)
-			}
-		}
-		tus[t.Name] = tu
-		created++
-	}
-	return tus, false, nil
+	return tus, nil
 }
 
-// agentPods lists the pods this job owns.
+// writable makes tu, which may share its maps and slices with the cache (targetUpdates), the
+// pass's own before anything changes it, and returns a copy to diff the change against. A
+// change made in place would rewrite the cache's object under every other reader, and a
+// patch's response is decoded into the object's maps.
+func writable(tu *fwv1.TargetUpdate) (before *fwv1.TargetUpdate) {
+	*tu = *tu.DeepCopy()
+	return tu.DeepCopy()
+}
+
+// unmade lists the targets that have no TargetUpdate yet, in the targets' order (by name).
+func unmade(targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate) []*fwv1.UpdateTarget {
+	var out []*fwv1.UpdateTarget
+	for _, t := range targets {
+		if _, ok := tus[t.Name]; !ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (r *UpdateJobReconciler) createsPerPass() int {
+	if r.MaxCreatesPerPass > 0 {
+		return r.MaxCreatesPerPass
+	}
+	return 500
+}
+
+// makeTargetUpdates keeps one TargetUpdate per target, owned by the job: it creates those of
+// missing (the targets unmade found) and marks Pending any left unmarked, at most
+// MaxCreatesPerPass writes of each in one pass. left is how many of missing it did not make,
+// more whether a pass must follow.
+func (r *UpdateJobReconciler) makeTargetUpdates(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate,
+	missing []*fwv1.UpdateTarget) (left int, more bool, err error) {
+	limit := r.createsPerPass()
+	marked := 0
+	for _, tu := range tus {
+		// Made for a first wave that did not start it (its UpdateTarget not checked yet), or
+		// by a manager that stopped before marking it.
+		if tu.Status.Phase != "" || tu.Status.AgentPod != "" || tu.Status.Attempts > 0 {
+			continue
+		}
+		if marked == limit {
+			return len(missing), true, nil
+		}
+		if err := r.markPending(ctx, tu); err != nil {
+			return 0, false, err
+		}
+		marked++
+	}
+	n := min(limit, len(missing))
+	if err := r.createTargetUpdates(ctx, job, missing[:n], tus, true); err != nil {
+		return 0, false, err
+	}
+	return len(missing) - n, n < len(missing), nil
+}
+
+// createTargetUpdates creates the TargetUpdates of targets and adds them to tus. With pending
+// each is marked Pending with what it waits for; without, it is made for this pass to start
+// at once (a TargetUpdate with no phase is pending too). Several are created at a time: one
+// by one, a first wave of 200 took seconds on its own (issue 13).
+func (r *UpdateJobReconciler) createTargetUpdates(ctx context.Context, job *fwv1.UpdateJob, targets []*fwv1.UpdateTarget,
+	tus map[string]*fwv1.TargetUpdate, pending bool) error {
+	made := make([]*fwv1.TargetUpdate, len(targets))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(createsAtOnce)
+	for i, t := range targets {
+		g.Go(func() error {
+			tu, err := r.createTargetUpdate(gctx, job, t, pending)
+			made[i] = tu
+			return err
+		})
+	}
+	err := g.Wait()
+	for i, tu := range made {
+		if tu != nil {
+			tus[targets[i].Name] = tu
+		}
+	}
+	return err
+}
+
+// createsAtOnce bounds the TargetUpdate creations in flight; the manager's client-side rate
+// limit (--kube-api-qps) still paces them.
+const createsAtOnce = 16
+
+func (r *UpdateJobReconciler) createTargetUpdate(ctx context.Context, job *fwv1.UpdateJob, t *fwv1.UpdateTarget, pending bool) (*fwv1.TargetUpdate, error) {
+	tu := &fwv1.TargetUpdate{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      targetUpdateName(job.Name, t.Name),
+			Namespace: job.Namespace,
+			Labels:    map[string]string{fwv1.LabelJob: labelValue(job.Name), fwv1.LabelTarget: labelValue(t.Name)},
+		},
+		Spec: fwv1.TargetUpdateSpec{JobName: job.Name, TargetName: t.Name, TargetType: t.Spec.Type, Component: targetComponent(job)},
+	}
+	if err := controllerutil.SetControllerReference(job, tu, r.Scheme); err != nil {
+		return nil, err
+	}
+	if err := r.Create(ctx, tu); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating TargetUpdate %s: %w", tu.Name, err)
+		}
+		// Made by an earlier pass that the cache has not shown yet.
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tu), tu); err != nil {
+			return nil, err
+		}
+		if !metav1.IsControlledBy(tu, job) {
+			return nil, blockedBy(ReasonNameCollision, fmt.Errorf("TargetUpdate %s, the name this job gives target %s, "+
+				"exists and belongs to another owner: delete or rename it", tu.Name, t.Name))
+		}
+		return tu, nil
+	}
+	if pending {
+		if err := r.markPending(ctx, tu); err != nil {
+			return tu, err
+		}
+	}
+	return tu, nil
+}
+
+func (r *UpdateJobReconciler) markPending(ctx context.Context, tu *fwv1.TargetUpdate) error {
+	before := writable(tu)
+	tu.Status.Phase = fwv1.TargetPhasePending
+	tu.Status.Message = "waiting for a free slot (spec.rollout.maxConcurrent)"
+	// Locked: an agent whose claim is not recorded yet may have reported on it meanwhile.
+	return r.patchTU(ctx, tu, before)
+}
+
+// agentPods lists the pods this job owns. They are read, and deleted, never changed: they
+// come from the cache without a copy.
 func (r *UpdateJobReconciler) agentPods(ctx context.Context, job *fwv1.UpdateJob) ([]corev1.Pod, error) {
 	var list corev1.PodList
-	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexPodOwner: job.Name}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(job.Namespace), client.MatchingFields{indexPodOwner: job.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	out := list.Items[:0]
@@ -405,7 +493,7 @@ func podReason(p *corev1.Pod) string {
 
 // claim records that pod runs attempt number attempt of tu.
 func (r *UpdateJobReconciler) claim(ctx context.Context, tu *fwv1.TargetUpdate, pod *corev1.Pod, attempt int32) error {
-	before := tu.DeepCopy()
+	before := writable(tu)
 	now := metav1.NewTime(r.Clock.Now())
 	tu.Status.Phase = fwv1.TargetPhaseDownloading
 	tu.Status.AgentPod = pod.Name
@@ -441,7 +529,7 @@ func (r *UpdateJobReconciler) claimStarted(ctx context.Context, tu *fwv1.TargetU
 		return r.claim(ctx, tu, pod, attempt)
 	case fresh.Status.AgentPod == pod.Name:
 		// The agent reported first: count the attempt, and leave its phase and message alone.
-		before := tu.DeepCopy()
+		before := writable(tu)
 		now := metav1.NewTime(r.Clock.Now())
 		tu.Status.Attempts = attempt
 		tu.Status.Node = nodeOf(pod)
@@ -454,7 +542,7 @@ func (r *UpdateJobReconciler) claimStarted(ctx context.Context, tu *fwv1.TargetU
 
 // finish ends a target from the controller's side (the agents end the others).
 func (r *UpdateJobReconciler) finish(ctx context.Context, tu *fwv1.TargetUpdate, phase fwv1.TargetPhase, reason, msg string) error {
-	before := tu.DeepCopy()
+	before := writable(tu)
 	now := metav1.NewTime(r.Clock.Now())
 	tu.Status.Phase = phase
 	tu.Status.Message = msg
@@ -518,7 +606,7 @@ func (r *UpdateJobReconciler) scheduleRetries(ctx context.Context, job *fwv1.Upd
 			// Counted from when the controller sees the failure, on its own clock: the
 			// agent's clock may differ from it.
 			at := metav1.NewTime(now.Add(backoff(base, int(tu.Status.Attempts))))
-			before := tu.DeepCopy()
+			before := writable(tu)
 			tu.Status.Phase = fwv1.TargetPhasePending
 			tu.Status.AgentPod = ""
 			tu.Status.Percent = 0

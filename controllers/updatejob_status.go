@@ -55,6 +55,9 @@ func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate 
 	if s.retrying > 0 {
 		progress += fmt.Sprintf(" (%d of them waiting to retry)", s.retrying)
 	}
+	if s.unmade > 0 {
+		progress += fmt.Sprintf("; TargetUpdates of %d targets still to be made", s.unmade)
+	}
 	// Once the budget is spent only retries start; the job ends when none is left.
 	finished := c.InProgress == 0 && (done == c.Total || (budget && s.retrying == 0))
 	switch {

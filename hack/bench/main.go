@@ -2,14 +2,17 @@
 // reference in the same run and prints one table of ratios, with the machine it ran on.
 // Figures, not assertions: it fails only when a benchmark could not run.
 //
-//	go run ./hack/bench [-only fwserver,requests,events,callback,fleet,rollout] [-fleet 1000] [-wrk 5s]
+//	go run ./hack/bench [-only fwserver,requests,events,callback,fleet,rollout,scale] [-fleet 1000] [-wrk 5s]
 //
 // Sections: fwserver (the agent's firmware server against nginx, wrk on loopback), requests
 // (Redfish requests per flash, the agent's driver against ilorest), fleet (memory per
 // simulated iLO against one capture per iLO), events (rule P5 Redfish events end to end against
 // polling only; real API server), callback (the Linux driver's rule P5 call-back
 // against polling the run's state, over a real sshd), rollout (the demo's rollout against
-// ceil(N/C) × the per-target time; needs KUBEBUILDER_ASSETS).
+// ceil(N/C) × the per-target time; needs KUBEBUILDER_ASSETS), scale (a full rollout of
+// 10,000 targets in one job against a real API server with an audit log, the manager as a
+// process of its own: its peak RSS, API requests per target by client and verb, reconcile
+// passes, time to the first flash; needs KUBEBUILDER_ASSETS).
 package main
 
 import (
@@ -37,12 +40,19 @@ func main() {
 		}
 		return
 	}
-	only := flag.String("only", "", "comma-separated sections to run (fwserver, requests, events, callback, fleet, rollout); empty runs all")
+	only := flag.String("only", "", "comma-separated sections to run (fwserver, requests, events, callback, fleet, rollout, scale); empty runs all")
 	fleetN := flag.Int("fleet", 1000, "simulated iLOs in the fleet-memory benchmark")
 	wrkFor := flag.Duration("wrk", 5*time.Second, "duration of each wrk run (each server runs twice per client count, interleaved)")
 	rolloutN := flag.Int("rollout-ilos", 1000, "simulated iLO 5 in the rollout")
 	rolloutC := flag.Int("rollout-max-concurrent", 50, "the rollout's maxConcurrent")
 	flashTime := flag.Duration("rollout-flash-time", 5*time.Second, "the rollout's simulated flash time")
+	var scale scaleOptions
+	flag.IntVar(&scale.targets, "scale-targets", 10000, "simulated iLO 5 in the scale section's one job")
+	flag.IntVar(&scale.maxConcurrent, "scale-max-concurrent", 200, "the scale job's maxConcurrent")
+	flag.DurationVar(&scale.flash, "scale-flash-time", time.Second, "the scale section's simulated flash time")
+	flag.IntVar(&scale.managerQPS, "scale-manager-qps", 500, "the manager's --kube-api-qps in the scale section (burst twice that)")
+	flag.DurationVar(&scale.timeout, "scale-timeout", time.Hour, "give up on the scale section's rollout after this long")
+	flag.StringVar(&scale.managerBinary, "scale-manager", "", "firmware-operator binary to run as the scale section's manager (default: built from this checkout)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -70,6 +80,7 @@ func main() {
 	run("callback", func() ([]row, error) { return benchCallback(ctx) })
 	run("fleet", func() ([]row, error) { return benchFleet(ctx, *fleetN) })
 	run("rollout", func() ([]row, error) { return benchRollout(ctx, *rolloutN, *rolloutC, *flashTime) })
+	run("scale", func() ([]row, error) { return benchScale(ctx, scale) })
 
 	printTable(os.Stdout, rows, loadBefore, loadAvg(), time.Since(started))
 	if len(errs) > 0 {

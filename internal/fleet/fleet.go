@@ -603,3 +603,18 @@ func (f *Fleet) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// FirstFlashRequest is when the first flash request reached one of the fleet's iLO
+// simulators (zero when none did).
+func (f *Fleet) FirstFlashRequest() time.Time {
+	var first time.Time
+	for _, t := range f.targets {
+		if t.ilo == nil {
+			continue
+		}
+		if at := t.ilo.Stats().FirstFlashRequest; !at.IsZero() && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	return first
+}

@@ -161,6 +161,9 @@ func (s *Sim) postInstallFromURI(w http.ResponseWriter, r *http.Request) {
 func (s *Sim) startFlash(w http.ResponseWriter, req flashReq) {
 	s.mu.Lock()
 	s.stats.FlashRequests++
+	if s.stats.FirstFlashRequest.IsZero() {
+		s.stats.FirstFlashRequest = time.Now()
+	}
 	if s.flashing {
 		s.mu.Unlock()
 		writeError(w, http.StatusBadRequest, MsgUpdateInProgress, "an update is already in progress")

@@ -188,6 +188,9 @@ type Stats struct {
 	// FlashRequests counts the flash requests, refused ones included (a second flash asked
 	// while one runs is refused with UpdateInProgress).
 	FlashRequests int `json:"flashRequests"`
+	// FirstFlashRequest is when the first flash request arrived (zero before one did), so
+	// that the time from a job's creation to its first flash can be measured.
+	FirstFlashRequest time.Time `json:"firstFlashRequest,omitzero"`
 	// ILOResets counts the resets of the iLO after flashing itself; HostBoots the host's POSTs.
 	ILOResets int `json:"iloResets"`
 	HostBoots int `json:"hostBoots"`

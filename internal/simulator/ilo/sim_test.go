@@ -207,12 +207,23 @@ func TestAdminEndpointAndFlashStates(t *testing.T) {
 	if resp, _ = call(t, c, "POST", s.URL()+"/_sim/faults", map[string]any{"bogus": 1}, nil); resp.StatusCode != 400 {
 		t.Fatalf("unknown fault field accepted: %d", resp.StatusCode)
 	}
+	if first := s.Stats().FirstFlashRequest; !first.IsZero() {
+		t.Fatalf("first flash request at %s before any was made", first)
+	}
+	asked := time.Now()
 	resp, _ = call(t, c, "POST", s.URL()+simpleUpdate, map[string]string{"ImageURI": img, "TransferProtocol": "HTTP"}, nil)
 	if resp.StatusCode != 200 {
 		t.Fatalf("SimpleUpdate: %d", resp.StatusCode)
 	}
+	first := s.Stats().FirstFlashRequest
+	if first.Before(asked) || first.After(time.Now()) {
+		t.Fatalf("first flash request at %s, asked at %s", first, asked)
+	}
 	if resp, _ = call(t, c, "POST", s.URL()+simpleUpdate, map[string]string{"ImageURI": img}, nil); resp.StatusCode != 400 {
 		t.Fatalf("second flash while one runs: %d", resp.StatusCode)
+	}
+	if again := s.Stats().FirstFlashRequest; !again.Equal(first) {
+		t.Fatalf("the first flash request's time moved to %s on a second request", again)
 	}
 	var states []string
 	deadline := time.Now().Add(5 * time.Second)
