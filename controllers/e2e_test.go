@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agentpod"
 	"github.com/fwops/firmware-operator/internal/fleet"
 	"github.com/fwops/firmware-operator/internal/simulator/ilo"
 	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
@@ -202,8 +203,8 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 	})
 })
 
-// assignedSessionPort is the rule P4 port that the controller assigned to tu's target in
-// the arguments of the agent pod that worked on it.
+// assignedSessionPort is the rule P4 port of the slot that the controller assigned tu's
+// target to on the agent pod that worked on it.
 // inFlightTogether says whether the last attempts of two targets overlapped in time.
 func inFlightTogether(a, b fwv1.TargetUpdate) bool {
 	if a.Status.StartTime == nil || b.Status.StartTime == nil || a.Status.CompletionTime == nil || b.Status.CompletionTime == nil {
@@ -215,9 +216,12 @@ func inFlightTogether(a, b fwv1.TargetUpdate) bool {
 func assignedSessionPort(ns string, tu fwv1.TargetUpdate) int {
 	pod := &corev1.Pod{}
 	gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: tu.Status.AgentPod}, pod)).To(gomega.Succeed())
-	for _, t := range parseAgentArgs(pod.Spec.Containers[0].Args[1:]).Targets {
-		if t.TargetUpdate == tu.Name {
-			return t.SessionPort
+	assigned, err := agentpod.Assignments(pod)
+	gomega.Expect(err).NotTo(gomega.HaveOccurred())
+	sessions := agentpod.DeclaredPorts(pod).Sessions()
+	for _, t := range assigned {
+		if t.TargetUpdate == tu.Name && t.Slot < len(sessions) {
+			return sessions[t.Slot]
 		}
 	}
 	ginkgo.Fail(fmt.Sprintf("pod %s has no target %s", pod.Name, tu.Name))

@@ -17,6 +17,7 @@ import (
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/agentpod"
 )
 
 const testSHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -269,7 +270,7 @@ func dumpNamespace(ns string) {
 	var pods corev1.PodList
 	_ = k8sClient.List(suiteCtx, &pods, client.InNamespace(ns))
 	for _, p := range pods.Items {
-		fmt.Fprintf(w, "pod %s: phase=%s claims=%s\n", p.Name, p.Status.Phase, p.Annotations["firmware.fwops.io/claims"])
+		fmt.Fprintf(w, "pod %s: phase=%s assignments=%s\n", p.Name, p.Status.Phase, p.Annotations[agentpod.AnnotationAssignments])
 	}
 }
 

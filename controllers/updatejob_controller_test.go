@@ -321,7 +321,7 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 			return names
 		}).ShouldNot(gomega.ContainElement(pod.Name), "the refused pod is deleted")
 		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.Equal(1), "the next target takes the freed slot")
-		gomega.Expect(agentPodsOf(ns, job.Name)[0].Annotations["firmware.fwops.io/claims"]).To(gomega.ContainSubstring(targets[1]))
+		gomega.Expect(agentPodsOf(ns, job.Name)[0].Annotations[agentpod.AnnotationAssignments]).To(gomega.ContainSubstring(targets[1]))
 		// No kubelet runs these pods: delete the job so that no later spec's kubelet does.
 		gomega.Expect(k8sClient.Delete(suiteCtx, job)).To(gomega.Succeed())
 		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.BeZero())
@@ -597,10 +597,13 @@ func fallbackPort(assigned int32) int32 {
 // reportPorts writes, as an agent does on its first status write, the ports it bound on each
 // TargetUpdate the pod claims.
 func reportPorts(ctx context.Context, pod *corev1.Pod, set func(*fwv1.TargetUpdateStatus)) error {
-	for _, c := range strings.Split(pod.Annotations[agentpod.AnnotationTargets], ",") {
-		name, _, _ := strings.Cut(c, ":")
+	assigned, err := agentpod.Assignments(pod)
+	if err != nil {
+		return err
+	}
+	for _, a := range assigned {
 		tu := &fwv1.TargetUpdate{}
-		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: name}, tu); err != nil {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: a.TargetUpdate}, tu); err != nil {
 			return err
 		}
 		before := tu.DeepCopy()

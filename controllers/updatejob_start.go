@@ -10,7 +10,6 @@ import (
 )
 
 const (
-	annotationClaims = agentpod.AnnotationTargets
 	// LabelManagedBy marks the objects this operator creates besides TargetUpdates and pods,
 	// so that the manager caches only those.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
