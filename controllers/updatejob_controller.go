@@ -152,12 +152,15 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		s.startable = retriesOnly(s.startable)
 	}
 	if gate == "" || gate == ReasonFailureBudgetExceeded {
-		if err := r.startTargets(ctx, job, policy, baseline, targets, tus, &s); err != nil {
+		if err := r.startTargets(ctx, job, policy, baseline, targets, tus, pods, &s); err != nil {
 			return ctrl.Result{}, err
 		}
 		if pods, err = r.agentPods(ctx, job); err != nil {
 			return ctrl.Result{}, err
 		}
+	}
+	if err := r.retireAgents(ctx, pods, tus, s); err != nil {
+		return ctrl.Result{}, err
 	}
 	r.updateStatus(job, s, gate, pods, tus)
 	return requeue(r.Clock.Now(), retryAt, wait, deadline), nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agentpod"
 	"github.com/fwops/firmware-operator/internal/rollout"
@@ -18,10 +20,11 @@ const (
 
 func backoff(base time.Duration, attempt int) time.Duration { return rollout.Backoff(base, attempt) }
 
-// startTargets fills the free slots of maxConcurrent with startable targets, spread over the
-// eligible nodes, one agent pod per node and batch.
+// startTargets fills the free slots of maxConcurrent with startable targets: first in the
+// free slots of the job's running agent pods (one per node, as a rule), then in new pods,
+// spread over the eligible nodes.
 func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline,
-	targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate, s *summary) error {
+	targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod, s *summary) error {
 	slots := int(job.Spec.Rollout.MaxConcurrent) - int(s.counts.InProgress)
 	if slots <= 0 || len(s.startable) == 0 {
 		return nil
@@ -53,20 +56,64 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 		blocked(job, ReasonNoEligibleNodes, "no Ready, schedulable node matches the PortPolicy's agents.nodeSelector and tolerations")
 		return nil
 	}
-	agents, err := r.liveAgentPods(ctx)
+	eligible := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		eligible[n] = true
+	}
+	byTU := make(map[string]*fwv1.TargetUpdate, len(tus))
+	for _, tu := range tus {
+		byTU[tu.Name] = tu
+	}
+	started := func(n int) {
+		s.counts.InProgress += int32(n)
+		s.counts.Pending -= int32(n)
+		s.started = true
+	}
+
+	// The running pods first, the one with the most free slots first.
+	loads := agentLoads(pods, tus)
+	var rest []agentpod.Target
+	for _, t := range batch {
+		var best *agentLoad
+		for _, l := range loads {
+			if r.accepts(l, t.Target, job, eligible) && (best == nil || l.free() > best.free()) {
+				best = l
+			}
+		}
+		if best == nil {
+			rest = append(rest, t)
+			continue
+		}
+		best.place(t, policy)
+	}
+	for _, l := range loads {
+		ok, err := r.assignToRunning(ctx, l, tus, byTU)
+		if err != nil {
+			return err
+		}
+		if ok {
+			started(len(l.added))
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+
+	// New pods for the rest, one per node and as many slots as the node's share of
+	// maxConcurrent.
+	live, err := r.liveAgentPods(ctx)
 	if err != nil {
 		return err
 	}
-	for _, group := range spread(batch, nodes, agents, r.maxPerAgent()) {
-		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, agents, tus)
+	perPod := min(max((int(job.Spec.Rollout.MaxConcurrent)+len(nodes)-1)/len(nodes), 1), r.maxPerAgent())
+	for _, group := range spread(rest, nodes, live, perPod) {
+		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, perPod, live, tus, byName, len(nodes))
 		if err != nil {
 			return err
 		}
 		// The next group may go to the same node: its ports must not be given again.
-		agents = append(agents, *pod)
-		s.counts.InProgress += int32(len(group.targets))
-		s.counts.Pending -= int32(len(group.targets))
-		s.started = true
+		live = append(live, *pod)
+		started(len(group.targets))
 	}
 	return nil
 }

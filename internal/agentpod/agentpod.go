@@ -277,7 +277,10 @@ func Build(in Input) *corev1.Pod {
 	}
 	name := Name(in.Job, claims)
 	cfg := Config(in, name)
+	// The targets are on the pod's annotation, which the controller adds to and the agent
+	// follows, not in its arguments: one source for the first targets and the later ones.
 	assigned := cfg.Targets
+	cfg.Targets, cfg.Follow = nil, true
 	lifetime := in.Lifetime
 	if lifetime <= 0 {
 		lifetime = timeout(in.Job) + StartupGrace

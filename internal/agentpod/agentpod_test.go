@@ -82,6 +82,8 @@ func TestBuild(t *testing.T) {
 		{"labels", pod.Labels, map[string]string{LabelApp: AppName, fwv1.LabelJob: "ilo5-278", LabelNode: "node-a"}},
 		{"assignments annotation, in slot order", keysAndSlots(t, pod), []string{"ilo5-278-ilo-a:1@0", "ilo5-278-db-1:1@1"}},
 		{"slots: one per session port", Slots(pod), 2},
+		{"the agent follows its pod's assignments", slices.Contains(c.Args, "--follow"), true},
+		{"no target in the arguments: they are on the annotation", slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--target") }), false},
 		{"node", Node(pod), "node-a"},
 		{"hostNetwork", pod.Spec.HostNetwork, true},
 		{"dnsPolicy", pod.Spec.DNSPolicy, corev1.DNSClusterFirstWithHostNet},
@@ -243,6 +245,9 @@ func TestBuildArgsCarryTheJob(t *testing.T) {
 	}
 	if cfg.Timeout != 20*time.Minute {
 		t.Errorf("timeout %v", cfg.Timeout)
+	}
+	if !cfg.Follow {
+		t.Errorf("the agent does not follow its pod's assignments")
 	}
 	if !reflect.DeepEqual(cfg.Ports.Sessions, []int{60000, 60001}) {
 		t.Errorf("P4 session ports, one per slot: %v", cfg.Ports.Sessions)

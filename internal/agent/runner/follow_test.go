@@ -58,6 +58,19 @@ func (f *fixture) claim(t *testing.T, pod string, targets ...config.Target) {
 	}
 }
 
+// follow runs the fixture's agent in follow mode on the pod behind pc until cancel; done
+// gives Run's result.
+func (f *fixture) follow(t *testing.T, pc client.WithWatch) (cancel func(), done <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out := make(chan error, 1)
+	go func() {
+		out <- Run(ctx, f.cfg, Deps{Client: f.c, Drivers: f.fake.Registry(), MinWriteInterval: time.Hour,
+			Assignments: PodAssignments{Client: pc, Namespace: testNS, Pod: "agent-pod"}})
+	}()
+	return cancel, out
+}
+
 // waitPhase waits, on the condition and not on a clock, until target reaches phase.
 func (f *fixture) waitPhase(t *testing.T, target string, phase fwv1.TargetPhase) {
 	t.Helper()
@@ -82,13 +95,7 @@ func TestFollowTakesAssignedTargets(t *testing.T) {
 	pc, _ := followPod(t, all[:1])
 	f.claim(t, "agent-pod", all[0])
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, f.cfg, Deps{Client: f.c, Drivers: f.fake.Registry(), MinWriteInterval: time.Hour,
-			Assignments: PodAssignments{Client: pc, Namespace: testNS, Pod: "agent-pod"}})
-	}()
+	cancel, done := f.follow(t, pc)
 	f.waitPhase(t, "t0", fwv1.TargetPhaseSucceeded)
 	if n := f.fake.Flashes("t1"); n != 0 {
 		t.Fatalf("t1 flashed %d times before it was assigned", n)
@@ -133,13 +140,7 @@ func TestFollowSummaryNamesOnlyUnfinishedTargets(t *testing.T) {
 	f.cfg.Targets = nil
 	pc, _ := followPod(t, assigned)
 	f.claim(t, "agent-pod", assigned...)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, f.cfg, Deps{Client: f.c, Drivers: f.fake.Registry(), MinWriteInterval: time.Hour,
-			Assignments: PodAssignments{Client: pc, Namespace: testNS, Pod: "agent-pod"}})
-	}()
+	cancel, done := f.follow(t, pc)
 	f.waitPhase(t, "t0", fwv1.TargetPhaseFailed)
 	f.waitPhase(t, "t1", fwv1.TargetPhaseFlashing)
 	cancel()
@@ -159,13 +160,7 @@ func TestFollowLeavesATargetClaimedByAnotherPod(t *testing.T) {
 	pc, _ := followPod(t, assigned)
 	f.claim(t, "agent-pod", assigned[0])
 	f.claim(t, "another-agent-pod", assigned[1])
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, f.cfg, Deps{Client: f.c, Drivers: f.fake.Registry(), MinWriteInterval: time.Hour,
-			Assignments: PodAssignments{Client: pc, Namespace: testNS, Pod: "agent-pod"}})
-	}()
+	cancel, done := f.follow(t, pc)
 	f.waitPhase(t, "t0", fwv1.TargetPhaseSucceeded)
 	cancel()
 	<-done
