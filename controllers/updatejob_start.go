@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agentpod"
@@ -71,7 +72,49 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 	}
 
 	// The running pods first, the one with the most free slots first.
-	loads := agentLoads(pods, tus)
+	rest, err := r.assignToPods(ctx, job, policy, batch, agentLoads(pods, tus), tus, byTU, eligible, started)
+	if err != nil || len(rest) == 0 {
+		return err
+	}
+	// Then the job's pods the cache has not seen yet (made by the last passes), read from
+	// the API server with the node's other agents, which the new pods' ports must avoid.
+	live, err := r.liveAgentPods(ctx)
+	if err != nil {
+		return err
+	}
+	cached := make(map[string]bool, len(pods))
+	for i := range pods {
+		cached[pods[i].Name] = true
+	}
+	var unseen []corev1.Pod
+	for i := range live {
+		if metav1.IsControlledBy(&live[i], job) && !cached[live[i].Name] {
+			unseen = append(unseen, live[i])
+		}
+	}
+	if rest, err = r.assignToPods(ctx, job, policy, rest, agentLoads(unseen, tus), tus, byTU, eligible, started); err != nil || len(rest) == 0 {
+		return err
+	}
+
+	// New pods for the rest, one per node and as many slots as the node's share of
+	// maxConcurrent.
+	perPod := min(max((int(job.Spec.Rollout.MaxConcurrent)+len(nodes)-1)/len(nodes), 1), r.maxPerAgent())
+	for _, group := range spread(rest, nodes, live, perPod) {
+		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, perPod, live, tus, byName, len(nodes))
+		if err != nil {
+			return err
+		}
+		// The next group may go to the same node: its ports must not be given again.
+		live = append(live, *pod)
+		started(len(group.targets))
+	}
+	return nil
+}
+
+// assignToPods places each target of batch in the pod of loads that accepts it with the most
+// free slots, assigns them there, and returns the targets no pod took.
+func (r *UpdateJobReconciler) assignToPods(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, batch []agentpod.Target, loads []*agentLoad,
+	tus, byTU map[string]*fwv1.TargetUpdate, eligible map[string]bool, started func(int)) ([]agentpod.Target, error) {
 	var rest []agentpod.Target
 	for _, t := range batch {
 		var best *agentLoad
@@ -89,31 +132,11 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 	for _, l := range loads {
 		ok, err := r.assignToRunning(ctx, l, tus, byTU)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if ok {
 			started(len(l.added))
 		}
 	}
-	if len(rest) == 0 {
-		return nil
-	}
-
-	// New pods for the rest, one per node and as many slots as the node's share of
-	// maxConcurrent.
-	live, err := r.liveAgentPods(ctx)
-	if err != nil {
-		return err
-	}
-	perPod := min(max((int(job.Spec.Rollout.MaxConcurrent)+len(nodes)-1)/len(nodes), 1), r.maxPerAgent())
-	for _, group := range spread(rest, nodes, live, perPod) {
-		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, perPod, live, tus, byName, len(nodes))
-		if err != nil {
-			return err
-		}
-		// The next group may go to the same node: its ports must not be given again.
-		live = append(live, *pod)
-		started(len(group.targets))
-	}
-	return nil
+	return rest, nil
 }
