@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"slices"
 	"sort"
 
 	"github.com/onsi/ginkgo/v2"
@@ -90,8 +91,15 @@ var _ = ginkgo.Describe("Agent write scope", func() {
 		role := &rbacv1.Role{}
 		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "job-a-agent"}, role)).To(gomega.Succeed())
 		for _, rule := range role.Rules {
-			gomega.Expect(rule.ResourceNames).To(gomega.BeEmpty(), "the Role's size must not grow with the targets")
 			gomega.Expect(rule.Resources).NotTo(gomega.ContainElement("secrets"))
+			if slices.Equal(rule.Resources, []string{"pods"}) {
+				// Each agent follows its own pod's assignments: the job's live pods by name, one
+				// per node, not one per target.
+				gomega.Expect(rule.Verbs).To(gomega.Equal([]string{"get", "list", "watch"}))
+				gomega.Expect(rule.ResourceNames).To(gomega.ConsistOf(a[0].Status.AgentPod, a[1].Status.AgentPod))
+				continue
+			}
+			gomega.Expect(rule.ResourceNames).To(gomega.BeEmpty(), "the Role's size must not grow with the targets")
 			// Admission never sees a read: a get, list or watch would show every TargetUpdate.
 			gomega.Expect(rule.Verbs).NotTo(gomega.ContainElement(gomega.BeElementOf("get", "list", "watch", "delete", "create")))
 		}
@@ -158,6 +166,14 @@ var _ = ginkgo.Describe("Agent write scope", func() {
 		gomega.Expect(apierrors.IsForbidden(agent.List(suiteCtx, &fwv1.TargetUpdateList{}, client.InNamespace(ns)))).To(gomega.BeTrue())
 		gomega.Expect(apierrors.IsForbidden(agent.Delete(suiteCtx, &fwv1.TargetUpdate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: a[0].Name}}))).To(gomega.BeTrue())
 		gomega.Expect(apierrors.IsForbidden(agent.List(suiteCtx, &corev1.NodeList{}))).To(gomega.BeTrue(), "nothing cluster-wide")
+		// Its own pod, which it follows, by name; the Role is the job's, so its other agents'
+		// pods too (names, addresses and Secret names, no secret), and no other job's.
+		gomega.Expect(agent.Get(suiteCtx, client.ObjectKeyFromObject(pod), &corev1.Pod{})).To(gomega.Succeed())
+		gomega.Expect(agent.List(suiteCtx, &corev1.PodList{}, client.InNamespace(ns),
+			client.MatchingFields{"metadata.name": pod.Name})).To(gomega.Succeed(), "listing its own pod by name, as it follows it")
+		gomega.Expect(apierrors.IsForbidden(agent.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: b[0].Status.AgentPod}, &corev1.Pod{}))).
+			To(gomega.BeTrue(), "another job's agent pod")
+		gomega.Expect(apierrors.IsForbidden(agent.List(suiteCtx, &corev1.PodList{}, client.InNamespace(ns)))).To(gomega.BeTrue(), "every pod")
 
 		got := &fwv1.TargetUpdate{}
 		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKeyFromObject(&a[0]), got)).To(gomega.Succeed())

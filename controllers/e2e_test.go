@@ -1,7 +1,9 @@
 package controllers_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -9,9 +11,9 @@ import (
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agentpod"
 	"github.com/fwops/firmware-operator/internal/fleet"
 	"github.com/fwops/firmware-operator/internal/simulator/ilo"
 	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
@@ -97,6 +99,8 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 		gomega.Expect(f.Targets()).To(gomega.HaveLen(60))
 
 		const maxConcurrent = 8
+		// Every version of the agent pods: the controller deletes them once they are done.
+		podHistory := watchObjects(ns, &corev1.PodList{})
 		iloJob := createJob("ilo", fwv1.ComponentILO, maxConcurrent)
 		oaJob := createJob("oa", fwv1.ComponentOA, 2)
 		var linuxJob *fwv1.UpdateJob
@@ -142,10 +146,11 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 		// rule P4: every connection a target accepted came from the session port the agent
 		// bound for it, which the TargetUpdate reports, in the 60000 range.
 		assigned := map[string]int{}
+		slotPorts := assignedSessionPorts(podHistory.String())
 		for _, tu := range all {
 			sp := int(tu.Status.SessionPort)
 			// The assigned port, or the next free one above it when something held it.
-			assigned[tu.Name] = assignedSessionPort(ns, tu)
+			assigned[tu.Name] = slotPorts[tu.Name+"@"+tu.Status.AgentPod]
 			gomega.Expect(assigned[tu.Name]).To(gomega.BeNumerically(">=", 60000), "%s: assigned session port", tu.Name)
 			gomega.Expect(sp).To(gomega.BeNumerically(">=", assigned[tu.Name]), "%s: bound session port below the assigned %d", tu.Name, assigned[tu.Name])
 			if sp != assigned[tu.Name] {
@@ -202,8 +207,6 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 	})
 })
 
-// assignedSessionPort is the rule P4 port that the controller assigned to tu's target in
-// the arguments of the agent pod that worked on it.
 // inFlightTogether says whether the last attempts of two targets overlapped in time.
 func inFlightTogether(a, b fwv1.TargetUpdate) bool {
 	if a.Status.StartTime == nil || b.Status.StartTime == nil || a.Status.CompletionTime == nil || b.Status.CompletionTime == nil {
@@ -212,16 +215,26 @@ func inFlightTogether(a, b fwv1.TargetUpdate) bool {
 	return a.Status.StartTime.Before(b.Status.CompletionTime) && b.Status.StartTime.Before(a.Status.CompletionTime)
 }
 
-func assignedSessionPort(ns string, tu fwv1.TargetUpdate) int {
-	pod := &corev1.Pod{}
-	gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: tu.Status.AgentPod}, pod)).To(gomega.Succeed())
-	for _, t := range parseAgentArgs(pod.Spec.Containers[0].Args[1:]).Targets {
-		if t.TargetUpdate == tu.Name {
-			return t.SessionPort
+// assignedSessionPorts maps "targetupdate@pod" to the rule P4 port of the slot the controller
+// assigned the TargetUpdate to on that pod, from every version of the pods (one JSON object a
+// line).
+func assignedSessionPorts(history string) map[string]int {
+	out := map[string]int{}
+	for _, line := range strings.Split(history, "\n") {
+		pod := &corev1.Pod{}
+		if line == "" || json.Unmarshal([]byte(line), pod) != nil {
+			continue
+		}
+		assigned, err := agentpod.Assignments(pod)
+		gomega.Expect(err).NotTo(gomega.HaveOccurred())
+		sessions := agentpod.DeclaredPorts(pod).Sessions()
+		for _, t := range assigned {
+			if t.Slot < len(sessions) {
+				out[t.TargetUpdate+"@"+pod.Name] = sessions[t.Slot]
+			}
 		}
 	}
-	ginkgo.Fail(fmt.Sprintf("pod %s has no target %s", pod.Name, tu.Name))
-	return 0
+	return out
 }
 
 // tableRow is the row of name in the table the API server gives kubectl get for resource,

@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,8 @@ import (
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
+	"github.com/fwops/firmware-operator/internal/agent/runner"
+	"github.com/fwops/firmware-operator/internal/agentpod"
 )
 
 const testSHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -138,6 +139,31 @@ func newScriptedAgent(flashTime time.Duration) *scriptedAgent {
 	return &scriptedAgent{flashTime: flashTime, fail: map[string]bool{}, failOnce: map[string]bool{}, flashes: map[string]int{}}
 }
 
+// rolloutSpec gives each spec of a Describe a namespace, a PortPolicy and a scripted agent,
+// and cleans the namespace after it, dumping it first when the spec failed.
+type rolloutSpec struct {
+	ns, policy string
+	agent      *scriptedAgent
+}
+
+func newRolloutSpec(flashTime time.Duration) *rolloutSpec {
+	s := &rolloutSpec{}
+	ginkgo.BeforeEach(func() {
+		s.ns = newNamespace()
+		s.policy = "policy-" + s.ns
+		createPolicy(s.policy, nil)
+		s.agent = newScriptedAgent(flashTime)
+		kubelet.Use(s.agent.run)
+	})
+	ginkgo.AfterEach(func() {
+		if ginkgo.CurrentSpecReport().Failed() {
+			dumpNamespace(s.ns)
+		}
+		cleanNamespace(s.ns)
+	})
+	return s
+}
+
 func (a *scriptedAgent) flashCount(target string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -150,38 +176,56 @@ func (a *scriptedAgent) peak() int {
 	return a.maxInFlight
 }
 
-func (a *scriptedAgent) run(ctx context.Context, _ *corev1.Pod, args []string) error {
+// run plays the agent of a pod as the agent follows it: it takes each target assigned on the
+// pod's annotation once, until the pod is deleted.
+func (a *scriptedAgent) run(ctx context.Context, pod *corev1.Pod, args []string) error {
 	cfg := parseAgentArgs(args)
 	var wg sync.WaitGroup
-	errs := make(chan error, len(cfg.Targets))
-	for _, t := range cfg.Targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := a.one(ctx, cfg.Namespace, t.Name, t.TargetUpdate, cfg.Firmware.Version); err != nil {
-				errs <- err
+	seen := map[string]bool{}
+	src := runner.PodAssignments{Client: k8sClient.(client.WithWatch), Namespace: pod.Namespace, Pod: pod.Name}
+	err := src.Follow(ctx, func(ts []config.Target) {
+		for _, t := range ts {
+			if seen[t.Key()] {
+				continue
 			}
-		}()
-	}
+			seen[t.Key()] = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = a.one(ctx, cfg.Namespace, pod.Name, t, cfg.Firmware.Version)
+			}()
+		}
+	})
 	wg.Wait()
-	close(errs)
-	var failed []string
-	for err := range errs {
-		failed = append(failed, err.Error())
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%s", strings.Join(failed, "; "))
-	}
-	return nil
-}
-
-func (a *scriptedAgent) one(ctx context.Context, ns, target, tuName, version string) error {
-	tu := &fwv1.TargetUpdate{}
-	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: tuName}, tu); err != nil {
+	if err != nil && ctx.Err() == nil {
 		return err
 	}
-	if tu.Status.Phase.Finished() {
-		return nil // resume safety: never flash a finished target again
+	return nil // the pod was deleted
+}
+
+func (a *scriptedAgent) one(ctx context.Context, ns, pod string, t config.Target, version string) error {
+	target := t.Name
+	tu := &fwv1.TargetUpdate{}
+	// As the agent does, work on a target only once the controller claimed it for this pod
+	// and attempt (it annotates the pod first).
+	for {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: t.TargetUpdate}, tu); err != nil {
+			return err
+		}
+		if tu.Status.Phase.Finished() && tu.Status.Attempts <= t.Attempt {
+			return nil // resume safety: never flash a finished target again
+		}
+		if tu.Status.AgentPod == pod && tu.Status.Attempts == t.Attempt {
+			break
+		}
+		if tu.Status.Attempts >= t.Attempt {
+			return nil // another pod's
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond): // the agent stand-in polls its claim
+		}
 	}
 	a.mu.Lock()
 	a.flashes[target]++
@@ -286,7 +330,7 @@ func dumpNamespace(ns string) {
 	var pods corev1.PodList
 	_ = k8sClient.List(suiteCtx, &pods, client.InNamespace(ns))
 	for _, p := range pods.Items {
-		fmt.Fprintf(w, "pod %s: phase=%s claims=%s\n", p.Name, p.Status.Phase, p.Annotations["firmware.fwops.io/claims"])
+		fmt.Fprintf(w, "pod %s: phase=%s assignments=%s\n", p.Name, p.Status.Phase, p.Annotations[agentpod.AnnotationAssignments])
 	}
 }
 

@@ -66,6 +66,9 @@ var _ = ginkgo.Describe("Secrets after a rollout", ginkgo.Label("e2e"), func() {
 		// Every version of every TargetUpdate, not only the last: a progress message holding a
 		// secret is overwritten by the verdict, but whoever watched saw it.
 		history := watchTargetUpdates(ns)
+		// And of every agent pod: the controller deletes them once they are done, and their
+		// annotations carry the assignments.
+		podHistory := watchObjects(ns, &corev1.PodList{})
 		// Every agent's certificate, private key included: it lives in the agent's memory only.
 		var certMu sync.Mutex
 		var certs []tls.Certificate
@@ -138,6 +141,7 @@ var _ = ginkgo.Describe("Secrets after a rollout", ginkgo.Label("e2e"), func() {
 			"the manager's log":                            managerLog.String(),
 			"the agents' logs":                             agents.String(),
 			"every version of the TargetUpdates (watched)": history.String(),
+			"every version of the agent pods (watched)":    podHistory.String(),
 		}
 		gomega.Expect(places["the manager's log"]).To(gomega.ContainSubstring(jobs[0].Name), "the manager's log was not captured")
 		gomega.Expect(places["the agents' logs"]).To(gomega.ContainSubstring(`"msg":"ports bound"`), "the agents' logs were not captured")
@@ -153,7 +157,7 @@ var _ = ginkgo.Describe("Secrets after a rollout", ginkgo.Label("e2e"), func() {
 		asJSON("UpdateJobs", &fwv1.UpdateJobList{})
 		asJSON("TargetUpdates", &fwv1.TargetUpdateList{})
 		asJSON("UpdateTargets", &fwv1.UpdateTargetList{})
-		gomega.Expect(places["pods (spec, status, annotations)"]).To(gomega.ContainSubstring(jobs[2].Name), "no agent pod was listed")
+		gomega.Expect(places["every version of the agent pods (watched)"]).To(gomega.ContainSubstring(jobs[2].Name), "no agent pod was seen")
 		var leaks []string
 		for where, text := range places {
 			for what, secret := range secrets {
@@ -203,10 +207,13 @@ func targetMessages(ns, job string) string {
 
 // watchTargetUpdates records, as JSON, every version of the namespace's TargetUpdates until
 // the spec ends.
-func watchTargetUpdates(ns string) *syncLog {
+func watchTargetUpdates(ns string) *syncLog { return watchObjects(ns, &fwv1.TargetUpdateList{}) }
+
+// watchObjects records every version of the namespace's objects of list's kind.
+func watchObjects(ns string, list client.ObjectList) *syncLog {
 	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: k8sClient.Scheme()})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	w, err := wc.Watch(suiteCtx, &fwv1.TargetUpdateList{}, client.InNamespace(ns))
+	w, err := wc.Watch(suiteCtx, list, client.InNamespace(ns))
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	ginkgo.DeferCleanup(w.Stop)
 	out := &syncLog{}

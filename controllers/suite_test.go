@@ -55,7 +55,7 @@ var _ = ginkgo.BeforeSuite(func() {
 		ginkgo.Skip(err.Error())
 	}
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: apiserver.Scheme()})
+	k8sClient, err = client.NewWithWatch(cfg, client.Options{Scheme: apiserver.Scheme()})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 
 	// Thursday 2026-11-26 12:00 UTC: tests move it to open and close windows.

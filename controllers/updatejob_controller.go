@@ -170,7 +170,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		}
 	}
 	if gate == "" || gate == ReasonFailureBudgetExceeded {
-		if err := r.startTargets(ctx, job, policy, baseline, targets, tus, &s); err != nil {
+		if err := r.startTargets(ctx, job, policy, baseline, targets, tus, pods, &s); err != nil {
 			return ctrl.Result{}, err
 		}
 		if pods, err = r.agentPods(ctx, job); err != nil {
@@ -182,6 +182,9 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		return ctrl.Result{}, err
 	}
 	s.unmade = int32(left)
+	if err := r.retireAgents(ctx, pods, tus, s); err != nil {
+		return ctrl.Result{}, err
+	}
 	r.updateStatus(job, s, gate, pods, tus)
 	if more {
 		return ctrl.Result{RequeueAfter: time.Millisecond}, nil

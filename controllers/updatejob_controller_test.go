@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -321,7 +322,7 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 			return names
 		}).ShouldNot(gomega.ContainElement(pod.Name), "the refused pod is deleted")
 		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.Equal(1), "the next target takes the freed slot")
-		gomega.Expect(agentPodsOf(ns, job.Name)[0].Annotations["firmware.fwops.io/claims"]).To(gomega.ContainSubstring(targets[1]))
+		gomega.Expect(agentPodsOf(ns, job.Name)[0].Annotations[agentpod.AnnotationAssignments]).To(gomega.ContainSubstring(targets[1]))
 		// No kubelet runs these pods: delete the job so that no later spec's kubelet does.
 		gomega.Expect(k8sClient.Delete(suiteCtx, job)).To(gomega.Succeed())
 		gomega.Eventually(func() int { return len(agentPodsOf(ns, job.Name)) }).Should(gomega.BeZero())
@@ -413,11 +414,19 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 	ginkgo.It("gives agents a Role that patches TargetUpdate status only, never reads, never Secrets", func() {
 		createILOTargets(ns, "rack13", 2)
 		job := newJob(ns, "rbac", "rack13", policy, nil)
+		var pods []corev1.Pod
+		gomega.Eventually(func() []corev1.Pod { pods = agentPodsOf(ns, job.Name); return pods }).ShouldNot(gomega.BeEmpty())
 		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
 		role := &rbacv1.Role{}
 		gomega.Expect(k8sClient.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: "rbac-agent"}, role)).To(gomega.Succeed())
 		for _, rule := range role.Rules {
 			gomega.Expect(rule.Resources).NotTo(gomega.ContainElement("secrets"))
+			if slices.Equal(rule.Resources, []string{"pods"}) {
+				// An agent follows its own pod's assignments: the job's pods by name, O(nodes).
+				gomega.Expect(rule.Verbs).To(gomega.Equal([]string{"get", "list", "watch"}))
+				gomega.Expect(len(rule.ResourceNames)).To(gomega.BeNumerically("<=", 2), "one pod per node: %v", rule.ResourceNames)
+				continue
+			}
 			gomega.Expect(rule.ResourceNames).To(gomega.BeEmpty(), "a Role that lists the targets grows past etcd's object limit")
 			gomega.Expect(rule.Verbs).To(gomega.Equal([]string{"patch"}), "admission sees no read: agents read by patching")
 		}
@@ -425,8 +434,6 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		for _, tu := range targetUpdates(ns, job.Name) {
 			names = append(names, tu.Name)
 		}
-		pods := agentPodsOf(ns, job.Name)
-		gomega.Expect(pods).NotTo(gomega.BeEmpty())
 		gomega.Expect(pods[0].Spec.ServiceAccountName).To(gomega.Equal("rbac-agent"))
 
 		// The API server's own RBAC, as the agent's ServiceAccount.
@@ -597,10 +604,13 @@ func fallbackPort(assigned int32) int32 {
 // reportPorts writes, as an agent does on its first status write, the ports it bound on each
 // TargetUpdate the pod claims.
 func reportPorts(ctx context.Context, pod *corev1.Pod, set func(*fwv1.TargetUpdateStatus)) error {
-	for _, c := range strings.Split(pod.Annotations[agentpod.AnnotationTargets], ",") {
-		name, _, _ := strings.Cut(c, ":")
+	assigned, err := agentpod.Assignments(pod)
+	if err != nil {
+		return err
+	}
+	for _, a := range assigned {
 		tu := &fwv1.TargetUpdate{}
-		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: name}, tu); err != nil {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: a.TargetUpdate}, tu); err != nil {
 			return err
 		}
 		before := tu.DeepCopy()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agentpod"
 	"github.com/fwops/firmware-operator/internal/ports"
 )
 
@@ -571,21 +571,19 @@ func (r *UpdateJobReconciler) patchTU(ctx context.Context, tu, before *fwv1.Targ
 type podClaim struct {
 	name    string
 	attempt int32
+	slot    int
 }
 
-// podClaims reads the pod's annotation "tu:attempt,...".
+// podClaims reads the targets assigned to the pod from its annotation
+// (agentpod.AnnotationAssignments); an annotation that cannot be read claims nothing.
 func podClaims(p *corev1.Pod) []podClaim {
-	var out []podClaim
-	for _, f := range strings.Split(p.Annotations[annotationClaims], ",") {
-		name, n, ok := strings.Cut(f, ":")
-		if !ok {
-			continue
-		}
-		a, err := strconv.Atoi(n)
-		if err != nil {
-			continue
-		}
-		out = append(out, podClaim{name: name, attempt: int32(a)})
+	ts, err := agentpod.Assignments(p)
+	if err != nil {
+		return nil
+	}
+	out := make([]podClaim, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, podClaim{name: t.TargetUpdate, attempt: max(t.Attempt, 1), slot: t.Slot})
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -61,11 +62,13 @@ func spread(batch []agentpod.Target, nodes []string, agents []corev1.Pod, maxPer
 	return groups
 }
 
-// startAgent creates one agent pod and records each target's claim. The pod comes first: its
-// name derives from the claims, so a controller that stops in between finds it again and
-// records the claims then (syncInFlight).
+// startAgent creates one agent pod of slots slots for its first targets, and records each
+// target's claim. The pod comes first: its name derives from the first claims, so a controller
+// that stops in between finds it again and records the claims then (syncInFlight). It mounts
+// the Secrets of the targets still to start, up to MaxSecretsPerAgent, and lives long enough
+// for its node's share of them: the startup grace and one spec.rollout.timeout per wave.
 func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline, node string,
-	targets []agentpod.Target, agents []corev1.Pod, tus map[string]*fwv1.TargetUpdate) (*corev1.Pod, error) {
+	targets []agentpod.Target, slots int, agents []corev1.Pod, tus map[string]*fwv1.TargetUpdate, byName map[string]*fwv1.UpdateTarget, nodes int) (*corev1.Pod, error) {
 	var onNode []corev1.Pod
 	for i := range agents {
 		if nodeOf(&agents[i]) == node {
@@ -77,15 +80,23 @@ func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJo
 		claims[i] = fmt.Sprintf("%s:%d", t.TargetUpdate, t.Attempt)
 	}
 	name := agentpod.Name(job, claims)
-	assignment, err := ports.AssignForNode(ports.FromSpec(policy.Spec), ports.TakenFromPods(onNode), len(targets), seeded(name))
+	slots = max(slots, len(targets))
+	assignment, err := ports.AssignForNode(ports.FromSpec(policy.Spec), ports.TakenFromPods(onNode), slots, seeded(name))
 	if err != nil {
 		return nil, fmt.Errorf("assigning ports on node %s: %w", node, err)
 	}
+	secrets, waiting := expectedSecrets(tus, byName)
+	share := (waiting + nodes - 1) / max(nodes, 1)
+	waves := max((share+slots-1)/slots, 1)
 	pod := agentpod.Build(agentpod.Input{
 		Job: job, Policy: policy, Baseline: baseline, Node: node, Image: r.AgentImage, ServiceAccount: agentAccessName(job),
-		Targets: targets, Ports: assignment,
+		Targets: targets, Ports: assignment, Secrets: secrets,
+		Lifetime: agentpod.StartupGrace + time.Duration(waves)*jobTimeout(job),
 	})
 	if err := controllerutil.SetControllerReference(job, pod, r.Scheme); err != nil {
+		return nil, err
+	}
+	if err := r.grantPodRead(ctx, job, pod.Name, agents); err != nil {
 		return nil, err
 	}
 	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -97,6 +108,33 @@ func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJo
 		}
 	}
 	return pod, nil
+}
+
+// expectedSecrets are the Secrets of the targets still to start, in the order of the targets'
+// names, at most MaxSecretsPerAgent; waiting is how many targets that is.
+func expectedSecrets(tus map[string]*fwv1.TargetUpdate, byName map[string]*fwv1.UpdateTarget) (secrets []string, waiting int) {
+	names := make([]string, 0, len(tus))
+	for name, tu := range tus {
+		if isPending(tu) || tu.Status.Phase == fwv1.TargetPhaseFailed {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	seen := map[string]bool{}
+	for _, name := range names {
+		t := byName[name]
+		if t == nil {
+			continue
+		}
+		waiting++
+		for _, s := range agentpod.TargetSecrets(t) {
+			if !seen[s] && len(secrets) < MaxSecretsPerAgent {
+				seen[s] = true
+				secrets = append(secrets, s)
+			}
+		}
+	}
+	return secrets, waiting
 }
 
 // seeded gives P2's random choice a seed derived from the pod, so the same pod is built the

@@ -4,13 +4,15 @@ import (
 	"context"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agentpod"
 	"github.com/fwops/firmware-operator/internal/rollout"
 )
 
 const (
-	annotationClaims = agentpod.AnnotationTargets
 	// LabelManagedBy marks the objects this operator creates besides TargetUpdates and pods,
 	// so that the manager caches only those.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
@@ -19,10 +21,11 @@ const (
 
 func backoff(base time.Duration, attempt int) time.Duration { return rollout.Backoff(base, attempt) }
 
-// startTargets fills the free slots of maxConcurrent with startable targets, spread over the
-// eligible nodes, one agent pod per node and batch.
+// startTargets fills the free slots of maxConcurrent with startable targets: first in the
+// free slots of the job's running agent pods (one per node, as a rule), then in new pods,
+// spread over the eligible nodes.
 func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline,
-	targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate, s *summary) error {
+	targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod, s *summary) error {
 	slots := int(job.Spec.Rollout.MaxConcurrent) - int(s.counts.InProgress)
 	if slots <= 0 || len(s.startable) == 0 {
 		return nil
@@ -54,20 +57,86 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 		blocked(job, ReasonNoEligibleNodes, "no Ready, schedulable node matches the PortPolicy's agents.nodeSelector and tolerations")
 		return nil
 	}
-	agents, err := r.liveAgentPods(ctx)
+	eligible := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		eligible[n] = true
+	}
+	byTU := make(map[string]*fwv1.TargetUpdate, len(tus))
+	for _, tu := range tus {
+		byTU[tu.Name] = tu
+	}
+	started := func(n int) {
+		s.counts.InProgress += int32(n)
+		s.counts.Pending -= int32(n)
+		s.started = true
+	}
+
+	// The running pods first, the one with the most free slots first.
+	rest, err := r.assignToPods(ctx, job, policy, batch, agentLoads(pods, tus), tus, byTU, eligible, started)
+	if err != nil || len(rest) == 0 {
+		return err
+	}
+	// Then the job's pods the cache has not seen yet (made by the last passes), read from
+	// the API server with the node's other agents, which the new pods' ports must avoid.
+	live, err := r.liveAgentPods(ctx)
 	if err != nil {
 		return err
 	}
-	for _, group := range spread(batch, nodes, agents, r.maxPerAgent()) {
-		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, agents, tus)
+	cached := make(map[string]bool, len(pods))
+	for i := range pods {
+		cached[pods[i].Name] = true
+	}
+	var unseen []corev1.Pod
+	for i := range live {
+		if metav1.IsControlledBy(&live[i], job) && !cached[live[i].Name] {
+			unseen = append(unseen, live[i])
+		}
+	}
+	if rest, err = r.assignToPods(ctx, job, policy, rest, agentLoads(unseen, tus), tus, byTU, eligible, started); err != nil || len(rest) == 0 {
+		return err
+	}
+
+	// New pods for the rest, one per node and as many slots as the node's share of
+	// maxConcurrent.
+	perPod := min(max((int(job.Spec.Rollout.MaxConcurrent)+len(nodes)-1)/len(nodes), 1), r.maxPerAgent())
+	for _, group := range spread(rest, nodes, live, perPod) {
+		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, perPod, live, tus, byName, len(nodes))
 		if err != nil {
 			return err
 		}
 		// The next group may go to the same node: its ports must not be given again.
-		agents = append(agents, *pod)
-		s.counts.InProgress += int32(len(group.targets))
-		s.counts.Pending -= int32(len(group.targets))
-		s.started = true
+		live = append(live, *pod)
+		started(len(group.targets))
 	}
 	return nil
+}
+
+// assignToPods places each target of batch in the pod of loads that accepts it with the most
+// free slots, assigns them there, and returns the targets no pod took.
+func (r *UpdateJobReconciler) assignToPods(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, batch []agentpod.Target, loads []*agentLoad,
+	tus, byTU map[string]*fwv1.TargetUpdate, eligible map[string]bool, started func(int)) ([]agentpod.Target, error) {
+	var rest []agentpod.Target
+	for _, t := range batch {
+		var best *agentLoad
+		for _, l := range loads {
+			if r.accepts(l, t.Target, job, eligible) && (best == nil || l.free() > best.free()) {
+				best = l
+			}
+		}
+		if best == nil {
+			rest = append(rest, t)
+			continue
+		}
+		best.place(t, policy)
+	}
+	for _, l := range loads {
+		ok, err := r.assignToRunning(ctx, l, tus, byTU)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			started(len(l.added))
+		}
+	}
+	return rest, nil
 }

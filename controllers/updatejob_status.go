@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agentpod"
 	"github.com/fwops/firmware-operator/internal/rollout"
 )
@@ -125,12 +126,13 @@ func liveAgents(pods []corev1.Pod, tus map[string]*fwv1.TargetUpdate) []fwv1.Age
 		}
 		st := fwv1.AgentStatus{Node: agentpod.Node(p), Pod: p.Name, Ports: agentPorts(agentpod.DeclaredPorts(p))}
 		var reported bool
-		// Claims are in the order of the pod's targets, as are its session ports (rule P4).
-		for slot, c := range podClaims(p) {
+		// Each claim names its slot, whose session port it dials from (rule P4).
+		for _, c := range podClaims(p) {
 			tu := byName[c.name]
-			if tu == nil {
+			if tu == nil || (tu.Status.AgentPod != p.Name && !assignmentLive(tu, p.Name, config.Target{TargetUpdate: c.name, Attempt: c.attempt})) {
 				continue
 			}
+			slot := c.slot
 			st.Targets = append(st.Targets, tu.Spec.TargetName)
 			if !reportedPorts(tu, p.Name, c.attempt) {
 				continue

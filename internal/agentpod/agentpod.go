@@ -1,6 +1,8 @@
-// Package agentpod builds the pod that runs an agent on a node for a batch of an UpdateJob's
-// targets. Build is a pure function of its input, so the pod can be checked field by field and
-// the same batch always gives the same pod.
+// Package agentpod builds the pod that runs an UpdateJob's agent on a node: one long-lived
+// pod per job and node, with a fixed number of slots (one rule P4 session port and one rule P5
+// receive port each), that takes the targets the controller assigns on its annotation
+// (config.AnnotationAssignments). Build is a pure function of its input, so the pod can be
+// checked field by field and the same input always gives the same pod.
 package agentpod
 
 import (
@@ -8,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,13 +32,13 @@ const (
 	LabelApp  = "app.kubernetes.io/name"
 	AppName   = "firmware-operator-agent"
 	LabelNode = "firmware.fwops.io/node"
-	// AnnotationTargets records the pod's claims: "targetupdate:attempt,...".
-	AnnotationTargets = "firmware.fwops.io/claims"
-	ContainerName     = "agent"
+	// AnnotationAssignments lists the targets assigned to the pod (config.AnnotationAssignments).
+	AnnotationAssignments = config.AnnotationAssignments
+	ContainerName         = "agent"
 )
 
-// StartupGrace is added to the job's per-target timeout to make the pod's active deadline:
-// the time to pull the image, bind ports and fetch the firmware.
+// StartupGrace is added to the time a pod's targets may take to make the pod's active
+// deadline: the time to pull the image, bind ports and fetch the firmware.
 const StartupGrace = 5 * time.Minute
 
 // Target is one target of the batch, resolved by the controller.
@@ -56,8 +59,19 @@ type Input struct {
 	Node           string
 	Image          string
 	ServiceAccount string
-	Targets        []Target
-	Ports          ports.Assignment
+	// Targets are the pod's first assignments, in slot order.
+	Targets []Target
+	// Ports are the pod's ports: one session port (rule P4) and one receive port (rule P5) per
+	// slot, so the number of slots is len(Ports.Sessions()).
+	Ports ports.Assignment
+	// Secrets are the Secrets the pod mounts besides its first targets': those of the
+	// targets the controller expects to assign to it later. They are optional volumes, so that
+	// a Secret deleted in the meantime does not hold the pod (the agent then says which one is
+	// missing when it reaches that target).
+	Secrets []string
+	// Lifetime bounds the pod's life (activeDeadlineSeconds); 0 means the job's per-target
+	// timeout and StartupGrace, one wave.
+	Lifetime time.Duration
 }
 
 // Name is the pod's deterministic name: the job's name and a digest of the job's UID and the
@@ -80,13 +94,50 @@ func Name(job *fwv1.UpdateJob, claims []string) string {
 	return strings.TrimRight(prefix, "-.") + "-agent-" + sum
 }
 
-// Claims lists the pod's claims, "targetupdate:attempt", as its annotation records them.
-func Claims(pod *corev1.Pod) []string {
-	v := pod.Annotations[AnnotationTargets]
-	if v == "" {
-		return nil
+// Assignments are the targets assigned to the pod, as its annotation records them.
+func Assignments(pod *corev1.Pod) ([]config.Target, error) {
+	return config.DecodeAssignments(pod.Annotations[AnnotationAssignments])
+}
+
+// Slots is how many targets the pod's agent runs at once: one per declared session port
+// (rule P4), at least one.
+func Slots(pod *corev1.Pod) int {
+	return max(len(DeclaredPorts(pod).Sessions()), 1)
+}
+
+// MountedSecrets are the names of the Secrets the pod mounts for its targets.
+func MountedSecrets(pod *corev1.Pod) map[string]bool {
+	byVolume := map[string]string{}
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil {
+			byVolume[v.Name] = v.Secret.SecretName
+		}
 	}
-	return strings.Split(v, ",")
+	out := map[string]bool{}
+	for _, c := range pod.Spec.Containers {
+		if c.Name != ContainerName {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if name, ok := byVolume[m.Name]; ok && m.MountPath == path.Join(config.SecretsDir, name) {
+				out[name] = true
+			}
+		}
+	}
+	return out
+}
+
+// TargetSecrets are the Secrets a target needs mounted: its credentials, CA bundle and
+// known_hosts Secrets.
+func TargetSecrets(t *fwv1.UpdateTarget) []string {
+	out := []string{t.Spec.CredentialsSecretRef.Name}
+	if tls := t.Spec.TLS; tls != nil && tls.CABundleSecretRef != nil {
+		out = append(out, tls.CABundleSecretRef.Name)
+	}
+	if s := t.Spec.SSH; s != nil && s.KnownHostsSecretRef != nil && (t.Spec.Type == fwv1.TargetTypeOA || t.Spec.Type == fwv1.TargetTypeLinux) {
+		out = append(out, s.KnownHostsSecretRef.Name)
+	}
+	return out
 }
 
 // Node is the node the pod was built for.
@@ -137,6 +188,7 @@ func Config(in Input, podName string) config.Config {
 			FirmwareSelection: string(policy.FirmwareServer.Selection),
 			IPC:               in.Ports.IPC(),
 			Reverse:           in.Ports.Receive(),
+			Sessions:          in.Ports.Sessions(),
 		},
 		Timeout:          timeout(in.Job),
 		Force:            in.Job.Spec.Rollout.Force,
@@ -148,42 +200,51 @@ func Config(in Input, podName string) config.Config {
 	if b := in.Baseline; b != nil {
 		cfg.Baseline, cfg.BaselineGeneration = b.Name, b.Generation
 	}
-	sessions := in.Ports.Sessions()
 	for i, t := range in.Targets {
-		spec := t.Target.Spec
-		ct := config.Target{
-			Name:         t.Target.Name,
-			TargetUpdate: t.TargetUpdate,
-			Type:         string(spec.Type),
-			Address:      spec.Address,
-		}
-		if i < len(sessions) {
-			ct.SessionPort = sessions[i] // rule P4
-		}
-		if spec.Bay != nil {
-			ct.Bay = int(*spec.Bay)
-		}
-		if tls := spec.TLS; tls != nil {
-			ct.CertificateSHA256 = tls.CertificateSHA256
-			ct.HasCABundle = tls.CABundleSecretRef != nil
-			ct.InsecureSkipVerify = tls.InsecureSkipVerify
-		}
-		if spec.Type == fwv1.TargetTypeOA || spec.Type == fwv1.TargetTypeLinux {
-			ct.SSHPort = policy.SSHPort // rule P3
-			if s := spec.SSH; s != nil {
-				if s.Port != nil {
-					ct.SSHPort = int(*s.Port)
-				}
-				ct.HasKnownHosts = s.KnownHostsSecretRef != nil
-				ct.InsecureIgnoreHostKey = s.InsecureIgnoreHostKey
-			}
-		}
-		if l := spec.Linux; l != nil && spec.Type == fwv1.TargetTypeLinux {
-			ct.Sudo, ct.StagingDirectory = l.Sudo, l.StagingDirectory
-		}
-		cfg.Targets = append(cfg.Targets, ct)
+		cfg.Targets = append(cfg.Targets, AgentTarget(t, in.Policy, i))
 	}
 	return cfg
+}
+
+// AgentTarget is the assignment of target t to slot of an agent: what the agent needs to know
+// of it besides its mounted Secrets.
+func AgentTarget(t Target, policy *fwv1.PortPolicy, slot int) config.Target {
+	spec := t.Target.Spec
+	ct := config.Target{
+		Name:              t.Target.Name,
+		TargetUpdate:      t.TargetUpdate,
+		Attempt:           max(t.Attempt, 1),
+		Slot:              slot,
+		Type:              string(spec.Type),
+		Address:           spec.Address,
+		CredentialsSecret: spec.CredentialsSecretRef.Name,
+	}
+	if spec.Bay != nil {
+		ct.Bay = int(*spec.Bay)
+	}
+	if tls := spec.TLS; tls != nil {
+		ct.CertificateSHA256 = tls.CertificateSHA256
+		if tls.CABundleSecretRef != nil {
+			ct.CABundleSecret = tls.CABundleSecretRef.Name
+		}
+		ct.InsecureSkipVerify = tls.InsecureSkipVerify
+	}
+	if spec.Type == fwv1.TargetTypeOA || spec.Type == fwv1.TargetTypeLinux {
+		ct.SSHPort = ports.FromSpec(policy.Spec).SSHPort // rule P3
+		if s := spec.SSH; s != nil {
+			if s.Port != nil {
+				ct.SSHPort = int(*s.Port)
+			}
+			if s.KnownHostsSecretRef != nil {
+				ct.KnownHostsSecret = s.KnownHostsSecretRef.Name
+			}
+			ct.InsecureIgnoreHostKey = s.InsecureIgnoreHostKey
+		}
+	}
+	if l := spec.Linux; l != nil && spec.Type == fwv1.TargetTypeLinux {
+		ct.Sudo, ct.StagingDirectory = l.Sudo, l.StagingDirectory
+	}
+	return ct
 }
 
 // firmwareSourceMount is where the agent finds a nodePath or claim source: the file alone,
@@ -216,6 +277,14 @@ func Build(in Input) *corev1.Pod {
 	}
 	name := Name(in.Job, claims)
 	cfg := Config(in, name)
+	// The targets are on the pod's annotation, which the controller adds to and the agent
+	// follows, not in its arguments: one source for the first targets and the later ones.
+	assigned := cfg.Targets
+	cfg.Targets, cfg.Follow = nil, true
+	lifetime := in.Lifetime
+	if lifetime <= 0 {
+		lifetime = timeout(in.Job) + StartupGrace
+	}
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -226,7 +295,7 @@ func Build(in Input) *corev1.Pod {
 				fwv1.LabelJob: kname.LabelValue(in.Job.Name),
 				LabelNode:     nodeLabel(in.Node),
 			},
-			Annotations: map[string]string{AnnotationTargets: strings.Join(claims, ",")},
+			Annotations: map[string]string{AnnotationAssignments: config.EncodeAssignments(assigned)},
 		},
 		Spec: corev1.PodSpec{
 			HostNetwork:                  true,
@@ -234,7 +303,7 @@ func Build(in Input) *corev1.Pod {
 			RestartPolicy:                corev1.RestartPolicyNever,
 			ServiceAccountName:           in.ServiceAccount,
 			AutomountServiceAccountToken: ptr.To(true),
-			ActiveDeadlineSeconds:        ptr.To(int64((timeout(in.Job) + StartupGrace) / time.Second)),
+			ActiveDeadlineSeconds:        ptr.To(int64(lifetime / time.Second)),
 			Affinity:                     nodeAffinity(in.Node),
 			Tolerations:                  in.Policy.Spec.Agents.Tolerations,
 			SecurityContext: &corev1.PodSecurityContext{
@@ -380,16 +449,21 @@ func probe(namespace, pod, path string) *corev1.Probe {
 // Entrypoint is the binary in the image (the Dockerfile's ENTRYPOINT).
 const Entrypoint = "/firmware-operator"
 
-// addVolumes mounts, for each target, only the Secrets that target refers to, plus the node's
-// firmware cache and the job's firmware source when it is a volume.
+// addVolumes mounts the Secrets of the pod's targets, first and expected, each once at
+// SecretsDir/<name>, plus the node's firmware cache and the job's firmware source when it is
+// a volume.
 func addVolumes(pod *corev1.Pod, in Input) {
 	c := &pod.Spec.Containers[0]
 	mount := func(name, at string, readOnly bool, src corev1.VolumeSource) {
 		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: src})
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: at, ReadOnly: readOnly})
 	}
-	secret := func(name string) corev1.VolumeSource {
-		return corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr.To[int32](0o440)}}
+	secret := func(name string, optional bool) corev1.VolumeSource {
+		src := &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr.To[int32](0o440)}
+		if optional {
+			src.Optional = ptr.To(true)
+		}
+		return corev1.VolumeSource{Secret: src}
 	}
 	mount("firmware-cache", config.CacheDir, false, corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 		Path: config.CacheDir, Type: ptr.To(corev1.HostPathDirectoryOrCreate),
@@ -419,15 +493,25 @@ func addVolumes(pod *corev1.Pod, in Input) {
 			mountSource(fmt.Sprintf("component%d-source", i), config.ComponentSourceMount(comp.Name, comp.Firmware), &comp.Firmware)
 		}
 	}
-	for i, t := range in.Targets {
-		dir := path.Join(config.TargetsDir, t.Target.Name)
-		spec := t.Target.Spec
-		mount(fmt.Sprintf("t%d-credentials", i), path.Join(dir, config.CredentialsDir), true, secret(spec.CredentialsSecretRef.Name))
-		if spec.TLS != nil && spec.TLS.CABundleSecretRef != nil {
-			mount(fmt.Sprintf("t%d-ca", i), path.Join(dir, config.CADir), true, secret(spec.TLS.CABundleSecretRef.Name))
+	// The first targets' Secrets are required: the kubelet holds the pod until they exist,
+	// as it always did. The expected ones are optional (Input.Secrets).
+	required := map[string]bool{}
+	for _, t := range in.Targets {
+		for _, name := range TargetSecrets(t.Target) {
+			required[name] = true
 		}
-		if spec.SSH != nil && spec.SSH.KnownHostsSecretRef != nil {
-			mount(fmt.Sprintf("t%d-known-hosts", i), path.Join(dir, config.KnownHostsDir), true, secret(spec.SSH.KnownHostsSecretRef.Name))
+	}
+	names := make([]string, 0, len(required)+len(in.Secrets))
+	for name := range required {
+		names = append(names, name)
+	}
+	for _, name := range in.Secrets {
+		if !required[name] && !slices.Contains(names, name) {
+			names = append(names, name)
 		}
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		mount(fmt.Sprintf("secret%d", i), path.Join(config.SecretsDir, name), true, secret(name, !required[name]))
 	}
 }

@@ -3,6 +3,7 @@ package agentpod
 import (
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,7 +80,10 @@ func TestBuild(t *testing.T) {
 		{"name is deterministic", pod.Name, Name(job(), []string{"ilo5-278-db-1:1", "ilo5-278-ilo-a:1"})},
 		{"namespace", pod.Namespace, "fleet"},
 		{"labels", pod.Labels, map[string]string{LabelApp: AppName, fwv1.LabelJob: "ilo5-278", LabelNode: "node-a"}},
-		{"claims annotation", Claims(pod), []string{"ilo5-278-ilo-a:1", "ilo5-278-db-1:1"}},
+		{"assignments annotation, in slot order", keysAndSlots(t, pod), []string{"ilo5-278-ilo-a:1@0", "ilo5-278-db-1:1@1"}},
+		{"slots: one per session port", Slots(pod), 2},
+		{"the agent follows its pod's assignments", slices.Contains(c.Args, "--follow"), true},
+		{"no target in the arguments: they are on the annotation", slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--target") }), false},
 		{"node", Node(pod), "node-a"},
 		{"hostNetwork", pod.Spec.HostNetwork, true},
 		{"dnsPolicy", pod.Spec.DNSPolicy, corev1.DNSClusterFirstWithHostNet},
@@ -153,8 +157,22 @@ func TestBuildRunsAsNonRootWithoutPort80(t *testing.T) {
 	}
 }
 
-func TestBuildMountsOnlyTheTargetsSecrets(t *testing.T) {
-	pod := build(t, false)
+// keysAndSlots lists the pod's assignments as "key@slot".
+func keysAndSlots(t *testing.T, pod *corev1.Pod) []string {
+	t.Helper()
+	ts, err := Assignments(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range ts {
+		out = append(out, a.Key()+"@"+strconv.Itoa(a.Slot))
+	}
+	return out
+}
+
+// secretMounts maps each Secret volume's mount path to its Secret and whether it is optional.
+func secretMounts(pod *corev1.Pod) map[string]string {
 	mounts := map[string]string{}
 	for _, m := range pod.Spec.Containers[0].VolumeMounts {
 		mounts[m.Name] = m.MountPath
@@ -163,19 +181,53 @@ func TestBuildMountsOnlyTheTargetsSecrets(t *testing.T) {
 	for _, v := range pod.Spec.Volumes {
 		if v.Secret != nil {
 			secrets[mounts[v.Name]] = v.Secret.SecretName
+			if ptr.Deref(v.Secret.Optional, false) {
+				secrets[mounts[v.Name]] += " (optional)"
+			}
 		}
 	}
+	return secrets
+}
+
+func TestBuildMountsOnlyTheTargetsSecrets(t *testing.T) {
+	pod := build(t, false)
 	want := map[string]string{
-		config.TargetsDir + "/ilo-a/credentials": "ilo-creds",
-		config.TargetsDir + "/ilo-a/ca":          "ilo-ca",
-		config.TargetsDir + "/db-1/credentials":  "db-creds",
-		config.TargetsDir + "/db-1/known-hosts":  "db-kh",
+		config.SecretsDir + "/ilo-creds": "ilo-creds",
+		config.SecretsDir + "/ilo-ca":    "ilo-ca",
+		config.SecretsDir + "/db-creds":  "db-creds",
+		config.SecretsDir + "/db-kh":     "db-kh",
 	}
-	if !reflect.DeepEqual(secrets, want) {
-		t.Fatalf("secret mounts = %v, want %v", secrets, want)
+	if got := secretMounts(pod); !reflect.DeepEqual(got, want) {
+		t.Fatalf("secret mounts = %v, want %v", got, want)
+	}
+	if got, want := MountedSecrets(pod), map[string]bool{"ilo-creds": true, "ilo-ca": true, "db-creds": true, "db-kh": true}; !reflect.DeepEqual(got, want) {
+		t.Errorf("MountedSecrets = %v, want %v", got, want)
+	}
+	mounts := map[string]string{}
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		mounts[m.Name] = m.MountPath
 	}
 	if mounts["firmware-cache"] != config.CacheDir {
 		t.Errorf("firmware cache mounted at %q", mounts["firmware-cache"])
+	}
+}
+
+// A long-lived pod mounts, once each, the Secrets of the targets expected on it later: they
+// are optional, so a Secret deleted in the meantime does not hold the pod's first targets.
+func TestBuildMountsTheExpectedTargetsSecrets(t *testing.T) {
+	pod := Build(Input{Job: job(), Policy: policy(), Node: "node-a", Image: "fwops:test", ServiceAccount: "ilo5-278-agent",
+		Targets: targets()[:1], Ports: assignment(t, false), Secrets: []string{"db-creds", "ilo-creds", "db-kh"}, Lifetime: 90 * time.Minute})
+	want := map[string]string{
+		config.SecretsDir + "/ilo-creds": "ilo-creds",
+		config.SecretsDir + "/ilo-ca":    "ilo-ca",
+		config.SecretsDir + "/db-creds":  "db-creds (optional)",
+		config.SecretsDir + "/db-kh":     "db-kh (optional)",
+	}
+	if got := secretMounts(pod); !reflect.DeepEqual(got, want) {
+		t.Fatalf("secret mounts = %v, want %v", got, want)
+	}
+	if got := *pod.Spec.ActiveDeadlineSeconds; got != int64((90 * time.Minute).Seconds()) {
+		t.Errorf("active deadline %ds, want the lifetime asked for, 5400s", got)
 	}
 }
 
@@ -194,17 +246,24 @@ func TestBuildArgsCarryTheJob(t *testing.T) {
 	if cfg.Timeout != 20*time.Minute {
 		t.Errorf("timeout %v", cfg.Timeout)
 	}
-	if len(cfg.Targets) != 2 {
-		t.Fatalf("targets: %+v", cfg.Targets)
+	if !cfg.Follow {
+		t.Errorf("the agent does not follow its pod's assignments")
 	}
-	ilo, db := cfg.Targets[0], cfg.Targets[1]
-	if ilo.SessionPort != 60000 || db.SessionPort != 60001 {
-		t.Errorf("P4 session ports %d, %d", ilo.SessionPort, db.SessionPort)
+	if !reflect.DeepEqual(cfg.Ports.Sessions, []int{60000, 60001}) {
+		t.Errorf("P4 session ports, one per slot: %v", cfg.Ports.Sessions)
 	}
-	if !ilo.HasCABundle || ilo.InsecureSkipVerify || ilo.SSHPort != 0 {
+	assigned, err := Assignments(pod)
+	if err != nil || len(assigned) != 2 {
+		t.Fatalf("assignments: %+v, %v", assigned, err)
+	}
+	ilo, db := assigned[0], assigned[1]
+	if ilo.Slot != 0 || db.Slot != 1 || ilo.Attempt != 1 {
+		t.Errorf("slots %d, %d, attempt %d", ilo.Slot, db.Slot, ilo.Attempt)
+	}
+	if ilo.CredentialsSecret != "ilo-creds" || ilo.CABundleSecret != "ilo-ca" || ilo.InsecureSkipVerify || ilo.SSHPort != 0 {
 		t.Errorf("iLO target: %+v", ilo)
 	}
-	if db.SSHPort != 22 || !db.HasKnownHosts || db.InsecureIgnoreHostKey {
+	if db.SSHPort != 22 || db.CredentialsSecret != "db-creds" || db.KnownHostsSecret != "db-kh" || db.InsecureIgnoreHostKey {
 		t.Errorf("Linux target (P3 default 22): %+v", db)
 	}
 	if !db.Sudo || db.StagingDirectory != "/var/lib/fwops/staging" || ilo.Sudo || ilo.StagingDirectory != "" {

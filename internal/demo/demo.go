@@ -226,7 +226,7 @@ func Demo(ctx context.Context, o Options) (sum *Summary, err error) {
 	// would pace a dozen agents' status writes rather than the job's maxConcurrent.
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = 500, 1000
-	c, err := client.New(cfg, client.Options{Scheme: apiserver.Scheme()})
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: apiserver.Scheme()})
 	if err != nil {
 		return nil, err
 	}

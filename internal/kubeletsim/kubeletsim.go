@@ -1,6 +1,7 @@
 // Package kubeletsim plays the kubelet where there is none (envtest, the demo): it runs the
 // agent of each agent pod the controller creates, in-process, sets the pod's phase, and stops
-// the agent of a deleted pod.
+// the agent of a deleted pod, then finalizes the pod (a deletion with no grace period, as a
+// kubelet does once the containers have stopped).
 package kubeletsim
 
 import (
@@ -32,13 +33,14 @@ type Kubelet struct {
 	mu      sync.Mutex
 	agent   AgentFunc
 	running map[types.UID]context.CancelFunc
+	ended   map[types.UID]chan struct{} // closed when the pod's agent has returned
 	seen    map[types.UID]bool
 	started []string // pod names, in start order
 }
 
 // New returns a Kubelet that reads and writes pods through c.
 func New(c client.Client) *Kubelet {
-	return &Kubelet{c: c, running: map[types.UID]context.CancelFunc{}, seen: map[types.UID]bool{}}
+	return &Kubelet{c: c, running: map[types.UID]context.CancelFunc{}, ended: map[types.UID]chan struct{}{}, seen: map[types.UID]bool{}}
 }
 
 // Use sets the agent that runs in the pods started from now on.
@@ -79,6 +81,7 @@ func (k *Kubelet) Run(ctx context.Context) {
 			present[p.UID] = true
 			if p.DeletionTimestamp != nil {
 				k.stop(p.UID)
+				k.finalize(ctx, &p)
 				continue
 			}
 			k.mu.Lock()
@@ -86,6 +89,7 @@ func (k *Kubelet) Run(ctx context.Context) {
 			if fresh {
 				k.seen[p.UID] = true
 				k.started = append(k.started, p.Name)
+				k.ended[p.UID] = make(chan struct{})
 			}
 			agent := k.agent
 			k.mu.Unlock()
@@ -113,11 +117,30 @@ func (k *Kubelet) stop(uid types.UID) {
 	}
 }
 
+// finalize removes a deleted pod once its agent has returned, as the kubelet does; a pod
+// whose agent is still stopping is finalized on a later poll.
+func (k *Kubelet) finalize(ctx context.Context, pod *corev1.Pod) {
+	k.mu.Lock()
+	ended := k.ended[pod.UID]
+	k.mu.Unlock()
+	if ended != nil {
+		select {
+		case <-ended:
+		default:
+			return
+		}
+	}
+	uid := pod.UID
+	_ = k.c.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: &uid})
+}
+
 func (k *Kubelet) runPod(ctx context.Context, pod *corev1.Pod, agent AgentFunc) {
 	ctx, stop := context.WithCancel(ctx)
 	k.mu.Lock()
 	k.running[pod.UID] = stop
+	ended := k.ended[pod.UID]
 	k.mu.Unlock()
+	defer close(ended)
 	defer k.stop(pod.UID)
 
 	k.setPhase(ctx, pod, corev1.PodRunning, nil)

@@ -83,7 +83,7 @@ var _ = ginkgo.BeforeSuite(func() {
 		ginkgo.Skip(err.Error())
 	}
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
-	k8sClient, err = client.New(cfg, client.Options{Scheme: apiserver.Scheme()})
+	k8sClient, err = client.NewWithWatch(cfg, client.Options{Scheme: apiserver.Scheme()})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	kubeconfig, err = apiserver.WriteKubeconfig(testEnv, workDir, "default")
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())

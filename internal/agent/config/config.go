@@ -20,22 +20,17 @@ import (
 
 // Mount points inside the agent pod.
 const (
-	// TargetsDir holds one folder per target with its Secrets: TargetsDir/<target>/credentials,
-	// TargetsDir/<target>/ca and TargetsDir/<target>/known-hosts.
-	TargetsDir = "/var/run/fwops/targets"
+	// SecretsDir holds one folder per Secret the pod mounts, by the Secret's name:
+	// SecretsDir/<secret>/<key>. Targets name their Secrets (Target.CredentialsSecret, ...), so
+	// that a long-lived agent serves the targets assigned to it later from Secrets it mounted at
+	// the start, and two targets sharing a Secret share its one mount.
+	SecretsDir = "/var/run/fwops/secrets"
 	// CacheDir is the node's content-addressed firmware cache (a hostPath shared by agents).
 	CacheDir = "/var/cache/fwops"
 	// PVCDir holds the one file of a job's PersistentVolumeClaim source, read-only.
 	PVCDir = "/var/run/fwops/pvc"
 	// StagedDir holds the one file of a node path source, read-only.
 	StagedDir = "/var/run/fwops/staged"
-)
-
-// Sub-folders of TargetsDir/<target>.
-const (
-	CredentialsDir = "credentials"
-	CADir          = "ca"
-	KnownHostsDir  = "known-hosts"
 )
 
 // Target is one target the agent serves, as the controller resolved it.
@@ -51,18 +46,24 @@ type Target struct {
 	Address string `json:"address"`
 	// Bay selects a blade iLO behind an OA.
 	Bay int `json:"bay,omitempty"`
-	// SessionPort is this target's outbound source port (rule P4).
-	SessionPort int `json:"sessionPort,omitempty"`
+	// Attempt numbers this start of the target, from 1: a retry is a new assignment.
+	Attempt int32 `json:"attempt,omitempty"`
+	// Slot is the agent's slot the target runs in, from 0: it uses that slot's session port
+	// (Ports.Sessions, rule P4) and receive port (Ports.Reverse, rule P5).
+	Slot int `json:"slot"`
 	// SSHPort is the target's SSH port (rule P3); 0 for Redfish targets.
 	SSHPort int `json:"sshPort,omitempty"`
 	// CertificateSHA256 pins the iLO's certificate.
 	CertificateSHA256 string `json:"certificateSHA256,omitempty"`
-	// HasCABundle says a CA bundle is mounted under CADir.
-	HasCABundle bool `json:"hasCABundle,omitempty"`
+	// CredentialsSecret names the Secret with the target's credentials, mounted at
+	// SecretDir(CredentialsSecret).
+	CredentialsSecret string `json:"credentialsSecret"`
+	// CABundleSecret names the Secret with the target's CA bundle; empty when it has none.
+	CABundleSecret string `json:"caBundleSecret,omitempty"`
 	// InsecureSkipVerify waives TLS verification, only when the user set it.
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
-	// HasKnownHosts says a known_hosts file is mounted under KnownHostsDir.
-	HasKnownHosts bool `json:"hasKnownHosts,omitempty"`
+	// KnownHostsSecret names the Secret with the target's known_hosts; empty when it has none.
+	KnownHostsSecret string `json:"knownHostsSecret,omitempty"`
 	// InsecureIgnoreHostKey waives the SSH host key check, only when the user set it.
 	InsecureIgnoreHostKey bool `json:"insecureIgnoreHostKey,omitempty"`
 	// Sudo runs a Linux target's Smart Components through sudo -n (spec.linux.sudo).
@@ -71,6 +72,10 @@ type Target struct {
 	// (spec.linux.stagingDirectory); empty means the driver's default.
 	StagingDirectory string `json:"stagingDirectory,omitempty"`
 }
+
+// Key identifies one attempt of one target, "targetupdate:attempt": an agent starts each key
+// once.
+func (t Target) Key() string { return t.TargetUpdate + ":" + strconv.Itoa(int(max(t.Attempt, 1))) }
 
 // Ports are the ports the controller assigned to the agent. The agent binds them, moving to
 // the next free port as the rules say when something outside Kubernetes holds one, and
@@ -81,7 +86,8 @@ type Ports struct {
 	FirmwareFallback   [2]int // rule P2, the fallback range
 	FirmwareSelection  string // rule P2: Random or Lowest
 	IPC                int    // rule P5, 0 when the single-NIC rule is off
-	Reverse            []int  // rule P5
+	Reverse            []int  // rule P5, one per slot
+	Sessions           []int  // rule P4, one per slot: the range grows with the slots, not the targets
 	ControlSearchLimit int    // how far above Control the agent may look (0: to 65535)
 }
 
@@ -113,7 +119,12 @@ type Config struct {
 	Baseline           string
 	BaselineGeneration int64
 	Ports              Ports
-	Targets            []Target
+	// Targets are the targets the agent starts with; in Follow mode more come as the
+	// controller assigns them (AnnotationAssignments on the agent's pod).
+	Targets []Target
+	// Follow keeps the agent up after its targets finish: it watches its own pod (Pod) and
+	// starts each target the controller assigns to it there, until it is stopped.
+	Follow bool
 	// Timeout bounds each target's update.
 	Timeout time.Duration
 	// Force flashes targets already at the wanted version.
@@ -141,10 +152,14 @@ type Config struct {
 	CacheDirOverride string
 }
 
-// TargetDir is where a target's Secrets are mounted.
-func (c Config) TargetDir(target string) string {
-	return path.Join(c.MountRoot, TargetsDir, target)
+// SecretDir is where the Secret of that name is mounted.
+func (c Config) SecretDir(name string) string {
+	return path.Join(c.MountRoot, SecretsDir, name)
 }
+
+// Slots is how many targets the agent runs at once: one per session port (rule P4), at
+// least one.
+func (c Config) Slots() int { return max(len(c.Ports.Sessions), 1) }
 
 // CachePath is the firmware cache directory.
 func (c Config) CachePath() string {
@@ -223,6 +238,9 @@ func (c Config) Args() []string {
 	if len(c.Ports.Reverse) > 0 {
 		a = append(a, "--reverse-ports="+joinInts(c.Ports.Reverse))
 	}
+	if len(c.Ports.Sessions) > 0 {
+		a = append(a, "--session-ports="+joinInts(c.Ports.Sessions))
+	}
 	if c.Timeout > 0 {
 		a = append(a, "--timeout="+c.Timeout.String())
 	}
@@ -241,6 +259,9 @@ func (c Config) Args() []string {
 	}
 	if c.Address != "" {
 		a = append(a, "--address="+c.Address)
+	}
+	if c.Follow {
+		a = append(a, "--follow")
 	}
 	for _, t := range c.Targets {
 		b, _ := json.Marshal(t) // plain struct: cannot fail
@@ -279,7 +300,9 @@ func Parse(args []string) (Config, error) {
 		return nil
 	})
 	fs.IntVar(&c.Ports.IPC, "ipc-port", 0, "local inter-process channel port (rule P5)")
-	reverse := fs.String("reverse-ports", "", "comma-separated ports that receive from targets (rule P5)")
+	reverse := fs.String("reverse-ports", "", "comma-separated ports that receive from targets, one per slot (rule P5)")
+	sessions := fs.String("session-ports", "", "comma-separated source ports towards targets, one per slot (rule P4)")
+	fs.BoolVar(&c.Follow, "follow", false, "stay up and take the targets the controller assigns on the agent's pod (requires --pod)")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on each target's update")
 	fs.BoolVar(&c.Force, "force", false, "flash targets already at the wanted version")
 	fs.BoolVar(&c.Firmware.KeepInRepository, "keep-in-repository", false, "keep a Smart Component the agent added to the iLO Repository after it is applied")
@@ -322,6 +345,11 @@ func Parse(args []string) (Config, error) {
 			return Config{}, fmt.Errorf("--reverse-ports: %w", err)
 		}
 	}
+	if *sessions != "" {
+		if c.Ports.Sessions, err = parseInts(*sessions); err != nil {
+			return Config{}, fmt.Errorf("--session-ports: %w", err)
+		}
+	}
 	return c, c.Validate()
 }
 
@@ -349,18 +377,20 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("exactly one of --firmware-url and --firmware-path is required"))
 		}
 	}
-	if len(c.Targets) == 0 {
-		errs = append(errs, errors.New("at least one --target is required"))
+	switch {
+	case c.Follow && c.Pod == "":
+		errs = append(errs, errors.New("--follow requires --pod: the agent follows the assignments on its own pod"))
+	case len(c.Targets) == 0 && !c.Follow:
+		errs = append(errs, errors.New("at least one --target is required (or --follow)"))
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Targets {
-		switch {
-		case t.Name == "" || t.TargetUpdate == "":
-			errs = append(errs, fmt.Errorf("--target #%d: name and targetUpdate are required", i+1))
-		case seen[t.Name]:
+		if err := t.Validate(); err != nil && t.Name != "" {
+			errs = append(errs, fmt.Errorf("--target %s: %w", t.Name, err))
+		} else if err != nil {
+			errs = append(errs, fmt.Errorf("--target #%d: %w", i+1, err))
+		} else if seen[t.Name] {
 			errs = append(errs, fmt.Errorf("--target %s: given twice", t.Name))
-		case t.Address == "":
-			errs = append(errs, fmt.Errorf("--target %s: address is required", t.Name))
 		}
 		seen[t.Name] = true
 	}
@@ -376,6 +406,21 @@ func (c Config) Validate() error {
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
+}
+
+// Validate checks one target, as the controller resolved it.
+func (t Target) Validate() error {
+	switch {
+	case t.Name == "" || t.TargetUpdate == "":
+		return errors.New("name and targetUpdate are required")
+	case t.Address == "":
+		return errors.New("address is required")
+	case t.CredentialsSecret == "":
+		return errors.New("credentialsSecret is required")
+	case t.Slot < 0:
+		return fmt.Errorf("slot %d is negative", t.Slot)
+	}
+	return nil
 }
 
 func parseRange(s string) ([2]int, error) {

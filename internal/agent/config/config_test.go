@@ -14,10 +14,12 @@ func sample() Config {
 		Namespace: "fleet", Job: "ilo5-278", JobUID: "uid-1", Node: "node-a", Pod: "ilo5-278-agent-0",
 		Firmware: Firmware{URL: "https://fw.example.net/ilo5.bin", SHA256: strings.Repeat("a", 64), Version: "2.78", Component: "iLO", KeepInRepository: true},
 		Ports: Ports{Control: 62286, FirmwareServer: 80, FirmwareFallback: [2]int{63000, 63007}, FirmwareSelection: "Random",
-			IPC: 61000, Reverse: []int{61001, 61002}},
+			IPC: 61000, Reverse: []int{61001, 61002}, Sessions: []int{60000, 60001}},
 		Targets: []Target{
-			{Name: "ilo-1", TargetUpdate: "ilo5-278-ilo-1", Type: "iLO5", Address: "127.0.1.1", SessionPort: 60000, CertificateSHA256: strings.Repeat("b", 64)},
-			{Name: "db-1", TargetUpdate: "ilo5-278-db-1", Type: "Linux", Address: "127.0.3.1", SessionPort: 60001, SSHPort: 22, HasKnownHosts: true},
+			{Name: "ilo-1", TargetUpdate: "ilo5-278-ilo-1", Type: "iLO5", Address: "127.0.1.1", Attempt: 1, CertificateSHA256: strings.Repeat("b", 64),
+				CredentialsSecret: "ilo-creds", CABundleSecret: "ilo-ca"},
+			{Name: "db-1", TargetUpdate: "ilo5-278-db-1", Type: "Linux", Address: "127.0.3.1", Attempt: 2, Slot: 1, SSHPort: 22,
+				CredentialsSecret: "db-creds", KnownHostsSecret: "db-kh"},
 		},
 		Timeout:          30 * time.Minute,
 		Force:            true,
@@ -144,8 +146,8 @@ func TestParseBadPorts(t *testing.T) {
 func TestMountPaths(t *testing.T) {
 	c := sample()
 	c.MountRoot = "/tmp/kubelet/pod1"
-	if got, want := c.TargetDir("ilo-1"), "/tmp/kubelet/pod1/var/run/fwops/targets/ilo-1"; got != want {
-		t.Errorf("TargetDir = %q, want %q", got, want)
+	if got, want := c.SecretDir("ilo-creds"), "/tmp/kubelet/pod1/var/run/fwops/secrets/ilo-creds"; got != want {
+		t.Errorf("SecretDir = %q, want %q", got, want)
 	}
 	if got, want := c.CachePath(), "/tmp/kubelet/pod1/var/cache/fwops"; got != want {
 		t.Errorf("CachePath = %q, want %q", got, want)
@@ -158,5 +160,64 @@ func TestServesHTTPS(t *testing.T) {
 		if got := (Config{FirmwareTLS: tls}).ServesHTTPS(); got != want {
 			t.Errorf("FirmwareTLS %q: ServesHTTPS() = %v, want %v", tls, got, want)
 		}
+	}
+}
+
+func TestFollowArgsRoundTrip(t *testing.T) {
+	want := sample()
+	want.Follow = true
+	got, err := Parse(want.Args())
+	if err != nil {
+		t.Fatalf("Parse(Args()): %v", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("round trip changed the config:\n got %+v\nwant %+v", got, want)
+	}
+	if got.Slots() != 2 {
+		t.Errorf("Slots() = %d, want one per session port, 2", got.Slots())
+	}
+}
+
+func TestFollowNeedsPod(t *testing.T) {
+	c := sample()
+	c.Follow, c.Pod, c.Targets = true, "", nil
+	if _, err := Parse(c.Args()); err == nil || !strings.Contains(err.Error(), "--follow requires --pod") {
+		t.Fatalf("got %v, want an error saying --follow requires --pod", err)
+	}
+	c.Pod = "ilo5-278-agent-0"
+	if _, err := Parse(c.Args()); err != nil {
+		t.Fatalf("a follow agent with a pod and no target yet: %v", err)
+	}
+	c.Follow = false
+	if _, err := Parse(c.Args()); err == nil || !strings.Contains(err.Error(), "--target") {
+		t.Fatalf("got %v, want an error asking for a --target", err)
+	}
+}
+
+func TestTargetNeedsCredentialsSecret(t *testing.T) {
+	c := sample()
+	c.Targets[1].CredentialsSecret = ""
+	if _, err := Parse(c.Args()); err == nil || !strings.Contains(err.Error(), "db-1: credentialsSecret is required") {
+		t.Fatalf("got %v, want an error naming db-1's credentialsSecret", err)
+	}
+}
+
+func TestAssignmentsRoundTrip(t *testing.T) {
+	want := sample().Targets
+	got, err := DecodeAssignments(EncodeAssignments(want))
+	if err != nil {
+		t.Fatalf("DecodeAssignments(EncodeAssignments()): %v", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("round trip changed the assignments:\n got %+v\nwant %+v", got, want)
+	}
+	if got, err := DecodeAssignments(""); err != nil || got != nil {
+		t.Errorf("empty annotation: %v, %v; want none and no error", got, err)
+	}
+	if _, err := DecodeAssignments(`[{"name":"x"}]`); err == nil || !strings.Contains(err.Error(), "assignment #1") {
+		t.Errorf("bad assignment: got %v, want an error naming assignment #1", err)
+	}
+	if k := want[1].Key(); k != "ilo5-278-db-1:2" {
+		t.Errorf("Key() = %q, want targetupdate:attempt", k)
 	}
 }

@@ -34,76 +34,66 @@ func (ci *componentImage) load() (firmware.Image, string, error) {
 	return ci.img, ci.path, ci.err
 }
 
-// runBaseline rolls the job's FirmwareBaseline out: it reads the baseline (the generation the
-// controller checked, whose sources it allowed), serves the components' images as the targets'
-// plans need them, each verified first, and drives each target through its own plan.
-func (a *agent) runBaseline(ctx context.Context, active []int) {
-	failAll := func(msg string) {
-		for _, i := range active {
-			a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, msg, nil)
+// baseline reads the job's FirmwareBaseline once per agent (the generation the controller
+// checked, whose sources it allowed) and starts the firmware server; each component's image is
+// fetched, verified and served when a target's plan first needs it. msg, when not empty, is
+// why no target of the agent can be installed.
+func (a *agent) baseline(ctx context.Context) (*fwv1.FirmwareBaseline, map[string]*componentImage, string) {
+	a.baseOnce.Do(func() {
+		b := &fwv1.FirmwareBaseline{}
+		if err := a.deps.Client.Get(ctx, client.ObjectKey{Namespace: a.cfg.Namespace, Name: a.cfg.Baseline}, b); err != nil {
+			a.baseErr = fmt.Sprintf("cannot read FirmwareBaseline %s/%s, nothing was flashed: %v", a.cfg.Namespace, a.cfg.Baseline, err)
+			return
 		}
-	}
-	b := &fwv1.FirmwareBaseline{}
-	if err := a.deps.Client.Get(ctx, client.ObjectKey{Namespace: a.cfg.Namespace, Name: a.cfg.Baseline}, b); err != nil {
-		failAll(fmt.Sprintf("cannot read FirmwareBaseline %s/%s, nothing was flashed: %v", a.cfg.Namespace, a.cfg.Baseline, err))
-		return
-	}
-	if b.Generation != a.cfg.BaselineGeneration {
-		failAll(fmt.Sprintf("FirmwareBaseline %s changed after the job checked it (generation %d, checked %d), nothing was flashed: "+
-			"create a new UpdateJob to roll out the changed baseline", b.Name, b.Generation, a.cfg.BaselineGeneration))
-		return
-	}
-	_, stop, err := a.serveImages(nil)
-	if err != nil {
-		failAll("cannot serve the firmware images" + err.Error())
-		return
-	}
-	defer stop()
-	comps := map[string]*componentImage{}
-	for _, c := range b.Spec.Components {
-		src := firmware.Source{URL: c.Firmware.URL, Path: a.cfg.ComponentPath(c.Name, c.Firmware), SHA256: strings.ToLower(c.Firmware.SHA256)}
-		comps[c.Name] = &componentImage{fetch: func() (firmware.Image, string, error) {
-			img, err := a.fetch(ctx, src, fmt.Sprintf("FirmwareBaseline %s component %s's firmware.sha256", b.Name, c.Name))
-			if err != nil {
-				return img, "", err
-			}
-			p, err := a.fw.Register(a.cfg.JobUID+"/"+a.cfg.Job+"/"+c.Name, img)
-			if err != nil {
-				return img, "", fmt.Errorf("cannot serve the image of component %s: %w", c.Name, err)
-			}
-			return img, p, nil
-		}}
-	}
-	var wg sync.WaitGroup
-	for _, i := range active {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.driveBaseline(ctx, i, b, comps)
-		}()
-	}
-	wg.Wait()
+		if b.Generation != a.cfg.BaselineGeneration {
+			a.baseErr = fmt.Sprintf("FirmwareBaseline %s changed after the job checked it (generation %d, checked %d), nothing was flashed: "+
+				"create a new UpdateJob to roll out the changed baseline", b.Name, b.Generation, a.cfg.BaselineGeneration)
+			return
+		}
+		if err := a.startServer(); err != nil {
+			a.baseErr = "cannot serve the firmware images" + err.Error()
+			return
+		}
+		a.imgOK.Store(true)
+		comps := map[string]*componentImage{}
+		for _, c := range b.Spec.Components {
+			src := firmware.Source{URL: c.Firmware.URL, Path: a.cfg.ComponentPath(c.Name, c.Firmware), SHA256: strings.ToLower(c.Firmware.SHA256)}
+			comps[c.Name] = &componentImage{fetch: func() (firmware.Image, string, error) {
+				img, err := a.fetch(ctx, src, fmt.Sprintf("FirmwareBaseline %s component %s's firmware.sha256", b.Name, c.Name))
+				if err != nil {
+					return img, "", err
+				}
+				p, err := a.fw.Register(a.cfg.JobUID+"/"+a.cfg.Job+"/"+c.Name, img)
+				if err != nil {
+					return img, "", fmt.Errorf("cannot serve the image of component %s: %w", c.Name, err)
+				}
+				return img, p, nil
+			}}
+		}
+		a.base, a.comps = b, comps
+	})
+	return a.base, a.comps, a.baseErr
 }
 
 // driveBaseline installs one target's plan, component by component, each once: a component
 // an earlier agent installed is not installed again, and one it was installing is followed
 // (EarlierAttempt), not restarted. The one reboot, when the job allows it, comes with the
 // last component that needs it.
-func (a *agent) driveBaseline(ctx context.Context, i int, b *fwv1.FirmwareBaseline, comps map[string]*componentImage) {
-	r, t := a.reps[i], a.targets[i]
+func (a *agent) driveBaseline(ctx context.Context, tk *task, b *fwv1.FirmwareBaseline, comps map[string]*componentImage) {
+	r, t := tk.rep, tk.target
 	log := a.log.With("target", t.Name, "type", t.Type, "address", t.Address)
 	fail := func(msg string) {
 		log.Error("target failed", "reason", msg)
 		r.finish(ctx, fwv1.TargetPhaseFailed, msg, nil)
 	}
-	if err := a.terrs[i]; err != nil {
+	if err := tk.err; err != nil {
 		fail(err.Error())
 		return
 	}
 	earlier := r.components()
 	tctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
-	d, dctx, progress, closeTarget, err := a.connect(tctx, i)
+	d, dctx, progress, closeTarget, err := a.connect(tctx, tk)
 	if err != nil {
 		if !a.leftForNextAgent(ctx, r, log) {
 			msg := a.explain(ctx, tctx, "connecting to "+t.Address, err)

@@ -18,8 +18,8 @@ import (
 )
 
 // drive takes one target from its current state to a final one.
-func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath string) {
-	r, t := a.reps[i], a.targets[i]
+func (a *agent) drive(ctx context.Context, tk *task, img firmware.Image, urlPath string) {
+	r, t := tk.rep, tk.target
 	log := a.log.With("target", t.Name, "type", t.Type, "address", t.Address)
 	started := a.deps.Now()
 	fail := func(msg string) {
@@ -27,7 +27,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		a.metrics.ObserveFlash(a.deps.Now().Sub(started), "failed")
 		r.finish(ctx, fwv1.TargetPhaseFailed, msg, nil)
 	}
-	if err := a.terrs[i]; err != nil {
+	if err := tk.err; err != nil {
 		fail(err.Error())
 		return
 	}
@@ -55,7 +55,7 @@ func (a *agent) drive(ctx context.Context, i int, img firmware.Image, urlPath st
 		fw.RebootBy = a.rebootBy(log)
 	}
 
-	d, dctx, progress, closeTarget, err := a.connect(tctx, i)
+	d, dctx, progress, closeTarget, err := a.connect(tctx, tk)
 	if err != nil {
 		if interrupted() {
 			return
@@ -200,16 +200,17 @@ func (a *agent) leftForNextAgent(ctx context.Context, r *reporter, log *slog.Log
 // connect opens the target's driver from its rule P4 session port, with its rule P5 receive
 // port, and a context whose reporter writes what the driver says to the target's status.
 // closeTarget ends the session and frees the receive port.
-func (a *agent) connect(tctx context.Context, i int) (d driver.Driver, dctx context.Context, progress func(driver.Progress), closeTarget func(), err error) {
-	r, t := a.reps[i], a.targets[i]
-	// rule P4: free the held session port just before the driver dials from it.
-	t.LocalPort = a.bound.Sessions[t.Name]
+func (a *agent) connect(tctx context.Context, tk *task) (d driver.Driver, dctx context.Context, progress func(driver.Progress), closeTarget func(), err error) {
+	r, t := tk.rep, tk.target
+	// rule P4: free the held session port of the target's slot just before the driver dials
+	// from it (the slot's later targets dial from it too).
+	t.LocalPort = a.bound.session(tk.slot)
 	if t.LocalPort != 0 {
 		a.held.release(t.LocalPort)
 	}
-	// rule P5: the target's receive port, for drivers told of progress (Redfish events).
+	// rule P5: the slot's receive port, for drivers told of progress (Redfish events).
 	var rc *driver.Receive
-	if rc = a.receiveFor(i, t.Address); rc != nil {
+	if rc = a.receiveFor(tctx, tk); rc != nil {
 		t.Receive = rc
 	}
 	progress = func(p driver.Progress) {

@@ -92,18 +92,18 @@ func TestEndToEndBaseline(t *testing.T) {
 	t.Cleanup(func() { _ = oaSim.Close() })
 	host := sshd.Start(t)
 	targets = append(targets,
-		config.Target{Name: "oa1", Type: "OA", Address: oaSim.Addr(), HasKnownHosts: true},
-		config.Target{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, HasKnownHosts: true})
+		config.Target{Name: "oa1", Type: "OA", Address: oaSim.Addr(), KnownHostsSecret: "oa1-known-hosts"},
+		config.Target{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, KnownHostsSecret: "host1-known-hosts"})
 	mount := func(cfg config.Config) {
 		for _, tg := range cfg.Targets {
 			switch tg.Name {
 			case "oa1":
 				mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
-				mountSecret(t, cfg, tg.Name, config.KnownHostsDir, fwv1.SecretKeyKnownHosts, []byte(oaSim.KnownHostsLine()+"\n"))
+				mountSecret(t, cfg, tg.Name, knownHostsSub, fwv1.SecretKeyKnownHosts, []byte(oaSim.KnownHostsLine()+"\n"))
 			case "host1":
-				mountSecret(t, cfg, tg.Name, config.CredentialsDir, fwv1.SecretKeyUsername, []byte(host.User))
-				mountSecret(t, cfg, tg.Name, config.CredentialsDir, fwv1.SecretKeySSHPrivateKey, host.UserKey)
-				mountSecret(t, cfg, tg.Name, config.KnownHostsDir, fwv1.SecretKeyKnownHosts, host.KnownHosts)
+				mountSecret(t, cfg, tg.Name, credentialsSub, fwv1.SecretKeyUsername, []byte(host.User))
+				mountSecret(t, cfg, tg.Name, credentialsSub, fwv1.SecretKeySSHPrivateKey, host.UserKey)
+				mountSecret(t, cfg, tg.Name, knownHostsSub, fwv1.SecretKeyKnownHosts, host.KnownHosts)
 			default:
 				mountCredentials(t, cfg, tg.Name, "Administrator", e2ePassword)
 			}

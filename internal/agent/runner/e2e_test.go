@@ -84,7 +84,11 @@ func (e *e2e) job(name string, fw config.Firmware, targets []config.Target) conf
 	}
 	for i, tg := range targets {
 		tg.TargetUpdate = name + "-" + tg.Name
-		tg.SessionPort = ps[3+i] // rule P4
+		tg.Slot = i
+		if tg.CredentialsSecret == "" {
+			tg.CredentialsSecret = tg.Name + "-" + credentialsSub
+		}
+		cfg.Ports.Sessions = append(cfg.Ports.Sessions, ps[3+i]) // rule P4, one per slot
 		cfg.Targets = append(cfg.Targets, tg)
 		tu := newTU(name, tg.Name)
 		tu.Spec.TargetType = fwv1.TargetType(tg.Type)
@@ -123,8 +127,17 @@ func (e *e2e) status(job, target string) fwv1.TargetUpdateStatus {
 	return tu.Status
 }
 
+// The Secrets of a test target are named after it: <target>-credentials, <target>-ca and
+// <target>-known-hosts.
+const (
+	credentialsSub = "credentials"
+	caSub          = "ca"
+	knownHostsSub  = "known-hosts"
+)
+
+// mountSecret writes key of the target's Secret sub as the pod mounts it.
 func mountSecret(t *testing.T, cfg config.Config, target, sub, key string, b []byte) {
-	writeFile(t, filepath.Join(cfg.TargetDir(target), sub, key), b)
+	writeFile(t, filepath.Join(cfg.SecretDir(target+"-"+sub), key), b)
 }
 
 func onlyPort(ports []int, want int) bool {
@@ -174,17 +187,17 @@ func TestEndToEnd(t *testing.T) {
 
 	// --- iLO 4, 5 and 6 in one agent run.
 	iloTargets := []config.Target{
-		{Name: "ilo4", Type: "iLO4", Address: sims["ilo4"].Addr(), HasCABundle: true},
+		{Name: "ilo4", Type: "iLO4", Address: sims["ilo4"].Addr(), CABundleSecret: "ilo4-ca"},
 		{Name: "ilo5", Type: "iLO5", Address: sims["ilo5"].Addr(), CertificateSHA256: sims["ilo5"].CertFingerprint()},
-		{Name: "ilo6", Type: "iLO6", Address: sims["ilo6"].Addr(), HasCABundle: true},
+		{Name: "ilo6", Type: "iLO6", Address: sims["ilo6"].Addr(), CABundleSecret: "ilo6-ca"},
 	}
 	iloFW := config.Firmware{URL: imgSrv.URL + "/ilo5_278.bin", SHA256: digest(iloImage), Version: "2.78", Component: "iLO"}
 	iloCfg := e.job("ilo", iloFW, iloTargets)
 	iloCfg.FirmwareTLS = fwv1.FirmwareServerTLSPreferred // the PortPolicy's default
 	for _, tg := range iloCfg.Targets {
 		mountCredentials(t, iloCfg, tg.Name, "Administrator", e2ePassword)
-		if tg.HasCABundle {
-			mountSecret(t, iloCfg, tg.Name, config.CADir, fwv1.SecretKeyCABundle, sims[tg.Name].CertPEM())
+		if tg.CABundleSecret != "" {
+			mountSecret(t, iloCfg, tg.Name, caSub, fwv1.SecretKeyCABundle, sims[tg.Name].CertPEM())
 		}
 	}
 	// rule P2, firmwareServer.tls Required: iLO 4 cannot fetch over HTTPS, so it fails without
@@ -192,9 +205,9 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("Required fails iLO 4", func(t *testing.T) {
 		cfg := e.job("ilo-required", iloFW, iloTargets[:1])
 		cfg.FirmwareTLS = fwv1.FirmwareServerTLSRequired
-		cfg.Targets[0].SessionPort = iloCfg.Targets[0].SessionPort // rule P4: the iLO sees one source port
+		cfg.Ports.Sessions[0] = iloCfg.Ports.Sessions[0] // rule P4: the iLO sees one source port
 		mountCredentials(t, cfg, "ilo4", "Administrator", e2ePassword)
-		mountSecret(t, cfg, "ilo4", config.CADir, fwv1.SecretKeyCABundle, sims["ilo4"].CertPEM())
+		mountSecret(t, cfg, "ilo4", caSub, fwv1.SecretKeyCABundle, sims["ilo4"].CertPEM())
 		if err := e.run(cfg); err == nil || !strings.Contains(err.Error(), "ilo4") {
 			t.Fatalf("agent: %v, want an error naming ilo4", err)
 		}
@@ -253,8 +266,8 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("%s: simulator saw %d flash requests, %d started, %d completed, %d resets; want 1 each",
 					tg.Name, st.FlashRequests, st.FlashesStarted, st.FlashesCompleted, st.ILOResets)
 			}
-			if !onlyPort(st.SourcePorts, tg.SessionPort) || int(s.SessionPort) != tg.SessionPort { // rule P4
-				t.Errorf("%s: source ports %v, status sessionPort %d; want only %d", tg.Name, st.SourcePorts, s.SessionPort, tg.SessionPort)
+			if sp := iloCfg.Ports.Sessions[tg.Slot]; !onlyPort(st.SourcePorts, sp) || int(s.SessionPort) != sp { // rule P4
+				t.Errorf("%s: source ports %v, status sessionPort %d; want only %d", tg.Name, st.SourcePorts, s.SessionPort, sp)
 			}
 			if int(s.FirmwareServerPort) != iloCfg.Ports.FirmwareServer {
 				t.Errorf("%s: firmwareServerPort %d, want %d", tg.Name, s.FirmwareServerPort, iloCfg.Ports.FirmwareServer)
@@ -392,9 +405,9 @@ func TestEndToEnd(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = sim.Close() })
 		cfg := e.job("oa", config.Firmware{URL: imgSrv.URL + "/oa_500.bin", SHA256: digest(oaImage), Version: "5.00", Component: "OA"},
-			[]config.Target{{Name: "oa1", Type: "OA", Address: sim.Addr(), HasKnownHosts: true}})
+			[]config.Target{{Name: "oa1", Type: "OA", Address: sim.Addr(), KnownHostsSecret: "oa1-known-hosts"}})
 		mountCredentials(t, cfg, "oa1", "Administrator", e2ePassword)
-		mountSecret(t, cfg, "oa1", config.KnownHostsDir, fwv1.SecretKeyKnownHosts, []byte(sim.KnownHostsLine()+"\n"))
+		mountSecret(t, cfg, "oa1", knownHostsSub, fwv1.SecretKeyKnownHosts, []byte(sim.KnownHostsLine()+"\n"))
 		if err := e.run(cfg); err != nil {
 			t.Fatalf("agent: %v", err)
 		}
@@ -405,7 +418,7 @@ func TestEndToEnd(t *testing.T) {
 		if sim.Flashes() != 1 {
 			t.Errorf("%d OA flashes, want 1", sim.Flashes())
 		}
-		if sp := cfg.Targets[0].SessionPort; !onlyPort(sim.SourcePorts(), sp) {
+		if sp := cfg.Ports.Sessions[0]; !onlyPort(sim.SourcePorts(), sp) {
 			t.Errorf("OA saw source ports %v, want only %d", sim.SourcePorts(), sp)
 		}
 	})
@@ -416,11 +429,11 @@ func TestEndToEnd(t *testing.T) {
 	linuxFW := config.Firmware{URL: imgSrv.URL + "/cp012345.scexe", SHA256: digest(script), Version: "1.2.3", Component: "SmartComponent"}
 	linuxOpts := WithLinuxOptions(linux.Options{StateDir: stateDir, Timeouts: driver.Timeouts{Connect: 5 * time.Second}})
 	t.Run("Linux", func(t *testing.T) {
-		cfg := e.job("linux", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, HasKnownHosts: true}})
-		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeyUsername, []byte(host.User))
-		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeyPassword, []byte(e2ePassword))
-		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeySSHPrivateKey, host.UserKey)
-		mountSecret(t, cfg, "host1", config.KnownHostsDir, fwv1.SecretKeyKnownHosts, host.KnownHosts)
+		cfg := e.job("linux", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, KnownHostsSecret: "host1-known-hosts"}})
+		mountSecret(t, cfg, "host1", credentialsSub, fwv1.SecretKeyUsername, []byte(host.User))
+		mountSecret(t, cfg, "host1", credentialsSub, fwv1.SecretKeyPassword, []byte(e2ePassword))
+		mountSecret(t, cfg, "host1", credentialsSub, fwv1.SecretKeySSHPrivateKey, host.UserKey)
+		mountSecret(t, cfg, "host1", knownHostsSub, fwv1.SecretKeyKnownHosts, host.KnownHosts)
 		if err := e.run(cfg, linuxOpts); err != nil {
 			t.Fatalf("agent: %v\n%s", err, e.out.String())
 		}
@@ -435,17 +448,17 @@ func TestEndToEnd(t *testing.T) {
 		if !strings.Contains(e.out.String(), "the host reports the run's end through the SSH session") {
 			t.Errorf("the agent did not ask the host for the call-back:\n%s", e.out.String())
 		}
-		sp := cfg.Targets[0].SessionPort
+		sp := cfg.Ports.Sessions[0]
 		if !strings.Contains(host.Logs(), "from 127.0.0.1 port "+strconv.Itoa(sp)) { // rule P4
 			t.Errorf("sshd saw no connection from port %d:\n%s", sp, host.Logs())
 		}
 		// A second agent of another job finds the version recorded and skips.
-		again := e.job("linux-again", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, HasKnownHosts: true}})
+		again := e.job("linux-again", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, KnownHostsSecret: "host1-known-hosts"}})
 		for _, k := range []string{fwv1.SecretKeyUsername, fwv1.SecretKeySSHPrivateKey} {
-			b, _ := os.ReadFile(filepath.Join(cfg.TargetDir("host1"), config.CredentialsDir, k))
-			mountSecret(t, again, "host1", config.CredentialsDir, k, b)
+			b, _ := os.ReadFile(filepath.Join(cfg.SecretDir("host1-"+credentialsSub), k))
+			mountSecret(t, again, "host1", credentialsSub, k, b)
 		}
-		mountSecret(t, again, "host1", config.KnownHostsDir, fwv1.SecretKeyKnownHosts, host.KnownHosts)
+		mountSecret(t, again, "host1", knownHostsSub, fwv1.SecretKeyKnownHosts, host.KnownHosts)
 		if err := e.run(again, linuxOpts); err != nil {
 			t.Fatalf("agent: %v", err)
 		}
@@ -457,10 +470,10 @@ func TestEndToEnd(t *testing.T) {
 		_, other, _ := ed25519.GenerateKey(rand.Reader)
 		signer, _ := ssh.NewSignerFromKey(other)
 		line := knownhosts.Line([]string{knownhosts.Normalize(host.Addr)}, signer.PublicKey()) + "\n"
-		cfg := e.job("linux-mitm", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, HasKnownHosts: true}})
-		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeyUsername, []byte(host.User))
-		mountSecret(t, cfg, "host1", config.CredentialsDir, fwv1.SecretKeySSHPrivateKey, host.UserKey)
-		mountSecret(t, cfg, "host1", config.KnownHostsDir, fwv1.SecretKeyKnownHosts, []byte(line))
+		cfg := e.job("linux-mitm", linuxFW, []config.Target{{Name: "host1", Type: "Linux", Address: "127.0.0.1", SSHPort: host.Port, KnownHostsSecret: "host1-known-hosts"}})
+		mountSecret(t, cfg, "host1", credentialsSub, fwv1.SecretKeyUsername, []byte(host.User))
+		mountSecret(t, cfg, "host1", credentialsSub, fwv1.SecretKeySSHPrivateKey, host.UserKey)
+		mountSecret(t, cfg, "host1", knownHostsSub, fwv1.SecretKeyKnownHosts, []byte(line))
 		if err := e.run(cfg, linuxOpts); err == nil {
 			t.Fatal("agent succeeded against a host with the wrong key")
 		}

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -132,8 +133,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 	})
 }
 
-// newClient builds an API client from a kubeconfig path, or in-cluster when it is empty.
-func newClient(kubeconfig string) (client.Client, error) {
+// newClient builds an API client that can watch from a kubeconfig path, or in-cluster when it is empty.
+func newClient(kubeconfig string) (client.WithWatch, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -148,7 +149,11 @@ func newClient(kubeconfig string) (client.Client, error) {
 	if err := fwv1.AddToScheme(s); err != nil {
 		return nil, err
 	}
-	return client.New(rc, client.Options{Scheme: s})
+	// Pods: a Follow agent watches its own for its assignments.
+	if err := corev1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return client.NewWithWatch(rc, client.Options{Scheme: s})
 }
 
 // statusMain is `agent status`.

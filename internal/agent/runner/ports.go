@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"sort"
+	"strconv"
 	"sync"
 
 	"github.com/fwops/firmware-operator/internal/agent/config"
@@ -21,8 +21,16 @@ type Bound struct {
 	Firmware int // rule P2
 	IPC      int // rule P5, 0 when the single-NIC clause is off
 	Reverse  []int
-	// Sessions maps a target name to its rule P4 source port (0: the kernel picks).
-	Sessions map[string]int
+	// Sessions are the rule P4 source ports, one per slot.
+	Sessions []int
+}
+
+// session is the source port of a slot's targets; 0 lets the kernel pick.
+func (b Bound) session(slot int) int {
+	if slot < 0 || slot >= len(b.Sessions) {
+		return 0
+	}
+	return b.Sessions[slot]
 }
 
 // List returns the bound ports in the order of the rules, for /status.
@@ -31,15 +39,8 @@ func (b Bound) List() []control.BoundPort {
 		{Rule: string(ports.RuleP1), Name: "control", Port: b.Control},
 		{Rule: string(ports.RuleP2), Name: "firmware", Port: b.Firmware},
 	}
-	names := make([]string, 0, len(b.Sessions))
-	for n := range b.Sessions {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if p := b.Sessions[n]; p != 0 {
-			out = append(out, control.BoundPort{Rule: string(ports.RuleP4), Name: "session/" + n, Port: p})
-		}
+	for slot, p := range b.Sessions {
+		out = append(out, control.BoundPort{Rule: string(ports.RuleP4), Name: "session/" + strconv.Itoa(slot), Port: p})
 	}
 	if b.IPC != 0 {
 		out = append(out, control.BoundPort{Rule: string(ports.RuleP5), Name: "ipc", Port: b.IPC})
@@ -156,9 +157,7 @@ func bindPorts(ctx context.Context, cfg config.Config, rnd func(int) int) (Bound
 	}
 	reserve(p.Control, p.FirmwareServer, p.IPC)
 	reserve(p.Reverse...)
-	for _, t := range cfg.Targets {
-		reserve(t.SessionPort)
-	}
+	reserve(p.Sessions...)
 	own := func(port int) func() { // lets a purpose bind its own assigned port
 		return func() { delete(b.reserved, port) }
 	}
@@ -166,7 +165,7 @@ func bindPorts(ctx context.Context, cfg config.Config, rnd func(int) int) (Bound
 		b.h.close()
 		return Bound{}, nil, err
 	}
-	out := Bound{Sessions: map[string]int{}}
+	var out Bound
 
 	// rule P1: the assigned control port, else the next free one upward.
 	limit := ports.MaxPort
@@ -204,19 +203,15 @@ func bindPorts(ctx context.Context, cfg config.Config, rnd func(int) int) (Bound
 		}
 	}
 
-	// rule P4: each target's session port, else the next free one upward (no cap).
+	// rule P4: each slot's session port, else the next free one upward (no cap).
 	b.source = true
-	for _, t := range cfg.Targets {
-		if t.SessionPort == 0 {
-			out.Sessions[t.Name] = 0
-			continue
-		}
-		own(t.SessionPort)()
-		q := b.upward(b.address, t.SessionPort, ports.MaxPort)
+	for slot, sp := range p.Sessions {
+		own(sp)()
+		q := b.upward(b.address, sp, ports.MaxPort)
 		if q == 0 {
-			return fail(fmt.Errorf("rule P4: session port of target %s: every port from %d is busy", t.Name, t.SessionPort))
+			return fail(fmt.Errorf("rule P4: session port of slot %d: every port from %d is busy", slot, sp))
 		}
-		out.Sessions[t.Name] = q
+		out.Sessions = append(out.Sessions, q)
 	}
 
 	b.source = false

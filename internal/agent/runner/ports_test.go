@@ -39,11 +39,11 @@ func TestIPCOnTheAgentsLoopbackAddress(t *testing.T) {
 	}
 }
 
-// rule P5: each target's status names the receive port it sends to and how, so a firewall
+// rule P5: each target's status names (by its slot) the receive port it sends to and how, so a firewall
 // request can name it; targets that send nothing (iLO 4, OA) name none.
 func TestP5_ReceivePortPerTargetInTheStatus(t *testing.T) {
 	b := Bound{Control: 62286, Firmware: 80, IPC: 61000, Reverse: []int{61001, 61002, 61003, 61004},
-		Sessions: map[string]int{"ilo": 60000, "linux": 60001, "old": 60002, "oa": 60003}}
+		Sessions: []int{60000, 60001, 60002, 60003}}
 	for i, tc := range []struct {
 		name string
 		typ  fwv1.TargetType
@@ -56,15 +56,15 @@ func TestP5_ReceivePortPerTargetInTheStatus(t *testing.T) {
 		{"oa", fwv1.TargetTypeOA, 0, ""},
 	} {
 		s := fwv1.TargetUpdateStatus{ReceivePort: 9, ReceiveVia: "stale"}
-		b.reportTo(&s, tc.name, i, tc.typ)
-		if s.ReceivePort != tc.port || s.ReceiveVia != tc.via || len(s.ReceivePorts) != 4 || s.SessionPort != int32(b.Sessions[tc.name]) {
+		b.reportTo(&s, i, tc.typ)
+		if s.ReceivePort != tc.port || s.ReceiveVia != tc.via || len(s.ReceivePorts) != 4 || s.SessionPort != int32(b.Sessions[i]) {
 			t.Errorf("%s (%s): receivePort %d via %q, receivePorts %v, sessionPort %d; want %d via %q",
 				tc.name, tc.typ, s.ReceivePort, s.ReceiveVia, s.ReceivePorts, s.SessionPort, tc.port, tc.via)
 		}
 	}
 	// An agent without receive ports (no P5 ports assigned) names none.
 	s := fwv1.TargetUpdateStatus{}
-	Bound{}.reportTo(&s, "ilo", 0, fwv1.TargetTypeILO6)
+	Bound{}.reportTo(&s, 0, fwv1.TargetTypeILO6)
 	if s.ReceivePort != 0 || s.ReceiveVia != "" {
 		t.Errorf("no receive ports: receivePort %d via %q, want none", s.ReceivePort, s.ReceiveVia)
 	}

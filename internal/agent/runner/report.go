@@ -52,11 +52,11 @@ func statusChanged(a, b fwv1.TargetUpdateStatus) bool {
 // reportTo puts the ports the agent really bound into a target's status: the target's own
 // session port (rule P4) and the agent's control (P1), firmware server (P2), inter-process
 // and receive ports (P5). The controller shows them in the UpdateJob's status.agents from
-// there (ports.md, "Across the cluster": the agent reports the ports it really bound). The
-// i-th target of the agent, of type typ, receives on the i-th receive port (receiveFor) when
-// its type sends to one.
-func (b Bound) reportTo(s *fwv1.TargetUpdateStatus, target string, i int, typ fwv1.TargetType) {
-	s.SessionPort = int32(b.Sessions[target])
+// there (ports.md, "Across the cluster": the agent reports the ports it really bound). A
+// target in slot i, of type typ, dials from the i-th session port and receives on the i-th
+// receive port (receiveFor) when its type sends to one.
+func (b Bound) reportTo(s *fwv1.TargetUpdateStatus, i int, typ fwv1.TargetType) {
+	s.SessionPort = int32(b.session(i))
 	s.ControlPort, s.FirmwareServerPort, s.IPCPort = int32(b.Control), int32(b.Firmware), int32(b.IPC)
 	s.ReceivePorts = nil
 	for _, p := range b.Reverse {
@@ -325,6 +325,14 @@ func (r *reporter) patchStatusLocked(ctx context.Context, next fwv1.TargetUpdate
 // Taken for a hand-over, that left a finished flash unreported and its target failed.
 func PolicyRefused(err error) bool {
 	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "ValidatingAdmissionPolicy")
+}
+
+// handedOver says the TargetUpdate is another agent's now, or never was this job's: this
+// agent leaves it to them.
+func (r *reporter) handedOver() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refused != nil
 }
 
 // handedOverLocked stops every write of a TargetUpdate this agent read before and that is

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,6 +66,10 @@ type Deps struct {
 	// secret scan looks for its private key everywhere).
 	OnCertificate func(tls.Certificate)
 
+	// Assignments tells a Follow agent the targets assigned to it; nil means its own pod's
+	// annotation, watched through Client, which must then be a client.WithWatch.
+	Assignments AssignmentSource
+
 	redactor *redactor // shared with the drivers' loggers when Main built them
 	// iloEvents counts the iLO drivers' Redfish events, for /metrics, when Main built them.
 	iloEvents *ilo.EventCounters
@@ -72,24 +77,60 @@ type Deps struct {
 	linuxCallbacks *linux.CallbackCounters
 }
 
-// agent is one run.
+// agent is one run: one process, serving every target assigned to it, at most one per slot.
 type agent struct {
-	cfg   config.Config
-	deps  Deps
-	log   *slog.Logger
-	red   *redactor
-	bound Bound
-	held  *held
-	reps  []*reporter
-	// targets are the driver targets, with credentials; errs the problems reading them.
-	targets []driver.Target
-	terrs   []error
+	cfg     config.Config
+	deps    Deps
+	log     *slog.Logger
+	red     *redactor
+	bound   Bound
+	held    *held
 	metrics *control.Metrics
 	fw      *fwserver.Server
 	imgOK   atomic.Bool
 	// certificate is the agent's (agentcert), made on first use: for HTTPS on the firmware
 	// port (rule P2) and the Redfish event listeners (rule P5).
 	certificate func() (*tls.Certificate, error)
+
+	// mu guards the targets: every one the agent took (for /status and the summary), the
+	// assignments it has seen (by Target.Key), its slots and the assignments waiting for one.
+	mu    sync.Mutex
+	tasks []*task
+	seen  map[string]bool
+	busy  []bool
+	queue []config.Target
+	// wg counts the targets being driven.
+	wg sync.WaitGroup
+
+	// The firmware server starts once and serves every target; the image is fetched and
+	// registered once, by the first target that needs it (image).
+	serverOnce sync.Once
+	serverErr  error
+	stopServer func()
+	imgMu      sync.Mutex
+	imgCall    *imageCall
+	img        *imageCall // the one that succeeded
+	baseOnce   sync.Once
+	base       *fwv1.FirmwareBaseline
+	comps      map[string]*componentImage
+	baseErr    string
+}
+
+// task is one target the agent took: its status, its driver target with the credentials
+// read from the mounted Secrets (or why they could not be), and its slot.
+type task struct {
+	rep    *reporter
+	target driver.Target
+	err    error
+	slot   int
+}
+
+// imageCall is one fetch of the job's image, shared by the targets that wait for it.
+type imageCall struct {
+	done chan struct{}
+	img  firmware.Image
+	path string
+	err  error
 }
 
 // Status implements control.StatusSource for /status and /metrics.
@@ -98,14 +139,23 @@ func (a *agent) Status() control.Snapshot {
 		Agent: control.AgentInfo{Node: a.cfg.Node, Job: a.cfg.Job, Ports: a.bound.List()},
 		Time:  a.deps.Now().UTC(),
 	}
-	for _, r := range a.reps {
-		s.Targets = append(s.Targets, r.snapshot())
+	for _, tk := range a.allTasks() {
+		s.Targets = append(s.Targets, tk.rep.snapshot())
 	}
 	return s
 }
 
-// Run runs one agent to the end: every target Succeeded, Skipped or Failed. It returns nil
-// when no target failed, else an error naming the failed targets.
+func (a *agent) allTasks() []*task {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*task(nil), a.tasks...)
+}
+
+// Run runs one agent to the end. Without Follow the end is when every target is Succeeded,
+// Skipped or Failed, and it returns nil when none failed, else an error naming the failed
+// ones. With Follow the agent also takes the targets assigned to it later (Deps.Assignments)
+// until ctx ends, and its error names only the targets it left unfinished: a target that
+// failed was reported on its TargetUpdate, and the controller decides about a retry.
 func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -122,6 +172,13 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if deps.HTTPClient == nil {
 		deps.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
+	if cfg.Follow && deps.Assignments == nil {
+		wc, ok := deps.Client.(client.WithWatch)
+		if !ok {
+			return errors.New("runner: --follow needs an API client that can watch the agent's pod (client.WithWatch)")
+		}
+		deps.Assignments = PodAssignments{Client: wc, Namespace: cfg.Namespace, Pod: cfg.Pod, Log: deps.Log}
+	}
 	red := deps.redactor
 	if red == nil {
 		red = &redactor{}
@@ -134,25 +191,26 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		log = slog.New(redactHandler{inner: log.Handler(), r: red})
 	}
 	log = log.With("job", cfg.Job, "node", cfg.Node, "pod", cfg.Pod)
-	a := &agent{cfg: cfg, deps: deps, log: log, red: red}
+	slots := len(cfg.Ports.Sessions)
+	if !cfg.Follow {
+		// A one-batch agent runs all its targets at once, those without a session port
+		// from a port the kernel picks.
+		slots = max(slots, len(cfg.Targets))
+	}
+	a := &agent{cfg: cfg, deps: deps, log: log, red: red, seen: map[string]bool{}, busy: make([]bool, max(slots, 1)),
+		fw: &fwserver.Server{Log: log}}
 	a.certificate = sync.OnceValues(a.makeCertificate)
 
 	// Secrets first, so that nothing logged afterwards can carry them.
-	a.readTargets()
-	a.reps = make([]*reporter, len(cfg.Targets))
-	for i, t := range cfg.Targets {
-		a.reps[i] = &reporter{c: deps.Client, log: log, redact: red.redact, now: deps.Now,
-			interval: deps.MinWriteInterval, target: t, pod: cfg.Pod, finalTimeout: deps.FinalWriteTimeout}
-	}
+	first := a.take(cfg.Targets)
 
 	// Ports before anything else: what the agent really bound is what it reports.
 	bound, h, err := bindPorts(ctx, cfg, deps.Rand)
 	if err != nil {
 		log.Error("binding ports failed", "err", err)
-		a.loadAll(ctx)
-		for _, r := range a.reps {
-			if !r.phase().Finished() {
-				r.finish(ctx, fwv1.TargetPhaseFailed, "the agent on node "+cfg.Node+" could not bind its ports: "+err.Error()+"; free the ports or change the PortPolicy", nil)
+		for _, tk := range first {
+			if tk.rep.load(ctx, cfg) == nil && !tk.rep.phase().Finished() {
+				tk.rep.finish(ctx, fwv1.TargetPhaseFailed, "the agent on node "+cfg.Node+" could not bind its ports: "+err.Error()+"; free the ports or change the PortPolicy", nil)
 			}
 		}
 		return fmt.Errorf("binding ports: %w", err)
@@ -169,19 +227,86 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	stop := a.serveControl()
 	defer stop()
 
-	a.loadAll(ctx)
-	a.run(ctx)
+	for _, tk := range first {
+		a.launch(ctx, tk)
+	}
+	if cfg.Follow {
+		log.Info("following the targets assigned on the agent's pod", "slots", len(a.busy))
+		err := deps.Assignments.Follow(ctx, func(ts []config.Target) {
+			for _, tk := range a.take(ts) {
+				a.launch(ctx, tk)
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("no longer following the assignments", "err", err)
+		}
+	}
+	a.wg.Wait()
+	if a.stopServer != nil {
+		a.stopServer()
+	}
 	return a.summary()
 }
 
-// readTargets reads each target's mounted Secrets and registers them with the redactor.
-func (a *agent) readTargets() {
-	a.targets = make([]driver.Target, len(a.cfg.Targets))
-	a.terrs = make([]error, len(a.cfg.Targets))
-	for i, t := range a.cfg.Targets {
+// take registers the assignments not seen before and returns those that got a free slot;
+// the others wait for one (release).
+func (a *agent) take(ts []config.Target) []*task {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, t := range ts {
+		if a.seen[t.Key()] {
+			continue
+		}
+		a.seen[t.Key()] = true
+		a.queue = append(a.queue, t)
+	}
+	return a.dequeueLocked()
+}
+
+// dequeueLocked gives waiting assignments the free slots: the slot the controller chose when
+// it is free, else the first free one.
+func (a *agent) dequeueLocked() []*task {
+	var out []*task
+	for len(a.queue) > 0 {
+		t := a.queue[0]
+		slot := -1
+		if t.Slot >= 0 && t.Slot < len(a.busy) && !a.busy[t.Slot] {
+			slot = t.Slot
+		} else if i := slices.Index(a.busy, false); i >= 0 {
+			slot = i
+		}
+		if slot < 0 {
+			break
+		}
+		a.queue = a.queue[1:]
+		a.busy[slot] = true
 		dt, err := targetFromMounts(a.cfg, t)
 		a.red.add(dt.Credentials.Password, string(dt.Credentials.PrivateKey))
-		a.targets[i], a.terrs[i] = dt, err
+		tk := &task{target: dt, err: err, slot: slot, rep: &reporter{c: a.deps.Client, log: a.log, redact: a.red.redact, now: a.deps.Now,
+			interval: a.deps.MinWriteInterval, target: t, pod: a.cfg.Pod, finalTimeout: a.deps.FinalWriteTimeout}}
+		a.tasks = append(a.tasks, tk)
+		out = append(out, tk)
+	}
+	return out
+}
+
+// launch drives tk in its own goroutine; its slot goes to the next waiting assignment after.
+func (a *agent) launch(ctx context.Context, tk *task) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer a.release(ctx, tk.slot)
+		a.runTask(ctx, tk)
+	}()
+}
+
+func (a *agent) release(ctx context.Context, slot int) {
+	a.mu.Lock()
+	a.busy[slot] = false
+	next := a.dequeueLocked()
+	a.mu.Unlock()
+	for _, tk := range next {
+		a.launch(ctx, tk)
 	}
 }
 
@@ -255,110 +380,161 @@ func (a *agent) serveControl() (stop func()) {
 	}
 }
 
-// loadAll reads every TargetUpdate; a refused one is logged and never written.
-func (a *agent) loadAll(ctx context.Context) {
-	for _, r := range a.reps {
-		if r.obj != nil || r.refused != nil {
-			continue
+// runTask reads the target's TargetUpdate and drives it, unless it is finished already
+// (resume safety) or not this job's.
+func (a *agent) runTask(ctx context.Context, tk *task) {
+	r := tk.rep
+	if err := r.load(ctx, a.cfg); err != nil {
+		a.log.Error("not working on target: its TargetUpdate cannot be used", "target", r.target.Name, "err", err)
+		return
+	}
+	if a.cfg.Follow && !a.waitClaim(ctx, r) {
+		return
+	}
+	if ph := r.phase(); ph.Finished() {
+		a.log.Info("target already finished, leaving it alone", "target", r.target.Name, "phase", ph)
+		return
+	}
+	r.update(ctx, true, func(s *fwv1.TargetUpdateStatus) {
+		now := metav1.NewTime(a.deps.Now())
+		s.Node, s.AgentPod = a.cfg.Node, a.cfg.Pod
+		a.bound.reportTo(s, tk.slot, fwv1.TargetType(tk.target.Type))
+		s.StartTime, s.CompletionTime = &now, nil
+		s.Message = "downloading and verifying the firmware image"
+		// A target the agent was flashing keeps its phase until its version is read.
+		if !s.Phase.InProgress() || s.Phase == fwv1.TargetPhaseDownloading || s.Phase == fwv1.TargetPhaseStaging {
+			s.Phase, s.Percent = fwv1.TargetPhaseDownloading, 0
 		}
+	})
+	if a.cfg.Baseline != "" {
+		b, comps, msg := a.baseline(ctx)
+		if msg != "" {
+			r.finish(ctx, fwv1.TargetPhaseFailed, msg, nil)
+			return
+		}
+		a.driveBaseline(ctx, tk, b, comps)
+		return
+	}
+	img, urlPath, err := a.image(ctx)
+	if err != nil {
+		r.finish(ctx, fwv1.TargetPhaseFailed, err.Error(), nil)
+		return
+	}
+	a.drive(ctx, tk, img, urlPath)
+}
+
+// waitClaim waits until the controller has recorded this pod's claim of the assignment on its
+// TargetUpdate (status.agentPod and the attempt): it annotates the pod first and claims
+// second. A TargetUpdate that another pod claimed, or that is past this attempt, is left
+// alone: that pod may be flashing it (an assignment made on a stale copy). So is one never
+// claimed within the job's timeout.
+func (a *agent) waitClaim(ctx context.Context, r *reporter) bool {
+	want := max(r.target.Attempt, 1)
+	deadline := a.deps.Now().Add(a.cfg.Timeout)
+	wait := r.retryBase()
+	for {
+		r.mu.Lock()
+		st := r.live
+		r.mu.Unlock()
+		switch {
+		case st.Phase.Finished() && st.Attempts <= want:
+			return true // left alone by the caller
+		case st.AgentPod == a.cfg.Pod && st.Attempts == want:
+			return true
+		case st.Attempts >= want:
+			a.log.Warn("target assigned to this pod but claimed by another, or past this attempt: leaving it to that pod",
+				"target", r.target.Name, "attempt", want, "claimedBy", st.AgentPod, "attempts", st.Attempts)
+			r.mu.Lock()
+			r.refused = fmt.Errorf("TargetUpdate %s is claimed by pod %q (attempt %d), not this pod's attempt %d: left to it",
+				r.target.TargetUpdate, st.AgentPod, st.Attempts, want)
+			r.mu.Unlock()
+			return false
+		case !a.deps.Now().Before(deadline):
+			a.log.Error("the controller never recorded this pod's claim of the target: not working on it",
+				"target", r.target.Name, "attempt", want)
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 		if err := r.load(ctx, a.cfg); err != nil {
 			a.log.Error("not working on target: its TargetUpdate cannot be used", "target", r.target.Name, "err", err)
+			return false
 		}
 	}
 }
 
-// run fetches the image, serves it and drives every target.
-func (a *agent) run(ctx context.Context) {
-	// Targets already finished are left alone (resume safety); the others start.
-	var active []int
-	for i, r := range a.reps {
-		if r.refused != nil {
-			continue
+// image is the job's verified image and the URL path it is served at. The first target to
+// ask fetches it and the others wait for that fetch; a failed fetch is tried again by the
+// next target that asks (the source may be back), a good one never.
+func (a *agent) image(ctx context.Context) (firmware.Image, string, error) {
+	a.imgMu.Lock()
+	if c := a.img; c != nil {
+		a.imgMu.Unlock()
+		return c.img, c.path, nil
+	}
+	if c := a.imgCall; c != nil {
+		a.imgMu.Unlock()
+		<-c.done
+		return c.img, c.path, c.err
+	}
+	c := &imageCall{done: make(chan struct{})}
+	a.imgCall = c
+	a.imgMu.Unlock()
+
+	c.img, c.err = a.fetch(ctx, firmware.Source{URL: a.cfg.Firmware.URL, Path: a.cfg.FirmwarePath(), SHA256: a.cfg.Firmware.SHA256}, "the job's sha256")
+	if c.err == nil {
+		if err := a.startServer(); err != nil {
+			c.err = errors.New("cannot serve the firmware image" + err.Error())
+		} else if c.path, err = a.fw.Register(a.cfg.JobUID+"/"+a.cfg.Job, c.img); err != nil {
+			c.err = fmt.Errorf("cannot serve the firmware image: %w", err)
 		}
-		if ph := r.phase(); ph.Finished() {
-			a.log.Info("target already finished, leaving it alone", "target", r.target.Name, "phase", ph)
-			continue
-		}
-		active = append(active, i)
-		r.update(ctx, true, func(s *fwv1.TargetUpdateStatus) {
-			now := metav1.NewTime(a.deps.Now())
-			s.Node, s.AgentPod = a.cfg.Node, a.cfg.Pod
-			a.bound.reportTo(s, r.target.Name, i, fwv1.TargetType(a.targets[i].Type))
-			s.StartTime, s.CompletionTime = &now, nil
-			s.Message = "downloading and verifying the firmware image"
-			// A target the agent was flashing keeps its phase until its version is read.
-			if !s.Phase.InProgress() || s.Phase == fwv1.TargetPhaseDownloading || s.Phase == fwv1.TargetPhaseStaging {
-				s.Phase, s.Percent = fwv1.TargetPhaseDownloading, 0
+	}
+	a.imgMu.Lock()
+	a.imgCall = nil
+	if c.err == nil {
+		a.img = c
+		a.imgOK.Store(true)
+	}
+	a.imgMu.Unlock()
+	close(c.done)
+	return c.img, c.path, c.err
+}
+
+// startServer serves the registered images on the bound firmware port (rule P2), over HTTPS
+// too unless the PortPolicy disables it, until Run ends; once per agent. Its error reads
+// after "cannot serve the firmware image".
+func (a *agent) startServer() error {
+	a.serverOnce.Do(func() {
+		a.fw.OnServed = func(_ string, n int64) { a.metrics.AddBytesServed(n) }
+		if a.cfg.ServesHTTPS() {
+			cert, err := a.certificate()
+			if err != nil {
+				a.serverErr = fmt.Errorf(" over HTTPS, nothing was flashed: %w", err)
+				return
 			}
-		})
-	}
-	if len(active) == 0 {
-		return
-	}
-
-	if a.cfg.Baseline != "" {
-		a.runBaseline(ctx, active)
-		return
-	}
-	img, err := a.fetch(ctx, firmware.Source{URL: a.cfg.Firmware.URL, Path: a.cfg.FirmwarePath(), SHA256: a.cfg.Firmware.SHA256}, "the job's sha256")
-	if err != nil {
-		for _, i := range active {
-			a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, err.Error(), nil)
+			a.fw.Certificate = cert
 		}
-		return
-	}
-	paths, stop, err := a.serveImages(map[string]firmware.Image{a.cfg.JobUID + "/" + a.cfg.Job: img})
-	if err != nil {
-		for _, i := range active {
-			a.reps[i].finish(ctx, fwv1.TargetPhaseFailed, "cannot serve the firmware image"+err.Error(), nil)
-		}
-		return
-	}
-	defer stop()
-
-	var wg sync.WaitGroup
-	for _, i := range active {
-		wg.Add(1)
+		fl := a.held.take(a.bound.Firmware)
+		served := make(chan struct{})
 		go func() {
-			defer wg.Done()
-			a.drive(ctx, i, img, paths[a.cfg.JobUID+"/"+a.cfg.Job])
+			defer close(served)
+			if err := a.fw.Serve(fl); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				a.log.Error("firmware server stopped", "err", err)
+			}
 		}()
-	}
-	wg.Wait()
-}
-
-// serveImages registers the verified images, by key, and serves them on the bound firmware
-// port (rule P2), over HTTPS too unless the PortPolicy disables it, until stop; paths are the
-// images' URL paths by key. Its error reads after "cannot serve the firmware image".
-func (a *agent) serveImages(imgs map[string]firmware.Image) (paths map[string]string, stop func(), err error) {
-	a.fw = &fwserver.Server{Log: a.log, OnServed: func(_ string, n int64) { a.metrics.AddBytesServed(n) }}
-	if a.cfg.ServesHTTPS() {
-		if a.fw.Certificate, err = a.certificate(); err != nil {
-			return nil, nil, fmt.Errorf(" over HTTPS, nothing was flashed: %w", err)
+		a.stopServer = func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = a.fw.Shutdown(sctx)
+			_ = fl.Close() // in case Shutdown came before Serve started
+			<-served
 		}
-	}
-	paths = map[string]string{}
-	for key, img := range imgs {
-		if paths[key], err = a.fw.Register(key, img); err != nil {
-			return nil, nil, fmt.Errorf(": %w", err)
-		}
-	}
-	fl := a.held.take(a.bound.Firmware)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		if err := a.fw.Serve(fl); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			a.log.Error("firmware server stopped", "err", err)
-		}
-	}()
-	a.imgOK.Store(true)
-	return paths, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = a.fw.Shutdown(sctx)
-		_ = fl.Close() // in case Shutdown came before Serve started
-		<-served
-	}, nil
+	})
+	return a.serverErr
 }
 
 // fetch gets the verified image from the cache; its error is the message for every target.
@@ -380,24 +556,36 @@ func (a *agent) fetch(ctx context.Context, src firmware.Source, digestOwner stri
 	return img, fmt.Errorf("could not fetch the firmware image, nothing was flashed: %w", err)
 }
 
-// summary is Run's result: nil when every target succeeded or was skipped.
+// summary is Run's result: nil when every target succeeded or was skipped (in Follow mode:
+// when every target it took finished).
 func (a *agent) summary() error {
+	tasks := a.allTasks()
 	var failed []string
 	counts := map[string]int{}
-	for _, r := range a.reps {
-		s := r.snapshot()
+	for _, tk := range tasks {
+		s := tk.rep.snapshot()
 		counts[s.Phase]++
+		if a.cfg.Follow {
+			if ph := fwv1.TargetPhase(s.Phase); !ph.Finished() && !tk.rep.handedOver() {
+				failed = append(failed, s.Name)
+			}
+			continue
+		}
 		if s.Phase != string(fwv1.TargetPhaseSucceeded) && s.Phase != string(fwv1.TargetPhaseSkipped) {
 			failed = append(failed, s.Name)
 		}
 	}
-	a.log.Info("agent finished", "targets", len(a.reps), "succeeded", counts[string(fwv1.TargetPhaseSucceeded)],
-		"skipped", counts[string(fwv1.TargetPhaseSkipped)], "failed", len(failed))
+	a.log.Info("agent finished", "targets", len(tasks), "succeeded", counts[string(fwv1.TargetPhaseSucceeded)],
+		"skipped", counts[string(fwv1.TargetPhaseSkipped)], "failed", counts[string(fwv1.TargetPhaseFailed)])
 	if len(failed) == 0 {
 		return nil
 	}
 	sort.Strings(failed)
-	return fmt.Errorf("%d of %d targets did not succeed: %s (see their TargetUpdate status)", len(failed), len(a.reps), strings.Join(failed, ", "))
+	what := "did not succeed"
+	if a.cfg.Follow {
+		what = "were left unfinished"
+	}
+	return fmt.Errorf("%d of %d targets %s: %s (see their TargetUpdate status)", len(failed), len(tasks), what, strings.Join(failed, ", "))
 }
 
 // targetFromMounts builds a driver target from the config and the target's mounted Secrets.
@@ -410,54 +598,61 @@ func targetFromMounts(cfg config.Config, t config.Target) (driver.Target, error)
 		// rule P4: LocalPort is set once bound.
 		LocalAddress: cfg.Address,
 	}
-	dir := cfg.TargetDir(t.Name)
-	read := func(sub, key string) ([]byte, bool, error) {
-		b, err := os.ReadFile(path.Join(dir, sub, key))
+	// read reads key of the Secret mounted for what ("credentials"); a Secret that is not
+	// mounted at all is a clear error: the pod was built without it, or the kubelet did not
+	// mount it (an optional volume whose Secret did not exist).
+	read := func(what, secret, key string) ([]byte, bool, error) {
+		dir := cfg.SecretDir(secret)
+		if _, err := os.Stat(dir); err != nil {
+			return nil, false, fmt.Errorf("target %s: its %s Secret %q is not mounted at %s (%v): check that the Secret exists in namespace %s; "+
+				"the target's next attempt gets a pod that mounts it", t.Name, what, secret, dir, err, cfg.Namespace)
+		}
+		b, err := os.ReadFile(path.Join(dir, key))
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, false, nil
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("target %s: reading mounted %s/%s: %w", t.Name, sub, key, err)
+			return nil, false, fmt.Errorf("target %s: reading %s from its mounted %s Secret %q: %w", t.Name, key, what, secret, err)
 		}
 		return b, true, nil
 	}
-	user, ok, err := read(config.CredentialsDir, fwv1.SecretKeyUsername)
+	user, ok, err := read("credentials", t.CredentialsSecret, fwv1.SecretKeyUsername)
 	if err != nil {
 		return dt, err
 	}
 	if !ok {
-		return dt, fmt.Errorf("target %s: no %q in the credentials Secret (mounted at %s): add it to the Secret named by the UpdateTarget's credentialsSecretRef",
-			t.Name, fwv1.SecretKeyUsername, path.Join(dir, config.CredentialsDir))
+		return dt, fmt.Errorf("target %s: no %q in the credentials Secret %q (mounted at %s): add it to the Secret named by the UpdateTarget's credentialsSecretRef",
+			t.Name, fwv1.SecretKeyUsername, t.CredentialsSecret, cfg.SecretDir(t.CredentialsSecret))
 	}
 	dt.Credentials.Username = strings.TrimRight(string(user), "\r\n")
-	pw, _, err := read(config.CredentialsDir, fwv1.SecretKeyPassword)
+	pw, _, err := read("credentials", t.CredentialsSecret, fwv1.SecretKeyPassword)
 	if err != nil {
 		return dt, err
 	}
 	dt.Credentials.Password = strings.TrimRight(string(pw), "\r\n")
-	if dt.Credentials.PrivateKey, _, err = read(config.CredentialsDir, fwv1.SecretKeySSHPrivateKey); err != nil {
+	if dt.Credentials.PrivateKey, _, err = read("credentials", t.CredentialsSecret, fwv1.SecretKeySSHPrivateKey); err != nil {
 		return dt, err
 	}
 	if dt.Credentials.Password == "" && len(dt.Credentials.PrivateKey) == 0 {
-		return dt, fmt.Errorf("target %s: the credentials Secret has neither %q nor %q", t.Name, fwv1.SecretKeyPassword, fwv1.SecretKeySSHPrivateKey)
+		return dt, fmt.Errorf("target %s: the credentials Secret %q has neither %q nor %q", t.Name, t.CredentialsSecret, fwv1.SecretKeyPassword, fwv1.SecretKeySSHPrivateKey)
 	}
-	if t.HasCABundle {
-		b, ok, err := read(config.CADir, fwv1.SecretKeyCABundle)
+	if t.CABundleSecret != "" {
+		b, ok, err := read("CA bundle", t.CABundleSecret, fwv1.SecretKeyCABundle)
 		if err != nil {
 			return dt, err
 		}
 		if !ok {
-			return dt, fmt.Errorf("target %s: the CA bundle Secret has no %q", t.Name, fwv1.SecretKeyCABundle)
+			return dt, fmt.Errorf("target %s: the CA bundle Secret %q has no %q", t.Name, t.CABundleSecret, fwv1.SecretKeyCABundle)
 		}
 		dt.TLS.CABundle = b
 	}
-	if t.HasKnownHosts {
-		b, ok, err := read(config.KnownHostsDir, fwv1.SecretKeyKnownHosts)
+	if t.KnownHostsSecret != "" {
+		b, ok, err := read("known-hosts", t.KnownHostsSecret, fwv1.SecretKeyKnownHosts)
 		if err != nil {
 			return dt, err
 		}
 		if !ok {
-			return dt, fmt.Errorf("target %s: the known-hosts Secret has no %q", t.Name, fwv1.SecretKeyKnownHosts)
+			return dt, fmt.Errorf("target %s: the known-hosts Secret %q has no %q", t.Name, t.KnownHostsSecret, fwv1.SecretKeyKnownHosts)
 		}
 		dt.SSH.KnownHosts = b
 	}
@@ -488,8 +683,8 @@ func agentHost(advertise, targetAddress string) (string, error) {
 // and between targets; the targets do not check the validity anyway).
 func (a *agent) makeCertificate() (*tls.Certificate, error) {
 	var hosts []string
-	for _, t := range a.targets {
-		if h, err := agentHost(a.cfg.Address, t.Address); err == nil {
+	for _, tk := range a.allTasks() {
+		if h, err := agentHost(a.cfg.Address, tk.target.Address); err == nil && !slices.Contains(hosts, h) {
 			hosts = append(hosts, h)
 		}
 	}

@@ -70,7 +70,7 @@ func writeFile(t testing.TB, p string, b []byte) {
 
 // mountCredentials lays out a target's Secret as the pod mounts it.
 func mountCredentials(t testing.TB, cfg config.Config, target, user, password string) {
-	dir := filepath.Join(cfg.TargetDir(target), config.CredentialsDir)
+	dir := cfg.SecretDir(target + "-" + credentialsSub)
 	writeFile(t, filepath.Join(dir, fwv1.SecretKeyUsername), []byte(user))
 	writeFile(t, filepath.Join(dir, fwv1.SecretKeyPassword), []byte(password))
 }
@@ -116,7 +116,8 @@ func newFixture(t *testing.T, n int, def driver.FakeBehavior, objs ...client.Obj
 	for i := range n {
 		name := fmt.Sprintf("t%d", i)
 		cfg.Targets = append(cfg.Targets, config.Target{Name: name, TargetUpdate: testJob + "-" + name, Type: "iLO5",
-			Address: "127.0.0.1:1", SessionPort: ps[3+i]})
+			Address: "127.0.0.1:1", Slot: i, CredentialsSecret: name + "-" + credentialsSub})
+		cfg.Ports.Sessions = append(cfg.Ports.Sessions, ps[3+i])
 		all = append(all, newTU(testJob, name))
 		mountCredentials(t, cfg, name, "admin", testPassword)
 	}
@@ -200,7 +201,7 @@ func TestRunSucceedsThenRerunFlashesNothing(t *testing.T) {
 		if s.Phase != fwv1.TargetPhaseSucceeded || s.VersionBefore != "1.0" || s.VersionAfter != "2.0" || s.Percent != 100 {
 			t.Errorf("%s: status %+v", tt.Name, s)
 		}
-		if s.Node != "node-a" || s.AgentPod != "agent-pod" || int(s.SessionPort) != tt.SessionPort ||
+		if s.Node != "node-a" || s.AgentPod != "agent-pod" || int(s.SessionPort) != f.cfg.Ports.Sessions[tt.Slot] ||
 			int(s.FirmwareServerPort) != f.cfg.Ports.FirmwareServer || s.StartTime == nil || s.CompletionTime == nil {
 			t.Errorf("%s: placement fields %+v", tt.Name, s)
 		}
@@ -210,8 +211,8 @@ func TestRunSucceedsThenRerunFlashesNothing(t *testing.T) {
 		if got := f.fake.Flashes(tt.Name); got != 1 {
 			t.Errorf("%s: %d flashes, want 1", tt.Name, got)
 		}
-		if got := f.fake.LocalPorts(tt.Name); len(got) != 1 || got[0] != tt.SessionPort { // rule P4
-			t.Errorf("%s: local ports %v, want [%d]", tt.Name, got, tt.SessionPort)
+		if got := f.fake.LocalPorts(tt.Name); len(got) != 1 || got[0] != f.cfg.Ports.Sessions[tt.Slot] { // rule P4
+			t.Errorf("%s: local ports %v, want [%d]", tt.Name, got, f.cfg.Ports.Sessions[tt.Slot])
 		}
 		want := fmt.Sprintf("http://127.0.0.1:%d/fw/", f.cfg.Ports.FirmwareServer)
 		if u := f.fake.LastFirmware(tt.Name).URL; !strings.HasPrefix(u, want) || !strings.HasSuffix(u, "/fw.bin") {
@@ -381,7 +382,7 @@ func TestPortsStepPastHeldPorts(t *testing.T) {
 	// Something outside Kubernetes holds every assigned port: control, firmware, session,
 	// inter-process and receive.
 	var hold []net.Listener
-	for _, p := range []int{f.cfg.Ports.Control, f.cfg.Ports.FirmwareServer, f.cfg.Targets[0].SessionPort, f.cfg.Ports.IPC, f.cfg.Ports.Reverse[0]} {
+	for _, p := range []int{f.cfg.Ports.Control, f.cfg.Ports.FirmwareServer, f.cfg.Ports.Sessions[0], f.cfg.Ports.IPC, f.cfg.Ports.Reverse[0]} {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			t.Skipf("port %d taken meanwhile: %v", p, err)
@@ -416,9 +417,9 @@ func TestPortsStepPastHeldPorts(t *testing.T) {
 	if b.Firmware != f.cfg.Ports.FirmwareFallback[0] {
 		t.Errorf("firmware bound %d, want the fallback %d", b.Firmware, f.cfg.Ports.FirmwareFallback[0])
 	}
-	sp := f.cfg.Targets[0].SessionPort
-	if b.Sessions["t0"] <= sp {
-		t.Errorf("session bound %d, assigned %d (held)", b.Sessions["t0"], sp)
+	sp := f.cfg.Ports.Sessions[0]
+	if b.Sessions[0] <= sp {
+		t.Errorf("session bound %d, assigned %d (held)", b.Sessions[0], sp)
 	}
 	// /status on both the control listener (P1) and the inter-process channel (P5).
 	for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", b.Control), fmt.Sprintf("127.0.0.1:%d", b.IPC)} {
@@ -444,7 +445,7 @@ func TestPortsStepPastHeldPorts(t *testing.T) {
 		for _, p := range snap.Agent.Ports {
 			got[p.Name] = p.Port
 		}
-		if got["control"] != b.Control || got["firmware"] != b.Firmware || got["session/t0"] != b.Sessions["t0"] || got["ipc"] != b.IPC {
+		if got["control"] != b.Control || got["firmware"] != b.Firmware || got["session/0"] != b.Sessions[0] || got["ipc"] != b.IPC {
 			t.Errorf("/status ports %v, bound %+v", got, b)
 		}
 	}
@@ -457,12 +458,12 @@ func TestPortsStepPastHeldPorts(t *testing.T) {
 	for _, p := range s.ReceivePorts {
 		got = append(got, int(p))
 	}
-	want := append([]int{b.Control, b.Firmware, b.Sessions["t0"], b.IPC}, b.Reverse...)
+	want := append([]int{b.Control, b.Firmware, b.Sessions[0], b.IPC}, b.Reverse...)
 	if !slices.Equal(got, want) {
 		t.Errorf("TargetUpdate reports control, firmware, session, ipc, receive ports %v; bound %v", got, want)
 	}
-	if lp := f.fake.LocalPorts("t0"); len(lp) != 1 || lp[0] != b.Sessions["t0"] {
-		t.Errorf("driver dialled from %v, bound %d", lp, b.Sessions["t0"])
+	if lp := f.fake.LocalPorts("t0"); len(lp) != 1 || lp[0] != b.Sessions[0] {
+		t.Errorf("driver dialled from %v, bound %d", lp, b.Sessions[0])
 	}
 	if !strings.Contains(f.logs.String(), fmt.Sprintf(`"control":%d`, b.Control)) {
 		t.Errorf("no log line with the bound control port:\n%s", f.logs.String())
