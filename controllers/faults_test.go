@@ -7,6 +7,7 @@ import (
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -114,6 +115,14 @@ var _ = ginkgo.Describe("UpdateJob under faults", func() {
 		moved.Labels["fleet"] = "elsewhere"
 		gomega.Expect(k8sClient.Update(suiteCtx, moved)).To(gomega.Succeed())
 		gomega.Expect(k8sClient.Delete(suiteCtx, &fwv1.UpdateTarget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: targets[2]}})).To(gomega.Succeed())
+		managerSeesGone(ns, targets[2])
+		gomega.Eventually(func() string {
+			ut := &fwv1.UpdateTarget{}
+			if err := mgrCache.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: targets[1]}, ut); err != nil {
+				return err.Error()
+			}
+			return ut.Labels["fleet"]
+		}).Should(gomega.Equal("elsewhere"), "the manager sees the relabelled target before the job resumes")
 		updateJob(job, func(j *fwv1.UpdateJob) { j.Spec.Rollout.Paused = false })
 		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
 		gomega.Expect(getJob(job).Status.Counts).To(gomega.Equal(fwv1.TargetCounts{Total: 3, Succeeded: 1, Skipped: 2}))
@@ -130,6 +139,7 @@ var _ = ginkgo.Describe("UpdateJob under faults", func() {
 		})
 		gomega.Eventually(func() int { return len(targetUpdates(ns, job.Name)) }).Should(gomega.Equal(2))
 		gomega.Expect(k8sClient.Delete(suiteCtx, &fwv1.UpdateTarget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: targets[1]}})).To(gomega.Succeed())
+		managerSeesGone(ns, targets[1])
 		updateJob(job, func(j *fwv1.UpdateJob) { j.Spec.Rollout.Paused = false })
 		gomega.Eventually(jobPhase(job)).Should(gomega.Equal(fwv1.JobPhaseSucceeded))
 		gomega.Expect(getJob(job).Status.Counts).To(gomega.Equal(fwv1.TargetCounts{Total: 2, Succeeded: 1, Skipped: 1}))
@@ -195,4 +205,16 @@ func warnings(ns string) []corev1.Event {
 		}
 	}
 	return out
+}
+
+// managerSeesGone waits until the manager's cache has seen an UpdateTarget's deletion. The
+// job and its targets come through separate watches, so a job resumed right after a target
+// is deleted may be read before the deletion is: the controller then starts the target it
+// still sees, which is not what these specs are about.
+func managerSeesGone(ns, name string) {
+	ginkgo.GinkgoHelper()
+	gomega.Eventually(func() bool {
+		err := mgrCache.Get(suiteCtx, client.ObjectKey{Namespace: ns, Name: name}, &fwv1.UpdateTarget{})
+		return apierrors.IsNotFound(err)
+	}).Should(gomega.BeTrue(), "the manager's cache sees UpdateTarget %s/%s deleted", ns, name)
 }

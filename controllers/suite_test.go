@@ -16,6 +16,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -35,6 +36,8 @@ var (
 	fakeClock *clocktesting.FakeClock
 	kubelet   *kubeletsim.Kubelet
 	stopMgr   func()
+	// mgrCache is the running manager's cache: what its controllers see.
+	mgrCache cache.Cache
 )
 
 func TestControllers(t *testing.T) {
@@ -94,6 +97,7 @@ func startManager() func() {
 	})
 	gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	ctx, stop := context.WithCancel(suiteCtx)
+	mgrCache = mgr.GetCache()
 	gomega.Expect(manager.Setup(ctx, mgr, manager.Options{AgentImage: "fwops:test", Clock: fakeClock, MaxTargetsPerAgent: 10})).To(gomega.Succeed())
 	done := make(chan struct{})
 	go func() {
