@@ -147,6 +147,7 @@ func Config(in Input, podName string) config.Config {
 	cfg.Firmware.Path = firmwareSourceMount(in.Job.Spec.Firmware)
 	if b := in.Baseline; b != nil {
 		cfg.Baseline, cfg.BaselineGeneration = b.Name, b.Generation
+		cfg.InventoryOnly = in.Job.Spec.InventoryOnly
 	}
 	sessions := in.Ports.Sessions()
 	for i, t := range in.Targets {

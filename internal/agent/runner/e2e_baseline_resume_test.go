@@ -4,16 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
-	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
-	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
-	"github.com/fwops/firmware-operator/internal/testutil/shared"
 )
 
 // TestEndToEndBaselineResume: an agent that ends after it staged a DL325's system ROM but
@@ -22,32 +17,7 @@ import (
 // it again: the component an earlier agent finished is never installed twice.
 func TestEndToEndBaselineResume(t *testing.T) {
 	e := newE2E(t)
-	imgSrv := e.serveImages()
-	ilo5 := fwimage.Build("iLO", "2.78", []byte("iLO 5 firmware"))
-	rom := fwimage.Build("SystemROM", "2.68", []byte("DL325 system ROM"))
-	e.images["ilo5_278.bin"], e.images["a43_268.fwpkg"] = ilo5, rom
-	b := &fwv1.FirmwareBaseline{ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: testNS},
-		Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09", Components: []fwv1.BaselineComponent{
-			{Name: "ilo5", Kind: fwv1.BaselineKindILO,
-				Firmware:  fwv1.FirmwareSource{URL: imgSrv.URL + "/ilo5_278.bin", SHA256: digest(ilo5), Version: "2.78"},
-				AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
-			{Name: "rom-a43", Kind: fwv1.BaselineKindSystemROM,
-				Firmware:  fwv1.FirmwareSource{URL: imgSrv.URL + "/a43_268.fwpkg", SHA256: digest(rom), Version: "2.68"},
-				AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}},
-		}}}
-	if err := e.c.Create(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
-	fast := similo.Timings{Upload: 10 * time.Millisecond, Verify: 10 * time.Millisecond, Write: 10 * time.Millisecond, Update: 60 * time.Millisecond, Steps: 4,
-		ResetDelay: 50 * time.Millisecond, ILOReset: time.Second, HalfUp: 300 * time.Millisecond, POST: 300 * time.Millisecond}
-	sim, err := similo.New(similo.Config{MockupDir: shared.Mockup(shared.DL325), Username: "Administrator", Password: e2ePassword, Timings: fast})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	b, sim := dl325Baseline(t, e)
 	cfg := e.job("spp", config.Firmware{Component: "iLO"}, []config.Target{{Name: "dl325", Type: "iLO5", Address: sim.Addr(), CertificateSHA256: sim.CertFingerprint()}})
 	cfg.Baseline, cfg.BaselineGeneration = b.Name, b.Generation
 	mountCredentials(t, cfg, "dl325", "Administrator", e2ePassword)
