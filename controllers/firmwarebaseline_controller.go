@@ -11,7 +11,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -36,6 +38,9 @@ const maxDriftingTargets = 50
 // against it, from the versions last read from them.
 type FirmwareBaselineReconciler struct {
 	client.Client
+	// Scheme sets the owner of the refresh jobs; Clock times them (nil: the real clock).
+	Scheme *runtime.Scheme
+	Clock  clock.PassiveClock
 }
 
 // +kubebuilder:rbac:groups=firmware.fwops.io,resources=firmwarebaselines,verbs=get;list;watch
@@ -66,7 +71,11 @@ func (r *FirmwareBaselineReconciler) Reconcile(ctx context.Context, req ctrl.Req
 		return ctrl.Result{}, err
 	}
 	showCompliance(b, compliance.Evaluate(b, targets))
-	return ctrl.Result{}, nil
+	next, err := r.refresh(ctx, b)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
 }
 
 func (r *FirmwareBaselineReconciler) targetsOf(ctx context.Context, b *fwv1.FirmwareBaseline) ([]fwv1.UpdateTarget, error) {
@@ -142,6 +151,7 @@ func firstNames(names []string) string {
 func (r *FirmwareBaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&fwv1.FirmwareBaseline{}).
+		Owns(&fwv1.UpdateJob{}).
 		Watches(&fwv1.UpdateTarget{}, handler.EnqueueRequestsFromMapFunc(r.baselinesOfNamespace)).
 		Named("firmwarebaseline").
 		Complete(r)

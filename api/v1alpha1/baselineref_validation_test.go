@@ -29,6 +29,11 @@ var _ = ginkgo.Describe("UpdateJob baselineRef validation", func() {
 		},
 		ginkgo.Entry("one image", validJob),
 		ginkgo.Entry("a baseline", baselineJob),
+		ginkgo.Entry("a read-only baseline job", func(n string) *fwv1.UpdateJob {
+			j := baselineJob(n)
+			j.Spec.InventoryOnly = true
+			return j
+		}),
 		ginkgo.Entry("a baseline whose servers may be rebooted once at the end", func(n string) *fwv1.UpdateJob {
 			j := baselineJob(n)
 			j.Spec.Rollout.Reboot = fwv1.RebootIfRequired
@@ -49,6 +54,9 @@ var _ = ginkgo.Describe("UpdateJob baselineRef validation", func() {
 		}, "spec", oneOfMessage),
 		ginkgo.Entry("neither firmware nor baselineRef", func(o *fwv1.UpdateJob) { o.Spec.BaselineRef = nil }, "spec", oneOfMessage),
 		ginkgo.Entry("a baselineRef with no name", func(o *fwv1.UpdateJob) { o.Spec.BaselineRef.Name = "" }, "spec.baselineRef.name", "at least 1"),
+		ginkgo.Entry("inventoryOnly on an image job", func(o *fwv1.UpdateJob) {
+			o.Spec.BaselineRef, o.Spec.Firmware, o.Spec.InventoryOnly = nil, validJob("x").Spec.Firmware, true
+		}, "spec.inventoryOnly", "inventoryOnly reads a target's inventory as a baseline job does: it needs a baselineRef"),
 	)
 
 	ginkgo.DescribeTable("refuses to swap what the job rolls out",
@@ -62,6 +70,13 @@ var _ = ginkgo.Describe("UpdateJob baselineRef validation", func() {
 		},
 		ginkgo.Entry("another baseline", baselineJob, func(o *fwv1.UpdateJob) { o.Spec.BaselineRef.Name = "spp-2027-03" },
 			"spec.baselineRef", "baselineRef is immutable"),
+		ginkgo.Entry("a rollout turned read-only", baselineJob, func(o *fwv1.UpdateJob) { o.Spec.InventoryOnly = true },
+			"spec.inventoryOnly", "inventoryOnly is immutable"),
+		ginkgo.Entry("a read-only job turned into a rollout", func(n string) *fwv1.UpdateJob {
+			j := baselineJob(n)
+			j.Spec.InventoryOnly = true
+			return j
+		}, func(o *fwv1.UpdateJob) { o.Spec.InventoryOnly = false }, "spec.inventoryOnly", "inventoryOnly is immutable"),
 		ginkgo.Entry("a baseline job turned into an image job", baselineJob, func(o *fwv1.UpdateJob) {
 			o.Spec.BaselineRef, o.Spec.Firmware = nil, validJob("x").Spec.Firmware
 		}, "spec", "firmware and baselineRef cannot be added or removed"),

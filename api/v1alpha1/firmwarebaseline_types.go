@@ -125,6 +125,14 @@ type FirmwareBaselineSpec struct {
 	// +optional
 	TargetSelector *metav1.LabelSelector `json:"targetSelector,omitempty"`
 
+	// refreshInterval, when set, has the versions of the baseline's targets read again this
+	// often: the controller creates a read-only UpdateJob (spec.inventoryOnly) for them when
+	// the last refresh is older than the interval. At least 1h. A refresh on demand: set the
+	// annotation firmware.fwops.io/refresh-requested to a new value.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="refreshInterval must be at least 1h"
+	RefreshInterval *metav1.Duration `json:"refreshInterval,omitempty"`
+
 	// components are the baseline's firmware components.
 	// +required
 	// +listType=map
@@ -201,6 +209,33 @@ type FirmwareBaselineStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=50
 	DriftingTargets []DriftingTarget `json:"driftingTargets,omitempty"`
+
+	// lastRefresh is the last read-only UpdateJob the controller created to read the
+	// targets' versions again (on demand or on spec.refreshInterval).
+	// +optional
+	LastRefresh *BaselineRefresh `json:"lastRefresh,omitempty"`
+}
+
+// AnnotationRefreshRequested on a FirmwareBaseline asks for its targets' versions to be read
+// again: each new value makes the controller create one read-only UpdateJob.
+const AnnotationRefreshRequested = "firmware.fwops.io/refresh-requested"
+
+// LabelRefreshOf on an UpdateJob names the FirmwareBaseline whose refresh it is.
+const LabelRefreshOf = "firmware.fwops.io/refresh-of"
+
+// BaselineRefresh is one refresh of a baseline's targets' versions.
+type BaselineRefresh struct {
+	// requested is the value of the refresh-requested annotation this refresh handled; empty
+	// for a scheduled one.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Requested string `json:"requested,omitempty"`
+	// job is the read-only UpdateJob created.
+	// +required
+	Job string `json:"job"`
+	// time is when it was created.
+	// +required
+	Time metav1.Time `json:"time"`
 }
 
 // FirmwareBaseline is a named, versioned set of firmware components, each for the targets it

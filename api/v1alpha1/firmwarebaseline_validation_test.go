@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
@@ -72,6 +73,12 @@ var _ = ginkgo.Describe("FirmwareBaseline validation", func() {
 		gomega.Expect(k8sClient.Create(ctx, validBaseline(name()))).To(gomega.Succeed())
 	})
 
+	ginkgo.It("accepts a baseline refreshed every 24 hours", func() {
+		b := validBaseline(name())
+		b.Spec.RefreshInterval = &metav1.Duration{Duration: 24 * time.Hour}
+		gomega.Expect(k8sClient.Create(ctx, b)).To(gomega.Succeed())
+	})
+
 	ginkgo.DescribeTable("rejects a bad FirmwareBaseline, naming the field",
 		func(mutate func(*fwv1.FirmwareBaseline), field string) {
 			obj := validBaseline(name())
@@ -82,6 +89,9 @@ var _ = ginkgo.Describe("FirmwareBaseline validation", func() {
 		},
 		ginkgo.Entry("no version", func(o *fwv1.FirmwareBaseline) { o.Spec.Version = "" }, "spec.version"),
 		ginkgo.Entry("no components", func(o *fwv1.FirmwareBaseline) { o.Spec.Components = nil }, "spec.components"),
+		ginkgo.Entry("a refresh every 10 minutes", func(o *fwv1.FirmwareBaseline) {
+			o.Spec.RefreshInterval = &metav1.Duration{Duration: 10 * time.Minute}
+		}, "spec.refreshInterval"),
 		ginkgo.Entry("two components of one name", func(o *fwv1.FirmwareBaseline) {
 			component(o, "ilo5").Prerequisites = nil
 			component(o, "ilo5-step").Name = "ilo5"

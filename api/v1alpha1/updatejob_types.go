@@ -207,6 +207,8 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.firmware) != has(self.baselineRef)",message="spec needs exactly one of firmware (one image) and baselineRef (a FirmwareBaseline of this namespace)"
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.firmware) == has(self.firmware) && has(oldSelf.baselineRef) == has(self.baselineRef)",message="firmware and baselineRef cannot be added or removed once the job exists; create a new UpdateJob"
 // +kubebuilder:validation:XValidation:rule="!has(self.firmware) || !has(self.firmware.keepInRepository) || !self.firmware.keepInRepository || (has(self.component) && self.component == 'SmartComponent')",message="firmware.keepInRepository is for Smart Components, which the agent adds to the iLO Repository: component SmartComponent",fieldPath=".firmware.keepInRepository"
+// +kubebuilder:validation:XValidation:rule="!has(self.inventoryOnly) || !self.inventoryOnly || has(self.baselineRef)",message="inventoryOnly reads a target's inventory as a baseline job does: it needs a baselineRef (the FirmwareBaseline whose components it reads)",fieldPath=".inventoryOnly"
+// +kubebuilder:validation:XValidation:rule="(has(oldSelf.inventoryOnly) && oldSelf.inventoryOnly) == (has(self.inventoryOnly) && self.inventoryOnly)",message="inventoryOnly is immutable; create a new UpdateJob",fieldPath=".inventoryOnly"
 // +kubebuilder:validation:XValidation:rule="!has(self.rollout) || !has(self.rollout.reboot) || self.rollout.reboot == 'Never' || has(self.baselineRef) || (has(self.component) && self.component in ['SystemROM', 'SmartComponent'])",message="rollout.reboot IfRequired is for firmware that activates at the next reboot: component SystemROM or SmartComponent, or a baselineRef",fieldPath=".rollout.reboot"
 type UpdateJobSpec struct {
 	// targets selects the UpdateTargets to update, in this namespace.
@@ -232,6 +234,14 @@ type UpdateJobSpec struct {
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="baselineRef is immutable; create a new UpdateJob to roll out another baseline"
 	BaselineRef *BaselineReference `json:"baselineRef,omitempty"`
+
+	// inventoryOnly, with a baselineRef, makes the job read-only: per target the agent reads
+	// the inventory as a baseline job does (model, iLO, system ROM, devices), records it, and
+	// installs and reboots nothing; each component shows Skipped with what a rollout would do.
+	// The UpdateTargets then judge compliance from what was just read. A FirmwareBaseline's
+	// refresh (its refresh-requested annotation, spec.refreshInterval) creates such jobs.
+	// +optional
+	InventoryOnly bool `json:"inventoryOnly,omitempty"`
 
 	// portPolicyName names the cluster-scoped PortPolicy the agents follow.
 	// +optional

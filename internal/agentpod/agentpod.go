@@ -199,6 +199,7 @@ func Config(in Input, podName string) config.Config {
 	cfg.Firmware.Path = firmwareSourceMount(in.Job.Spec.Firmware)
 	if b := in.Baseline; b != nil {
 		cfg.Baseline, cfg.BaselineGeneration = b.Name, b.Generation
+		cfg.InventoryOnly = in.Job.Spec.InventoryOnly
 	}
 	for i, t := range in.Targets {
 		cfg.Targets = append(cfg.Targets, AgentTarget(t, in.Policy, i))

@@ -31,6 +31,14 @@ func TestBuildBaselineJob(t *testing.T) {
 	if cfg.Baseline != "spp-2026-09" || cfg.BaselineGeneration != 4 || cfg.Firmware.SHA256 != "" || cfg.Firmware.URL != "" {
 		t.Errorf("baseline %q generation %d, firmware %+v", cfg.Baseline, cfg.BaselineGeneration, cfg.Firmware)
 	}
+	if cfg.InventoryOnly {
+		t.Errorf("a rollout's agent told --inventory-only")
+	}
+	j.Spec.InventoryOnly = true
+	read, err := config.Parse(Build(Input{Job: j, Policy: policy(), Baseline: b, Node: "n", Image: "i", Targets: targets()[:1], Ports: assignment(t, false)}).Spec.Containers[0].Args[1:])
+	if err != nil || !read.InventoryOnly {
+		t.Errorf("a read-only job's agent: inventoryOnly %v, %v; want told --inventory-only", read.InventoryOnly, err)
+	}
 	mounts := map[string]corev1.VolumeMount{}
 	for _, m := range pod.Spec.Containers[0].VolumeMounts {
 		mounts[m.MountPath] = m

@@ -194,7 +194,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := policies.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("PortPolicy controller: %w", err)
 	}
-	baselines := &controllers.FirmwareBaselineReconciler{Client: mgr.GetClient()}
+	baselines := &controllers.FirmwareBaselineReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Clock: clk}
 	if err := baselines.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("FirmwareBaseline controller: %w", err)
 	}

@@ -118,7 +118,10 @@ type Config struct {
 	// whose sources the controller did not allow.
 	Baseline           string
 	BaselineGeneration int64
-	Ports              Ports
+	// InventoryOnly, with Baseline, reads each target's inventory and installs nothing
+	// (UpdateJob spec.inventoryOnly).
+	InventoryOnly bool
+	Ports         Ports
 	// Targets are the targets the agent starts with; in Follow mode more come as the
 	// controller assigns them (AnnotationAssignments on the agent's pod).
 	Targets []Target
@@ -214,6 +217,9 @@ func (c Config) Args() []string {
 	} else {
 		a = append(a, "--sha256="+c.Firmware.SHA256)
 	}
+	if c.InventoryOnly {
+		a = append(a, "--inventory-only")
+	}
 	if c.Firmware.URL != "" {
 		a = append(a, "--firmware-url="+c.Firmware.URL)
 	}
@@ -286,6 +292,7 @@ func Parse(args []string) (Config, error) {
 	fs.StringVar(&c.Pod, "pod", "", "the agent's pod name")
 	fs.StringVar(&c.Baseline, "baseline", "", "FirmwareBaseline to roll out, in --namespace, instead of one image")
 	fs.Int64Var(&c.BaselineGeneration, "baseline-generation", 0, "generation of --baseline the controller checked")
+	fs.BoolVar(&c.InventoryOnly, "inventory-only", false, "with --baseline: read each target's inventory, install nothing")
 	fs.StringVar(&c.Firmware.Component, "component", "iLO", "component to install: iLO, SystemROM, SmartComponent or OA")
 	fs.StringVar(&c.Firmware.SHA256, "sha256", "", "SHA-256 of the image (required)")
 	fs.StringVar(&c.Firmware.URL, "firmware-url", "", "HTTP(S) URL of the image")
@@ -371,6 +378,8 @@ func (c Config) Validate() error {
 		if c.BaselineGeneration <= 0 {
 			errs = append(errs, errors.New("--baseline-generation is required with --baseline"))
 		}
+	case c.InventoryOnly:
+		errs = append(errs, errors.New("--inventory-only needs --baseline: it reads the inventory a baseline's plan needs"))
 	default:
 		req("sha256", c.Firmware.SHA256)
 		if (c.Firmware.URL == "") == (c.Firmware.Path == "") {

@@ -59,6 +59,22 @@ func TestBaselineArgsRoundTrip(t *testing.T) {
 	}
 }
 
+// TestInventoryOnlyArgs: a read-only job's flag survives the round trip, and means nothing
+// without a baseline, whose plan it reads.
+func TestInventoryOnlyArgs(t *testing.T) {
+	want := baselineSample()
+	want.InventoryOnly = true
+	got, err := Parse(want.Args())
+	if err != nil || !got.InventoryOnly {
+		t.Fatalf("Parse(Args()) = inventoryOnly %v, %v; want true", got.InventoryOnly, err)
+	}
+	image := sample()
+	image.InventoryOnly = true
+	if _, err := Parse(image.Args()); err == nil || !strings.Contains(err.Error(), "--inventory-only needs --baseline") {
+		t.Fatalf("Parse error = %v, want --inventory-only needs --baseline", err)
+	}
+}
+
 func TestParseBaselineNamesTheBadFlag(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

@@ -125,6 +125,10 @@ func (a *agent) driveBaseline(ctx context.Context, tk *task, b *fwv1.FirmwareBas
 		}
 	}
 	log.Info("plan made", "steps", len(p.Steps), "applicable", p.Total())
+	if a.cfg.InventoryOnly {
+		a.finishInventoryOnly(ctx, r, b, inv, p, list)
+		return
+	}
 	setComponent := func(name string, f func(c *fwv1.ComponentUpdate)) {
 		r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
 			for k := range s.Components {

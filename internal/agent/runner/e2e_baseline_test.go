@@ -224,7 +224,7 @@ func expectCompliance(t *testing.T, e *e2e, b *fwv1.FirmwareBaseline, targets []
 	if err := (&controllers.UpdateTargetReconciler{Client: mgr.GetClient()}).SetupWithManager(ctx, mgr); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&controllers.FirmwareBaselineReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.FirmwareBaselineReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme()}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
