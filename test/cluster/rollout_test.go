@@ -172,6 +172,8 @@ func TestRolloutWithRealAgentPods(t *testing.T) {
 		"oa":    {fwv1.ComponentOA, []fwv1.TargetType{fwv1.TargetTypeOA}},
 		"linux": {fwv1.ComponentSmartComponent, []fwv1.TargetType{fwv1.TargetTypeLinux}},
 	}
+	agents, stopObserving := observeAgents(ctx, ns)
+	defer stopObserving()
 	for name, j := range jobs {
 		if err := k8s.Create(ctx, f.Job(ns, name, j.comp, defaultPolicy, 3)); err != nil {
 			t.Fatal(err)
@@ -198,23 +200,35 @@ func TestRolloutWithRealAgentPods(t *testing.T) {
 				t.Errorf("target %s was flashed %d times by its own count, want once", target, n)
 			}
 		}
-		// The agents ran as containers of containerd.
-		pods, err := agentPods(ctx, ns, name)
-		if err != nil {
-			t.Fatal(err)
+		// The agents ran as containers of containerd, and logged what they did.
+		seen := agents.of(name)
+		if len(seen) == 0 {
+			t.Errorf("job %s: no agent pod seen while it ran", name)
 		}
-		if len(pods) == 0 {
-			t.Fatalf("job %s: no agent pod left to inspect", name)
-		}
-		for _, p := range pods {
-			cs := p.Status.ContainerStatuses
-			if len(cs) == 0 || !strings.HasPrefix(cs[0].ContainerID, "containerd://") {
-				t.Errorf("pod %s: no container run by containerd: %+v", p.Name, cs)
+		logged := 0
+		for pod, s := range seen {
+			if s.containerID != "" && !strings.HasPrefix(s.containerID, "containerd://") {
+				t.Errorf("pod %s: container %q not run by containerd", pod, s.containerID)
 			}
-			if log := agentLog(ns, p.Name); !strings.Contains(log, "\"msg\"") {
-				t.Errorf("pod %s: the agent's log says nothing:\n%s", p.Name, log)
+			if s.logged {
+				logged++
 			}
 		}
+		if len(seen) > 0 && logged == 0 {
+			t.Errorf("job %s: none of its agent pods %v was seen running under containerd with a log that says something", name, seen)
+		}
+		// Once the job is done, its agent pods are deleted (issue 13): nothing piles up for
+		// the kube-controller-manager's terminated-pod collector.
+		eventually(ctx, t, 2*time.Minute, "job "+name+"'s agent pods deleted once it is done", func(ctx context.Context) error {
+			pods, err := agentPods(ctx, ns, name)
+			if err != nil {
+				return err
+			}
+			if len(pods) > 0 {
+				return fmt.Errorf("%d agent pods left: %s", len(pods), podSummary(ctx, ns, name))
+			}
+			return nil
+		})
 	}
 	// The manager, run as the chart runs it, logs what it does.
 	if log := managerLog(); !strings.Contains(log, "starting manager") || !strings.Contains(log, "UpdateJob") {
