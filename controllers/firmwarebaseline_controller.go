@@ -125,8 +125,8 @@ func showCompliance(b *fwv1.FirmwareBaseline, res compliance.Result) {
 			c.Drifting, total, b.Spec.Version, firstNames(drifting))
 	case c.Unknown > 0:
 		cond.Status, cond.Reason = metav1.ConditionFalse, ReasonVersionsUnknown
-		cond.Message = fmt.Sprintf("%d of %d targets cannot be judged yet: %s; a target's versions are recorded when an UpdateJob reaches it",
-			c.Unknown, total, firstNames(unknown))
+		cond.Message = fmt.Sprintf("%d of %d targets cannot be judged yet: %s; a target's versions are recorded when an UpdateJob reaches it: set the annotation %s on this baseline to a new value to read them without installing anything",
+			c.Unknown, total, firstNames(unknown), fwv1.AnnotationRefreshRequested)
 	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, ReasonCompliant
 		cond.Message = fmt.Sprintf("all %d targets run baseline %s", total, b.Spec.Version)

@@ -77,6 +77,7 @@ var _ = ginkgo.Describe("FirmwareBaseline compliance", func() {
 		ready = meta.FindStatusCondition(getBaseline(b).Status.Conditions, fwv1.ConditionReady)
 		gomega.Expect(ready.Reason).To(gomega.Equal("VersionsUnknown"))
 		gomega.Expect(ready.Message).To(gomega.ContainSubstring(ilo5[2] + " (ilo5: no version read from the target yet)"))
+		gomega.Expect(ready.Message).To(gomega.ContainSubstring("set the annotation firmware.fwops.io/refresh-requested"), "it says how to read them")
 		gomega.Expect(getBaseline(b).Status.DriftingTargets).To(gomega.BeEmpty())
 
 		recordVersions(ns, ilo5[2], iloAt("2.78"))

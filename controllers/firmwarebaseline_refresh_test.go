@@ -83,4 +83,50 @@ var _ = ginkgo.Describe("FirmwareBaseline refresh", func() {
 		gomega.Eventually(func() *fwv1.BaselineRefresh { return getBaseline(b).Status.LastRefresh }).Should(gomega.HaveField("Requested", "2"))
 		gomega.Consistently(refreshJobs(b), time.Second).Should(gomega.HaveLen(1))
 	})
+
+	ginkgo.It("refreshes on spec.refreshInterval: at once when set, then when the interval has passed since the last", func() {
+		ns := newNamespace()
+		createILOTargets(ns, "sched", 1)
+		b := &fwv1.FirmwareBaseline{
+			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
+			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09",
+				TargetSelector:  &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "sched"}},
+				RefreshInterval: &metav1.Duration{Duration: 24 * time.Hour},
+				Components: []fwv1.BaselineComponent{{Name: "ilo5", Kind: fwv1.BaselineKindILO,
+					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_278.bin", SHA256: testSHA, Version: "2.78"},
+					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}}}},
+		}
+		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
+		gomega.Eventually(refreshJobs(b)).Should(gomega.HaveLen(1), "the first scheduled refresh runs when the interval is set")
+		first := refreshJobs(b)()[0]
+		gomega.Expect(first.Spec.InventoryOnly).To(gomega.BeTrue())
+		gomega.Eventually(func() *fwv1.BaselineRefresh { return getBaseline(b).Status.LastRefresh }).Should(gomega.And(
+			gomega.Not(gomega.BeNil()), gomega.HaveField("Job", first.Name)))
+
+		// The refresh is over (its job gone); before the interval has passed, nothing new.
+		gomega.Expect(k8sClient.Delete(suiteCtx, &first)).To(gomega.Succeed())
+		gomega.Eventually(refreshJobs(b)).Should(gomega.BeEmpty())
+		fakeClock.Step(23 * time.Hour)
+		touchBaseline(b)
+		gomega.Consistently(refreshJobs(b), time.Second).Should(gomega.BeEmpty(), "23 h after the last refresh of a 24 h interval")
+
+		fakeClock.Step(2 * time.Hour)
+		touchBaseline(b)
+		gomega.Eventually(refreshJobs(b)).Should(gomega.ConsistOf(gomega.HaveField("Name", gomega.Not(gomega.Equal(first.Name)))),
+			"25 h after the last refresh: the next one")
+		gomega.Consistently(refreshJobs(b), time.Second).Should(gomega.HaveLen(1))
+	})
 })
+
+// touchBaseline changes a label of the baseline, which wakes its controller, retrying on
+// conflicts: the fake clock moves without waking anything.
+func touchBaseline(b *fwv1.FirmwareBaseline) {
+	gomega.Eventually(func() error {
+		cur := getBaseline(b)
+		if cur.Labels == nil {
+			cur.Labels = map[string]string{}
+		}
+		cur.Labels["touched"] = fakeClock.Now().Format("150405")
+		return k8sClient.Update(suiteCtx, cur)
+	}).Should(gomega.Succeed())
+}
