@@ -92,14 +92,16 @@ var _ = ginkgo.Describe("UpdateTarget compliance", func() {
 			gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
 		}
 
-		// Nothing read yet: unknown, saying what reads it.
+		// Nothing read yet: unknown, saying what reads it. The two baselines that apply are
+		// judged once the controller's cache holds both (they were created one after the
+		// other, and the condition already reads Unknown with spp alone).
+		gomega.Eventually(func() string { return getTarget(ns, targets[0]).Status.Compliance }).Should(gomega.Equal("0/2"))
 		gomega.Eventually(compliantCondition(ns, targets[0])).Should(gomega.And(
 			gomega.HaveField("Status", metav1.ConditionUnknown),
 			gomega.HaveField("Reason", "VersionsUnknown"),
 			gomega.HaveField("Message", gomega.ContainSubstring("spp (2026.09) [ilo5: no version read from the target yet; nic: no inventory read from the target yet")),
 		))
 		t0 := getTarget(ns, targets[0])
-		gomega.Expect(t0.Status.Compliance).To(gomega.Equal("0/2"))
 		gomega.Expect(t0.Status.Baselines).To(gomega.HaveLen(2))
 		gomega.Expect(t0.Status.Baselines[1]).To(gomega.Equal(fwv1.BaselineCompliance{Name: "spp", Version: "2026.09", State: fwv1.ComplianceUnknown,
 			Unknown: []fwv1.UnknownComponent{
