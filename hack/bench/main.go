@@ -53,6 +53,7 @@ func main() {
 	flag.IntVar(&scale.managerQPS, "scale-manager-qps", 500, "the manager's --kube-api-qps in the scale section (burst twice that)")
 	flag.DurationVar(&scale.timeout, "scale-timeout", time.Hour, "give up on the scale section's rollout after this long")
 	flag.StringVar(&scale.managerBinary, "scale-manager", "", "firmware-operator binary to run as the scale section's manager (default: built from this checkout)")
+	flag.StringVar(&scale.keep, "scale-keep", "", "directory to leave the scale section's logs in (manager.log, agents.log, audit.log; default: a temporary one, removed)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

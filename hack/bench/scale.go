@@ -53,6 +53,9 @@ type scaleOptions struct {
 	// managerBinary, when set, is the manager to run instead of this checkout's (to compare
 	// with another build).
 	managerBinary string
+	// keep, when set, is a directory to leave the run's logs in (manager, agents, audit)
+	// instead of a temporary one removed at the end: to see where the time went.
+	keep string
 }
 
 // benchScale is issue 13's benchmark 2: a full rollout of n simulated iLO 5 in one job against
@@ -63,11 +66,15 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set (make bench sets it to bin/envtest)")
 	}
-	dir, err := os.MkdirTemp("", "fwops-bench-scale-")
-	if err != nil {
+	dir := o.keep
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "fwops-bench-scale-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "scale: "+format+"\n", args...)
 	}
@@ -98,14 +105,15 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 		return nil, err
 	}
 	defer func() { _ = env.Stop() }()
-	clientFor := func(user string) (client.Client, *rest.Config, error) {
+	// A client that can watch: a --follow agent watches its own pod for its assignments.
+	clientFor := func(user string) (client.WithWatch, *rest.Config, error) {
 		u, err := env.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
 		if err != nil {
 			return nil, nil, err
 		}
 		c := u.Config()
 		c.QPS, c.Burst, c.UserAgent = 1000, 2000, user
-		cl, err := client.New(c, client.Options{Scheme: apiserver.Scheme()})
+		cl, err := client.NewWithWatch(c, client.Options{Scheme: apiserver.Scheme()})
 		return cl, c, err
 	}
 	fast := rest.CopyConfig(cfg)
@@ -258,10 +266,16 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 		return nil, err
 	}
 	succeeded, once := 0, 0
+	failures := map[string]int{}
 	for _, tu := range tus.Items {
 		if tu.Status.Phase == fwv1.TargetPhaseSucceeded {
 			succeeded++
+		} else {
+			failures[string(tu.Status.Phase)+": "+tu.Status.Message]++
 		}
+	}
+	for msg, k := range failures {
+		logf("%d targets did not succeed: %s", k, msg)
 	}
 	for _, name := range fl.TargetNames() {
 		if fl.Flashes(name) == 1 {
