@@ -45,13 +45,15 @@ func assign(t *testing.T, c client.Client, assigned []config.Target) {
 }
 
 // claim records, as the controller does after it annotates the pod, that pod runs attempt
-// 1 of each target.
+// 1 of each target: Downloading, on the pod's node.
 func (f *fixture) claim(t *testing.T, pod string, targets ...config.Target) {
 	t.Helper()
 	for _, tg := range targets {
 		tu := f.tu(t, tg.Name)
 		before := tu.DeepCopy()
 		tu.Status.AgentPod, tu.Status.Attempts = pod, max(tg.Attempt, 1)
+		tu.Status.Phase, tu.Status.Node = fwv1.TargetPhaseDownloading, f.cfg.Node
+		tu.Status.Message = "agent pod " + pod + " on node " + f.cfg.Node + " is fetching the firmware"
 		if err := f.c.Status().Patch(context.Background(), tu, client.MergeFrom(before)); err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +169,7 @@ func TestFollowLeavesATargetClaimedByAnotherPod(t *testing.T) {
 	if n := f.fake.Flashes("t1"); n != 0 {
 		t.Errorf("t1, claimed by another pod, flashed %d times by this one", n)
 	}
-	if s := f.tu(t, "t1").Status; s.AgentPod != "another-agent-pod" || s.Phase != "" {
-		t.Errorf("t1's status was written: %+v", s)
+	if s, w := f.tu(t, "t1").Status, f.statusWrites(testJob+"-t1"); s.AgentPod != "another-agent-pod" || len(w) != 1 {
+		t.Errorf("t1's status was written after the other pod's claim (%d writes in all): %+v", len(w), s)
 	}
 }

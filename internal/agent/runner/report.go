@@ -203,10 +203,33 @@ func (r *reporter) versionBefore() string {
 func (r *reporter) update(ctx context.Context, force bool, f func(s *fwv1.TargetUpdateStatus)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.obj == nil || r.refused != nil {
-		return // refused, handed over or never read: nothing may be written
+	next, ok := r.applyLocked(f)
+	if !ok {
+		return
 	}
-	next := *r.live.DeepCopy()
+	now := r.now()
+	if !force && !shouldWrite(r.obj.Status, next, r.lastWrite, now, r.interval) {
+		return
+	}
+	r.writeLocked(ctx, next, now)
+}
+
+// note applies f to the live status (/status shows it at once) without writing it: the
+// target's next write carries it. For what a person reading the TargetUpdate needs no
+// sooner than the step that follows (issue 13: every agent write is paid per target).
+func (r *reporter) note(f func(s *fwv1.TargetUpdateStatus)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.applyLocked(f)
+}
+
+// applyLocked applies f to a copy of the live status, redacts it, and makes it the live
+// status; ok is false when nothing may be written (refused, handed over or never read).
+func (r *reporter) applyLocked(f func(s *fwv1.TargetUpdateStatus)) (next fwv1.TargetUpdateStatus, ok bool) {
+	if r.obj == nil || r.refused != nil {
+		return next, false // refused, handed over or never read: nothing may be written
+	}
+	next = *r.live.DeepCopy()
 	f(&next)
 	next.Message = truncate(r.redact(next.Message), maxMessage)
 	for i := range next.Components { // a driver's message may quote the image URL and its token
@@ -214,11 +237,7 @@ func (r *reporter) update(ctx context.Context, force bool, f func(s *fwv1.Target
 	}
 	r.live = next
 	r.updatedAt = r.now()
-	now := r.now()
-	if !force && !shouldWrite(r.obj.Status, next, r.lastWrite, now, r.interval) {
-		return
-	}
-	r.writeLocked(ctx, next, now)
+	return next, true
 }
 
 func (r *reporter) writeLocked(ctx context.Context, next fwv1.TargetUpdateStatus, now time.Time) {

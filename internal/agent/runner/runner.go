@@ -395,7 +395,7 @@ func (a *agent) runTask(ctx context.Context, tk *task) {
 		a.log.Info("target already finished, leaving it alone", "target", r.target.Name, "phase", ph)
 		return
 	}
-	r.update(ctx, true, func(s *fwv1.TargetUpdateStatus) {
+	start := func(s *fwv1.TargetUpdateStatus) {
 		now := metav1.NewTime(a.deps.Now())
 		s.Node, s.AgentPod = a.cfg.Node, a.cfg.Pod
 		a.bound.reportTo(s, tk.slot, fwv1.TargetType(tk.target.Type))
@@ -405,7 +405,15 @@ func (a *agent) runTask(ctx context.Context, tk *task) {
 		if !s.Phase.InProgress() || s.Phase == fwv1.TargetPhaseDownloading || s.Phase == fwv1.TargetPhaseStaging {
 			s.Phase, s.Percent = fwv1.TargetPhaseDownloading, 0
 		}
-	})
+	}
+	if a.cfg.Follow && r.phase() == fwv1.TargetPhaseDownloading {
+		// The controller's claim already says Downloading, on this pod and node: the ports
+		// the agent bound and its start go out with the target's next write (the version
+		// read, a driver's progress or the result), one write fewer per target (issue 13).
+		r.note(start)
+	} else {
+		r.update(ctx, true, start)
+	}
 	if a.cfg.Baseline != "" {
 		b, comps, msg := a.baseline(ctx)
 		if msg != "" {

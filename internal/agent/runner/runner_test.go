@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,6 +90,17 @@ type fixture struct {
 	c      client.Client
 	writes atomic.Int32
 	logs   *syncbuf.Buffer
+
+	// written is each TargetUpdate's status after each of the agent's writes, by name.
+	mu      sync.Mutex
+	written map[string][]fwv1.TargetUpdateStatus
+}
+
+// statusWrites is the status after each write of TargetUpdate name, in order.
+func (f *fixture) statusWrites(name string) []fwv1.TargetUpdateStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]fwv1.TargetUpdateStatus(nil), f.written[name]...)
 }
 
 // newFixture prepares an agent config over n fake targets, with an image staged under the
@@ -111,7 +123,7 @@ func newFixture(t *testing.T, n int, def driver.FakeBehavior, objs ...client.Obj
 	if err := fwv1.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{fake: driver.NewFake(def), logs: &syncbuf.Buffer{}}
+	f := &fixture{fake: driver.NewFake(def), logs: &syncbuf.Buffer{}, written: map[string][]fwv1.TargetUpdateStatus{}}
 	var all []client.Object
 	for i := range n {
 		name := fmt.Sprintf("t%d", i)
@@ -133,10 +145,20 @@ func newFixture(t *testing.T, n int, def driver.FakeBehavior, objs ...client.Obj
 		WithInterceptorFuncs(interceptor.Funcs{
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, o ...client.SubResourcePatchOption) error {
 				// An empty patch is the agent's read (ReadTargetUpdate), not a write.
-				if data, err := p.Data(obj); err != nil || string(data) != "{}" {
+				data, err := p.Data(obj)
+				write := err != nil || string(data) != "{}"
+				if write {
 					f.writes.Add(1)
 				}
-				return c.SubResource(sub).Patch(ctx, obj, p, o...)
+				if err := c.SubResource(sub).Patch(ctx, obj, p, o...); err != nil {
+					return err
+				}
+				if tu, ok := obj.(*fwv1.TargetUpdate); ok && write {
+					f.mu.Lock()
+					f.written[tu.Name] = append(f.written[tu.Name], *tu.Status.DeepCopy())
+					f.mu.Unlock()
+				}
+				return nil
 			},
 		}).Build()
 	f.cfg = cfg
