@@ -163,8 +163,10 @@ func (a *agent) setImageURLs(tctx context.Context, r *reporter, t driver.Target,
 		certSHA256 = agentcert.FingerprintSHA256(*a.fw.Certificate)
 	}
 	fw.URL, fw.SecureURL, fw.RequireHTTPS = url, secureURL, a.cfg.FirmwareTLS == fwv1.FirmwareServerTLSRequired
+	// The certificate goes out with the write that follows the driver's choice of URL: the
+	// Flashing report of the flash request, written before the request (a phase change).
 	fw.OnImageURL = func(secure bool) {
-		r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
+		r.note(func(s *fwv1.TargetUpdateStatus) {
 			s.FirmwareServerCertificateSHA256 = ""
 			if secure {
 				s.FirmwareServerCertificateSHA256 = certSHA256
