@@ -122,7 +122,7 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 	if err != nil {
 		return nil, err
 	}
-	agents, _, err := clientFor(userAgents)
+	agents, agentsCfg, err := clientFor(userAgents)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +212,11 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 	kubelet := kubeletsim.New(kubeletClient)
 	// The agents space their progress writes as in production (runner's default), so that
 	// their writes per target are production's.
-	kubelet.Use(fl.AgentFunc(agents, fleet.AgentOptions{Log: agentLog, MinWriteInterval: runner.DefaultMinWriteInterval}))
+	// Each agent builds its own client from the agents' user's configuration as a pod does
+	// in-cluster (runner.WithRESTConfig), with production's client-side rate limits; the
+	// shared client, unthrottled, reads only the Secrets the simulated kubelet mounts.
+	kubelet.Use(fl.AgentFunc(agents, fleet.AgentOptions{Log: agentLog, MinWriteInterval: runner.DefaultMinWriteInterval,
+		RESTConfig: agentsCfg}))
 	kubeletCtx, stopKubelet := context.WithCancel(ctx)
 	kubeletDone := make(chan struct{})
 	go func() { kubelet.Run(kubeletCtx); close(kubeletDone) }()

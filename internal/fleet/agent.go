@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/fwops/firmware-operator/internal/agent/config"
@@ -44,6 +45,11 @@ type AgentOptions struct {
 	KeepMountRoots bool
 	// OnCertificate, when set, receives each agent's certificate (with its private key).
 	OnCertificate func(tls.Certificate)
+	// RESTConfig, when set, is what each agent builds its own API client from, as an agent
+	// pod does from its in-cluster configuration (runner.WithRESTConfig: the agent's own
+	// client-side rate limits), rather than sharing AgentFunc's client, which then reads only
+	// the Secrets the kubelet mounts. The bench's agents make production's requests so.
+	RESTConfig *rest.Config
 }
 
 func (o AgentOptions) withDefaults(f *Fleet) AgentOptions {
@@ -123,8 +129,12 @@ func (f *Fleet) AgentFunc(c client.Client, opts AgentOptions) kubeletsim.AgentFu
 			defer unmount()
 		}
 		args = append(append([]string(nil), args...), extra...)
+		api := runner.WithClient(c)
+		if opts.RESTConfig != nil {
+			api = runner.WithRESTConfig(opts.RESTConfig)
+		}
 		return runner.Main(ctx, args, opts.Log, opts.Log,
-			runner.WithClient(c), runner.WithHTTPClient(httpClient), runner.WithMinWriteInterval(opts.MinWriteInterval),
+			api, runner.WithHTTPClient(httpClient), runner.WithMinWriteInterval(opts.MinWriteInterval),
 			runner.WithILOOptions(opts.ILO), runner.WithOAOptions(opts.OA), runner.WithLinuxOptions(opts.Linux), runner.WithOnCertificate(opts.OnCertificate))
 	}
 }

@@ -34,6 +34,7 @@ type Option func(*options)
 
 type options struct {
 	client     client.Client
+	restConfig *rest.Config
 	drivers    driver.Registry
 	ilo        ilo.Options
 	oa         oa.Options
@@ -47,6 +48,11 @@ type options struct {
 
 // WithClient uses c instead of a client built from --kubeconfig or the in-cluster config.
 func WithClient(c client.Client) Option { return func(o *options) { o.client = c } }
+
+// WithRESTConfig builds the agent's API client from rc, as from --kubeconfig or in-cluster
+// (with the agent's own rate limits), rather than from those: the bench runs in-process agents
+// whose clients are production's.
+func WithRESTConfig(rc *rest.Config) Option { return func(o *options) { o.restConfig = rc } }
 
 // WithDrivers replaces the real drivers (iLO, OA, Linux) by r, e.g. driver.Fake's Registry.
 func WithDrivers(r driver.Registry) Option { return func(o *options) { o.drivers = r } }
@@ -99,7 +105,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 
 	c := o.client
 	if c == nil {
-		if c, err = newClient(cfg.Kubeconfig); err != nil {
+		rc := o.restConfig
+		if rc == nil {
+			if rc, err = loadRESTConfig(cfg.Kubeconfig); err != nil {
+				return err
+			}
+		}
+		if c, err = newClient(rc, slotsOf(cfg)); err != nil {
 			return err
 		}
 	}
@@ -133,8 +145,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 	})
 }
 
-// newClient builds an API client that can watch from a kubeconfig path, or in-cluster when it is empty.
-func newClient(kubeconfig string) (client.WithWatch, error) {
+// loadRESTConfig reads the API client configuration from a kubeconfig path, or in-cluster
+// when it is empty.
+func loadRESTConfig(kubeconfig string) (*rest.Config, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -145,6 +158,25 @@ func newClient(kubeconfig string) (client.WithWatch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("API client configuration: %w", err)
 	}
+	return rc, nil
+}
+
+// withRateLimits is rc with the agent's client-side rate limits for its slots. client-go's
+// defaults (5 requests a second, bursts of 10) would queue a pod's first requests for tens
+// of seconds: each slot reads its TargetUpdate, then writes the version it read and the flash
+// request within its first second or so, 3 requests a slot, 300 for a pod of 100 slots, all
+// before the first flash (issue 13). Bursts of 3 a slot, and a slot's writes are spaced by
+// seconds after that (shouldWrite): a request a second per slot leaves room.
+func withRateLimits(rc *rest.Config, slots int) *rest.Config {
+	rc = rest.CopyConfig(rc)
+	rc.QPS, rc.Burst = float32(max(5, slots)), max(10, 3*slots)
+	rc.RateLimiter = nil // one built from QPS and Burst
+	return rc
+}
+
+// newClient builds an API client that can watch, rate-limited for the agent's slots.
+func newClient(rc *rest.Config, slots int) (client.WithWatch, error) {
+	rc = withRateLimits(rc, slots)
 	s := runtime.NewScheme()
 	if err := fwv1.AddToScheme(s); err != nil {
 		return nil, err

@@ -191,13 +191,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		log = slog.New(redactHandler{inner: log.Handler(), r: red})
 	}
 	log = log.With("job", cfg.Job, "node", cfg.Node, "pod", cfg.Pod)
-	slots := len(cfg.Ports.Sessions)
-	if !cfg.Follow {
-		// A one-batch agent runs all its targets at once, those without a session port
-		// from a port the kernel picks.
-		slots = max(slots, len(cfg.Targets))
-	}
-	a := &agent{cfg: cfg, deps: deps, log: log, red: red, seen: map[string]bool{}, busy: make([]bool, max(slots, 1)),
+	a := &agent{cfg: cfg, deps: deps, log: log, red: red, seen: map[string]bool{}, busy: make([]bool, slotsOf(cfg)),
 		fw: &fwserver.Server{Log: log}}
 	a.certificate = sync.OnceValues(a.makeCertificate)
 
@@ -246,6 +240,17 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		a.stopServer()
 	}
 	return a.summary()
+}
+
+// slotsOf is how many targets the agent drives at once: one per session port (rule P4); a
+// one-batch agent runs all its targets at once, those without a session port from a port
+// the kernel picks. At least one.
+func slotsOf(cfg config.Config) int {
+	slots := len(cfg.Ports.Sessions)
+	if !cfg.Follow {
+		slots = max(slots, len(cfg.Targets))
+	}
+	return max(slots, 1)
 }
 
 // take registers the assignments not seen before and returns those that got a free slot;
