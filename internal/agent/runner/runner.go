@@ -110,6 +110,7 @@ type agent struct {
 	imgMu      sync.Mutex
 	imgCall    *imageCall
 	img        *imageCall // the one that succeeded
+	prefetched *imageCall // the fetch started with the agent (prefetch), until a target takes it
 	baseOnce   sync.Once
 	base       *fwv1.FirmwareBaseline
 	comps      map[string]*componentImage
@@ -220,6 +221,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 
 	stop := a.serveControl()
 	defer stop()
+	defer a.prefetch(ctx)()
 
 	for _, tk := range first {
 		a.launch(ctx, tk)
@@ -496,9 +498,22 @@ func (a *agent) image(ctx context.Context) (firmware.Image, string, error) {
 	}
 	c := &imageCall{done: make(chan struct{})}
 	a.imgCall = c
+	pre := a.prefetched
+	a.prefetched = nil
 	a.imgMu.Unlock()
 
-	c.img, c.err = a.fetch(ctx, firmware.Source{URL: a.cfg.Firmware.URL, Path: a.cfg.FirmwarePath(), SHA256: a.cfg.Firmware.SHA256}, "the job's sha256")
+	if pre != nil {
+		select {
+		case <-pre.done:
+			c.img, c.err = pre.img, pre.err
+		case <-ctx.Done():
+			c.err = fmt.Errorf("could not fetch the firmware image, nothing was flashed: %w", ctx.Err())
+		}
+	}
+	if pre == nil || (c.err != nil && ctx.Err() == nil) {
+		// A failed prefetch is tried again: the source may be back.
+		c.img, c.err = a.fetchImage(ctx)
+	}
 	if c.err == nil {
 		if err := a.startServer(); err != nil {
 			c.err = errors.New("cannot serve the firmware image" + err.Error())
@@ -515,6 +530,36 @@ func (a *agent) image(ctx context.Context) (firmware.Image, string, error) {
 	a.imgMu.Unlock()
 	close(c.done)
 	return c.img, c.path, c.err
+}
+
+// prefetch starts fetching and verifying the job's image as the agent starts, before any
+// target asks for it (image): the download and its SHA-256 are then off the way of the first
+// target, which reads its TargetUpdate and waits for its claim meanwhile (issue 13: apply to
+// first flash). A failed prefetch is tried again by the first target (image). A baseline job's
+// images are the baseline's, fetched per component (baseline).
+// stop ends a prefetch no target took, and waits for it.
+func (a *agent) prefetch(ctx context.Context) (stop func()) {
+	if a.cfg.Baseline != "" {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	c := &imageCall{done: make(chan struct{})}
+	a.imgMu.Lock()
+	a.prefetched = c
+	a.imgMu.Unlock()
+	go func() {
+		defer close(c.done)
+		c.img, c.err = a.fetchImage(ctx)
+	}()
+	return func() {
+		cancel()
+		<-c.done
+	}
+}
+
+// fetchImage fetches and verifies the job's image.
+func (a *agent) fetchImage(ctx context.Context) (firmware.Image, error) {
+	return a.fetch(ctx, firmware.Source{URL: a.cfg.Firmware.URL, Path: a.cfg.FirmwarePath(), SHA256: a.cfg.Firmware.SHA256}, "the job's sha256")
 }
 
 // startServer serves the registered images on the bound firmware port (rule P2), over HTTPS

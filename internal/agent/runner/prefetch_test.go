@@ -1,0 +1,74 @@
+package runner
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
+	"github.com/fwops/firmware-operator/internal/agent/driver"
+)
+
+// startUnclaimed runs the fixture's agent in follow mode with every target assigned on its
+// pod and none claimed yet: the agent reads them and waits for the controller's claim.
+func (f *fixture) startUnclaimed(t *testing.T, mod func(*Deps)) (claimAll func(), stop func()) {
+	t.Helper()
+	f.cfg.Follow = true
+	assigned := f.cfg.Targets
+	f.cfg.Targets = nil
+	pc, _ := followPod(t, assigned)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	d := Deps{Client: f.c, Drivers: f.fake.Registry(), MinWriteInterval: time.Hour, Log: slog.New(slog.NewJSONHandler(f.logs, nil)),
+		Assignments: PodAssignments{Client: pc, Namespace: testNS, Pod: "agent-pod"}}
+	if mod != nil {
+		mod(&d)
+	}
+	go func() { done <- Run(ctx, f.cfg, d) }()
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return func() { f.claim(t, "agent-pod", assigned...) }, stop
+}
+
+// waitFor waits, on the condition and not on a clock, until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for a result
+	}
+}
+
+// The job's image is fetched and verified as the agent starts, while its first targets wait
+// for their claims, not by the first claimed target on its way to the flash request; and
+// once for all of them.
+func TestImageFetchedOnceBeforeAnyClaim(t *testing.T) {
+	f := newFixture(t, 3, driver.FakeBehavior{Version: "1.0"})
+	claimAll, stop := f.startUnclaimed(t, nil)
+	waitFor(t, "the image verified before any target was claimed", func() bool {
+		return strings.Contains(f.logs.String(), `"msg":"firmware image verified"`)
+	})
+	if n := f.fake.Opens("t0") + f.fake.Opens("t1") + f.fake.Opens("t2"); n != 0 {
+		t.Fatalf("%d targets opened before their claim", n)
+	}
+	claimAll()
+	for _, tg := range []string{"t0", "t1", "t2"} {
+		f.waitPhase(t, tg, fwv1.TargetPhaseSucceeded)
+	}
+	stop()
+	if n := strings.Count(f.logs.String(), `"msg":"firmware image verified"`); n != 1 {
+		t.Errorf("the image was fetched and verified %d times for 3 targets, want once", n)
+	}
+}
