@@ -2,8 +2,10 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,5 +72,22 @@ func TestImageFetchedOnceBeforeAnyClaim(t *testing.T) {
 	stop()
 	if n := strings.Count(f.logs.String(), `"msg":"firmware image verified"`); n != 1 {
 		t.Errorf("the image was fetched and verified %d times for 3 targets, want once", n)
+	}
+}
+
+// The agent's certificate (rule P2's HTTPS) is made while its first targets wait for their
+// claims, not by the first claimed target on its way to the flash request.
+func TestCertificateMadeBeforeAnyClaim(t *testing.T) {
+	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0"})
+	f.cfg.FirmwareTLS = fwv1.FirmwareServerTLSPreferred
+	var certs atomic.Int32
+	claimAll, stop := f.startUnclaimed(t, func(d *Deps) { d.OnCertificate = func(tls.Certificate) { certs.Add(1) } })
+	waitFor(t, "the certificate made before any target was claimed", func() bool { return certs.Load() > 0 })
+	claimAll()
+	f.waitPhase(t, "t0", fwv1.TargetPhaseSucceeded)
+	f.waitPhase(t, "t1", fwv1.TargetPhaseSucceeded)
+	stop()
+	if n := certs.Load(); n != 1 {
+		t.Errorf("%d certificates made, want one per agent", n)
 	}
 }

@@ -91,6 +91,7 @@ type agent struct {
 	// certificate is the agent's (agentcert), made on first use: for HTTPS on the firmware
 	// port (rule P2) and the Redfish event listeners (rule P5).
 	certificate func() (*tls.Certificate, error)
+	certOnce    sync.Once // starts making it with the first target
 
 	// mu guards the targets: every one the agent took (for /status and the summary), the
 	// assignments it has seen (by Target.Key), its slots and the assignments waiting for one.
@@ -298,7 +299,19 @@ func (a *agent) dequeueLocked() []*task {
 }
 
 // launch drives tk in its own goroutine; its slot goes to the next waiting assignment after.
+// The first launch also starts making the agent's certificate, for the addresses its first
+// targets reach it at, while they read their TargetUpdates: an RSA key takes a while on a
+// busy node, and the firmware server needs it before the first flash request.
 func (a *agent) launch(ctx context.Context, tk *task) {
+	a.certOnce.Do(func() {
+		if a.cfg.ServesHTTPS() {
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				_, _ = a.certificate() // its error is the firmware server's (startServer)
+			}()
+		}
+	})
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
