@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -54,7 +55,19 @@ func main() {
 	flag.DurationVar(&scale.timeout, "scale-timeout", time.Hour, "give up on the scale section's rollout after this long")
 	flag.StringVar(&scale.managerBinary, "scale-manager", "", "firmware-operator binary to run as the scale section's manager (default: built from this checkout)")
 	flag.StringVar(&scale.keep, "scale-keep", "", "directory to leave the scale section's logs in (manager.log, agents.log, audit.log; default: a temporary one, removed)")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the in-process agents, fleet and simulated kubelet; not the manager's) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -83,6 +96,7 @@ func main() {
 	run("rollout", func() ([]row, error) { return benchRollout(ctx, *rolloutN, *rolloutC, *flashTime) })
 	run("scale", func() ([]row, error) { return benchScale(ctx, scale) })
 
+	pprof.StopCPUProfile() // nothing when not started
 	printTable(os.Stdout, rows, loadBefore, loadAvg(), time.Since(started))
 	if len(errs) > 0 {
 		fmt.Fprintln(os.Stderr, "bench: "+strings.Join(errs, "; "))
