@@ -106,8 +106,10 @@ type Receive struct {
 	Listener net.Listener
 	// URL is how the target reaches the listener (https://node-address:port).
 	URL string
-	// Certificate is the agent's (agentcert), the one its firmware server presents too.
-	Certificate *tls.Certificate
+	// Certificate is the agent's (agentcert), the one its firmware server presents too. It is
+	// asked for on the first connection to the listener, not when the driver opens: the agent
+	// may still be making it (an RSA key) while its drivers log in.
+	Certificate func() (*tls.Certificate, error)
 }
 
 // Firmware is the verified image the agent serves and the driver installs.

@@ -80,8 +80,9 @@ func (d *Driver) listen(ctx context.Context) {
 		context: "firmware-operator/" + d.t.Name + "/" + hex.EncodeToString(tok), from: from,
 		done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	l.srv = &http.Server{Handler: l, ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*rc.Certificate}},
-		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return rc.Certificate() }},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	go func() {
 		defer close(l.done)
 		_ = l.srv.ServeTLS(rc.Listener, "", "")

@@ -46,7 +46,7 @@ func receivePort(t testing.TB) *driver.Receive {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &driver.Receive{Listener: ln, URL: "https://" + ln.Addr().String(), Certificate: &cert}
+	return &driver.Receive{Listener: ln, URL: "https://" + ln.Addr().String(), Certificate: func() (*tls.Certificate, error) { return &cert, nil }}
 }
 
 func openOpts(t testing.TB, tg driver.Target, opts Options) *Driver {

@@ -18,7 +18,7 @@ import (
 )
 
 // drive takes one target from its current state to a final one.
-func (a *agent) drive(ctx context.Context, tk *task, img firmware.Image, urlPath string) {
+func (a *agent) drive(ctx context.Context, tk *task, img firmware.Image) {
 	r, t := tk.rep, tk.target
 	log := a.log.With("target", t.Name, "type", t.Type, "address", t.Address)
 	started := a.deps.Now()
@@ -46,10 +46,6 @@ func (a *agent) drive(ctx context.Context, tk *task, img firmware.Image, urlPath
 		FileName: img.FileName, SHA256: img.SHA256, Version: a.cfg.Firmware.Version,
 		RebootIfRequired: a.cfg.RebootIfRequired, KeepInRepository: a.cfg.Firmware.KeepInRepository,
 		EarlierAttempt: resumedPhase.InProgress() || earlierBefore != "",
-	}
-	if err := a.setImageURLs(tctx, r, t, urlPath, &fw); err != nil {
-		fail("cannot build the firmware URL for the target: " + err.Error())
-		return
 	}
 	if fw.RebootIfRequired {
 		fw.RebootBy = a.rebootBy(log)
@@ -101,6 +97,17 @@ func (a *agent) drive(ctx context.Context, tk *task, img firmware.Image, urlPath
 		return
 	}
 
+	// The image is served from here on (the firmware server starts with the first target to
+	// get this far): the login and reads above did not wait for the agent's certificate.
+	urlPath, err := a.served(img)
+	if err != nil {
+		fail(err.Error())
+		return
+	}
+	if err := a.setImageURLs(tctx, r, t, urlPath, &fw); err != nil {
+		fail("cannot build the firmware URL for the target: " + err.Error())
+		return
+	}
 	r.update(tctx, true, func(s *fwv1.TargetUpdateStatus) {
 		s.Phase, s.Percent = fwv1.TargetPhaseStaging, 0
 		s.FirmwareServerCertificateSHA256 = "" // set when the driver gives the https URL

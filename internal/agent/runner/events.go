@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"crypto/tls"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/ports"
@@ -18,10 +17,6 @@ func (a *agent) receiveFor(ctx context.Context, tk *task) *driver.Receive {
 	}
 	port := a.bound.Reverse[tk.slot]
 	u, err := imageURL("https", a.cfg.Address, tk.target.Address, port, "")
-	var cert *tls.Certificate
-	if err == nil {
-		cert, err = a.certificate()
-	}
 	if err != nil {
 		a.log.Warn("no receive port for the target: polling only", "target", tk.target.Name, "err", err)
 		return nil
@@ -34,5 +29,6 @@ func (a *agent) receiveFor(ctx context.Context, tk *task) *driver.Receive {
 			return nil
 		}
 	}
-	return &driver.Receive{Listener: l, URL: u, Certificate: cert}
+	// The certificate when the target first connects: the driver logs in while it is made.
+	return &driver.Receive{Listener: l, URL: u, Certificate: a.certificate}
 }

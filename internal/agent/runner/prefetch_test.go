@@ -91,3 +91,37 @@ func TestCertificateMadeBeforeAnyClaim(t *testing.T) {
 		t.Errorf("%d certificates made, want one per agent", n)
 	}
 }
+
+// A target logs in and reads its version while the agent is still making its certificate
+// (an RSA key, slow on a busy node): only the flash request needs it, through the firmware
+// server's HTTPS URL and the receive port's listener (rule P5), which asks for it on the
+// target's first connection.
+func TestLoginDoesNotWaitForTheCertificate(t *testing.T) {
+	f := newFixture(t, 1, driver.FakeBehavior{Version: "1.0"})
+	f.cfg.FirmwareTLS = fwv1.FirmwareServerTLSPreferred
+	f.cfg.Ports.Reverse = freePorts(t, 1) // the slot's receive port: its listener presents the certificate
+	var waited atomic.Bool
+	claimAll, stop := f.startUnclaimed(t, func(d *Deps) {
+		d.OnCertificate = func(tls.Certificate) {
+			// Held until the target has read its version; a login that waits for the
+			// certificate never gets there.
+			deadline := time.Now().Add(20 * time.Second)
+			for !strings.Contains(f.logs.String(), `"msg":"current version read"`) {
+				if time.Now().After(deadline) {
+					waited.Store(true)
+					return
+				}
+				time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for a result
+			}
+		}
+	})
+	claimAll()
+	f.waitPhase(t, "t0", fwv1.TargetPhaseSucceeded)
+	stop()
+	if waited.Load() {
+		t.Error("the target read its version only after the agent's certificate was made")
+	}
+	if f.fake.Flashes("t0") != 1 {
+		t.Errorf("t0 flashed %d times, want once", f.fake.Flashes("t0"))
+	}
+}

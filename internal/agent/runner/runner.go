@@ -112,6 +112,8 @@ type agent struct {
 	imgCall    *imageCall
 	img        *imageCall // the one that succeeded
 	prefetched *imageCall // the fetch started with the agent (prefetch), until a target takes it
+	serveMu    sync.Mutex
+	urlPath    string // where the job's image is served, once registered (served)
 	baseOnce   sync.Once
 	base       *fwv1.FirmwareBaseline
 	comps      map[string]*componentImage
@@ -131,7 +133,6 @@ type task struct {
 type imageCall struct {
 	done chan struct{}
 	img  firmware.Image
-	path string
 	err  error
 }
 
@@ -443,12 +444,12 @@ func (a *agent) runTask(ctx context.Context, tk *task) {
 		a.driveBaseline(ctx, tk, b, comps)
 		return
 	}
-	img, urlPath, err := a.image(ctx)
+	img, err := a.image(ctx)
 	if err != nil {
 		r.finish(ctx, fwv1.TargetPhaseFailed, err.Error(), nil)
 		return
 	}
-	a.drive(ctx, tk, img, urlPath)
+	a.drive(ctx, tk, img)
 }
 
 // waitClaim waits until the controller has recorded this pod's claim of the assignment on its
@@ -495,19 +496,19 @@ func (a *agent) waitClaim(ctx context.Context, r *reporter) bool {
 	}
 }
 
-// image is the job's verified image and the URL path it is served at. The first target to
-// ask fetches it and the others wait for that fetch; a failed fetch is tried again by the
-// next target that asks (the source may be back), a good one never.
-func (a *agent) image(ctx context.Context) (firmware.Image, string, error) {
+// image is the job's verified image. The first target to ask fetches it (or takes the
+// prefetch) and the others wait for that fetch; a failed fetch is tried again by the next
+// target that asks (the source may be back), a good one never.
+func (a *agent) image(ctx context.Context) (firmware.Image, error) {
 	a.imgMu.Lock()
 	if c := a.img; c != nil {
 		a.imgMu.Unlock()
-		return c.img, c.path, nil
+		return c.img, nil
 	}
 	if c := a.imgCall; c != nil {
 		a.imgMu.Unlock()
 		<-c.done
-		return c.img, c.path, c.err
+		return c.img, c.err
 	}
 	c := &imageCall{done: make(chan struct{})}
 	a.imgCall = c
@@ -527,22 +528,36 @@ func (a *agent) image(ctx context.Context) (firmware.Image, string, error) {
 		// A failed prefetch is tried again: the source may be back.
 		c.img, c.err = a.fetchImage(ctx)
 	}
-	if c.err == nil {
-		if err := a.startServer(); err != nil {
-			c.err = errors.New("cannot serve the firmware image" + err.Error())
-		} else if c.path, err = a.fw.Register(a.cfg.JobUID+"/"+a.cfg.Job, c.img); err != nil {
-			c.err = fmt.Errorf("cannot serve the firmware image: %w", err)
-		}
-	}
 	a.imgMu.Lock()
 	a.imgCall = nil
 	if c.err == nil {
 		a.img = c
-		a.imgOK.Store(true)
 	}
 	a.imgMu.Unlock()
 	close(c.done)
-	return c.img, c.path, c.err
+	return c.img, c.err
+}
+
+// served is the URL path the job's verified image is served at: the first target to ask
+// starts the firmware server (its certificate first, when it serves HTTPS) and registers
+// the image, the others wait for it. A target asks once it has read its version and is to
+// be flashed, so that its login and reads do not wait for the certificate's RSA key.
+func (a *agent) served(img firmware.Image) (string, error) {
+	a.serveMu.Lock()
+	defer a.serveMu.Unlock()
+	if a.urlPath != "" {
+		return a.urlPath, nil
+	}
+	if err := a.startServer(); err != nil {
+		return "", errors.New("cannot serve the firmware image" + err.Error())
+	}
+	p, err := a.fw.Register(a.cfg.JobUID+"/"+a.cfg.Job, img)
+	if err != nil {
+		return "", fmt.Errorf("cannot serve the firmware image: %w", err)
+	}
+	a.urlPath = p
+	a.imgOK.Store(true)
+	return p, nil
 }
 
 // prefetch starts fetching and verifying the job's image as the agent starts, before any
