@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -168,12 +169,55 @@ func (f *Fleet) AgentRuns() int {
 	return f.agentRuns
 }
 
+// secretRead is one Secret a pod's volume mounts, as read.
+type secretRead struct {
+	secret *corev1.Secret
+	err    error
+}
+
+// readSecrets reads the Secrets of the pod's Secret volumes, 16 at a time, as a kubelet's
+// volume manager mounts a pod's volumes concurrently (one operation per volume), rather
+// than one after the other: a pod of 100 slots mounts some 64 of them.
+func readSecrets(ctx context.Context, c client.Client, pod *corev1.Pod) map[string]secretRead {
+	out := map[string]secretRead{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		name := v.Secret.SecretName
+		mu.Lock()
+		_, seen := out[name]
+		out[name] = secretRead{}
+		mu.Unlock()
+		if seen {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s := &corev1.Secret{}
+			err := c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: name}, s)
+			mu.Lock()
+			out[name] = secretRead{secret: s, err: err}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // layOut writes the pod's volumes under root as its container would see them.
 func (f *Fleet) layOut(ctx context.Context, c client.Client, pod *corev1.Pod, node, root string) error {
 	vols := map[string]corev1.Volume{}
 	for _, v := range pod.Spec.Volumes {
 		vols[v.Name] = v
 	}
+	secrets := readSecrets(ctx, c, pod)
 	for _, m := range pod.Spec.Containers[0].VolumeMounts {
 		v, ok := vols[m.Name]
 		if !ok {
@@ -182,8 +226,9 @@ func (f *Fleet) layOut(ctx context.Context, c client.Client, pod *corev1.Pod, no
 		at := filepath.Join(root, m.MountPath)
 		switch {
 		case v.Secret != nil:
-			s := &corev1.Secret{}
-			if err := c.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: v.Secret.SecretName}, s); err != nil {
+			read := secrets[v.Secret.SecretName]
+			s := read.secret
+			if err := read.err; err != nil {
 				if v.Secret.Optional != nil && *v.Secret.Optional {
 					continue
 				}
