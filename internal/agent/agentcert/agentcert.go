@@ -32,9 +32,27 @@ func New(hosts []string, now, notAfter time.Time) (tls.Certificate, error) {
 	if !notAfter.After(now) {
 		return tls.Certificate{}, errors.New("agentcert: the certificate would expire before it is used")
 	}
+	key, err := NewKey()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return NewWithKey(key, hosts, now, notAfter)
+}
+
+// NewKey makes the certificate's private key (RSA 2048, see New): the slow part, which an
+// agent starts before it knows the addresses its certificate is for.
+func NewKey() (*rsa.PrivateKey, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("agentcert: %w", err)
+		return nil, fmt.Errorf("agentcert: %w", err)
+	}
+	return key, nil
+}
+
+// NewWithKey is New with a key made by NewKey.
+func NewWithKey(key *rsa.PrivateKey, hosts []string, now, notAfter time.Time) (tls.Certificate, error) {
+	if !notAfter.After(now) {
+		return tls.Certificate{}, errors.New("agentcert: the certificate would expire before it is used")
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	if err != nil {

@@ -10,6 +10,7 @@ package runner
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -91,6 +92,7 @@ type agent struct {
 	// certificate is the agent's (agentcert), made on first use: for HTTPS on the firmware
 	// port (rule P2) and the Redfish event listeners (rule P5).
 	certificate func() (*tls.Certificate, error)
+	certKey     func() (*rsa.PrivateKey, error)
 	certOnce    sync.Once // starts making it with the first target
 
 	// mu guards the targets: every one the agent took (for /status and the summary), the
@@ -197,6 +199,14 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	a := &agent{cfg: cfg, deps: deps, log: log, red: red, seen: map[string]bool{}, busy: make([]bool, slotsOf(cfg)),
 		fw: &fwserver.Server{Log: log}}
 	a.certificate = sync.OnceValues(a.makeCertificate)
+	// The certificate's RSA key is the slow part (a second and more on a busy node): it is
+	// made from the start, before the targets come and log in, for an agent that may serve
+	// HTTPS (rule P2) or listen on receive ports (P5). The certificate itself names the
+	// addresses of the targets, made with the first one (launch).
+	a.certKey = sync.OnceValues(agentcert.NewKey)
+	if cfg.ServesHTTPS() || len(cfg.Ports.Reverse) > 0 {
+		go func() { _, _ = a.certKey() }()
+	}
 
 	// Secrets first, so that nothing logged afterwards can carry them.
 	first := a.take(cfg.Targets)
@@ -774,8 +784,12 @@ func (a *agent) makeCertificate() (*tls.Certificate, error) {
 			hosts = append(hosts, h)
 		}
 	}
+	key, err := a.certKey()
+	if err != nil {
+		return nil, fmt.Errorf("agentcert: %w", err)
+	}
 	now := a.deps.Now()
-	cert, err := agentcert.New(hosts, now, now.Add(a.cfg.Timeout+24*time.Hour))
+	cert, err := agentcert.NewWithKey(key, hosts, now, now.Add(a.cfg.Timeout+24*time.Hour))
 	if err != nil {
 		return nil, err
 	}
