@@ -98,7 +98,7 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 
 	// New pods for the rest, one per node and as many slots as the node's share of
 	// maxConcurrent.
-	perPod := min(max((int(job.Spec.Rollout.MaxConcurrent)+len(nodes)-1)/len(nodes), 1), r.maxPerAgent())
+	perPod := r.agentSlots(job, len(nodes))
 	for _, group := range spread(rest, nodes, live, perPod) {
 		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, perPod, live, tus, byName, len(nodes))
 		if err != nil {
