@@ -131,8 +131,5 @@ bench: envtest-assets ## Benchmarks beside their references (firmware server vs 
 
 FUZZTIME ?= 20s
 .PHONY: fuzz
-fuzz: ## Run the fuzzers briefly.
-	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r dirname | sort -u); do \
-	  for n in $$(grep -h '^func Fuzz' $$f/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
-	    echo "fuzz $$f $$n"; $(GO) test -run='^$$' -fuzz="^$$n$$" -fuzztime=$(FUZZTIME) $$f || exit 1; \
-	  done; done
+fuzz: ## Run the fuzzers briefly (hack/fuzz.sh).
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash hack/fuzz.sh

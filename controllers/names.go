@@ -14,6 +14,14 @@ const (
 	PolicyFinalizer = "firmware.fwops.io/in-use"
 )
 
+// Labels.
+const (
+	// LabelManagedBy marks the objects this operator creates besides TargetUpdates and pods,
+	// so that the manager caches only those.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "firmware-operator"
+)
+
 // Field indexes.
 const (
 	indexTargetUpdateJob = "spec.jobName"

@@ -163,3 +163,5 @@ func (r *UpdateJobReconciler) whyNotSelected(ctx context.Context, job *fwv1.Upda
 	}
 	return ReasonTargetDeselected, fmt.Sprintf("UpdateTarget %s no longer matches spec.targets (its labels changed) before its update started: not flashed", name), nil
 }
+
+func backoff(base time.Duration, attempt int) time.Duration { return rollout.Backoff(base, attempt) }

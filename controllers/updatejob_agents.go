@@ -171,6 +171,36 @@ func (r *UpdateJobReconciler) assignToRunning(ctx context.Context, l *agentLoad,
 	return true, nil
 }
 
+// assignToPods places each target of batch in the pod of loads that accepts it with the most
+// free slots, assigns them there, and returns the targets no pod took.
+func (r *UpdateJobReconciler) assignToPods(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, batch []agentpod.Target, loads []*agentLoad,
+	tus, byTU map[string]*fwv1.TargetUpdate, eligible map[string]bool, started func(int)) ([]agentpod.Target, error) {
+	var rest []agentpod.Target
+	for _, t := range batch {
+		var best *agentLoad
+		for _, l := range loads {
+			if r.accepts(l, t.Target, job, eligible) && (best == nil || l.free() > best.free()) {
+				best = l
+			}
+		}
+		if best == nil {
+			rest = append(rest, t)
+			continue
+		}
+		best.place(t, policy)
+	}
+	for _, l := range loads {
+		ok, err := r.assignToRunning(ctx, l, tus, byTU)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			started(len(l.added))
+		}
+	}
+	return rest, nil
+}
+
 // retireAgents deletes the job's agent pods that are finished, and the idle ones when no
 // target is left to start: a finished pod counts against the cluster's terminated-pod
 // garbage collection, and an idle one holds its node's ports. The deletion is conditioned on

@@ -337,11 +337,12 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 		seen := 0
 		for _, a := range cur.Status.Agents {
 			gomega.Expect([]string{"node-a", "node-b"}).To(gomega.ContainElement(a.Node))
-			gomega.Expect(a.Ports.Control).To(gomega.Equal(int32(62286)))      // P1
-			gomega.Expect(a.Ports.FirmwareServer).To(gomega.Equal(int32(80)))  // P2
-			gomega.Expect(a.Ports.Sessions[0]).To(gomega.Equal(int32(60000)))  // P4
-			gomega.Expect(a.Ports.IPC).To(gomega.Equal(int32(61000)))          // P5
-			gomega.Expect(a.Ports.Sessions).To(gomega.HaveLen(len(a.Targets))) // P4: one per target
+			gomega.Expect(a.Ports.Control).To(gomega.Equal(int32(62286)))     // P1
+			gomega.Expect(a.Ports.FirmwareServer).To(gomega.Equal(int32(80))) // P2
+			gomega.Expect(a.Ports.Sessions[0]).To(gomega.Equal(int32(60000))) // P4
+			gomega.Expect(a.Ports.IPC).To(gomega.Equal(int32(61000)))         // P5
+			gomega.Expect(a.Slots).To(gomega.Equal(int32(2)))                 // ceil(maxConcurrent / nodes)
+			gomega.Expect(a.Ports.Sessions).To(gomega.HaveLen(int(a.Slots)))  // P4: one per slot
 			// P5: each iLO 5 posts its events to its own receive port, named for the firewall.
 			gomega.Expect(a.Receive).To(gomega.HaveLen(len(a.Targets)))
 			for j, r := range a.Receive {

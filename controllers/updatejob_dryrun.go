@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -14,8 +13,9 @@ import (
 	"github.com/fwops/firmware-operator/internal/ports"
 )
 
-// plan writes, for a dry run, the agents the first wave would start: node, targets and the
-// ports each would open, so that a firewall request can be written before anything runs.
+// plan writes, for a dry run, the agent pods the first wave would start: node, targets, slots
+// and the ports each pod declares (one rule P4 session port and one rule P5 receive port per
+// slot), so that a firewall request can be written before anything runs.
 func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline,
 	targets []*fwv1.UpdateTarget, tus map[string]*fwv1.TargetUpdate) error {
 	nodes, err := r.eligibleNodes(ctx, policy)
@@ -40,31 +40,28 @@ func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, pol
 	if err != nil {
 		return err
 	}
+	byName := make(map[string]*fwv1.UpdateTarget, len(targets))
+	for _, t := range targets {
+		byName[t.Name] = t
+	}
+	// The pods the real run would create for the first wave, sized, spread and built the same
+	// way (startTargets), and shown as the real run shows its pods (liveAgents).
+	slots := r.agentSlots(job, len(nodes))
 	job.Status.Agents = nil
-	taken := map[string]map[int]bool{}
-	for _, g := range spread(batch, nodes, agents, r.maxPerAgent()) {
-		if taken[g.node] == nil {
-			var onNode []corev1.Pod
-			for i := range agents {
-				if nodeOf(&agents[i]) == g.node {
-					onNode = append(onNode, agents[i])
-				}
-			}
-			taken[g.node] = ports.TakenFromPods(onNode)
-		}
-		a, err := ports.AssignForNode(ports.FromSpec(policy.Spec), taken[g.node], len(g.targets), nil)
+	for _, g := range spread(batch, nodes, agents, slots) {
+		pod, err := r.newAgentPod(job, policy, baseline, g.node, g.targets, slots, agents, tus, byName, len(nodes))
 		if err != nil {
-			blocked(job, ReasonInvalidSpec, fmt.Sprintf("dry run: assigning ports on node %s: %v", g.node, err))
+			blocked(job, ReasonInvalidSpec, fmt.Sprintf("dry run: %v", err))
 			return nil
 		}
-		for _, p := range a.Ports() {
-			taken[g.node][p] = true
-		}
-		st := fwv1.AgentStatus{Node: g.node, Ports: agentPorts(a)}
-		receive := a.Receive()
+		// The next group may go to the same node: its ports must not be given again.
+		agents = append(agents, *pod)
+		declared := agentpod.DeclaredPorts(pod)
+		st := fwv1.AgentStatus{Node: g.node, Slots: int32(agentpod.Slots(pod)), Ports: agentPorts(declared)}
+		receive := declared.Receive()
 		for j, t := range g.targets {
 			st.Targets = append(st.Targets, t.Target.Name)
-			// The agent hands its j-th target the j-th receive port (runner.receiveFor).
+			// The agent hands the target of slot j the j-th receive port (runner.receiveFor).
 			if via := t.Target.Spec.Type.ReceiveVia(); via != "" && j < len(receive) {
 				st.Receive = append(st.Receive, fwv1.TargetReceivePort{Target: t.Target.Name, Port: int32(receive[j]), Via: via})
 			}
@@ -72,7 +69,7 @@ func (r *UpdateJobReconciler) plan(ctx context.Context, job *fwv1.UpdateJob, pol
 		job.Status.Agents = append(job.Status.Agents, st)
 	}
 	job.Status.Phase = fwv1.JobPhasePlanned
-	msg := fmt.Sprintf("dry run: %d targets in waves of %d; status.agents lists the first wave's nodes and ports", len(targets), wave)
+	msg := fmt.Sprintf("dry run: %d targets in waves of %d; status.agents lists the first wave's nodes, the slots and the ports of their agent pods", len(targets), wave)
 	if baseline != nil {
 		if err := r.writeTargetPlans(ctx, job, baseline, targets, tus); err != nil {
 			return err

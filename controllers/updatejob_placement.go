@@ -62,12 +62,48 @@ func spread(batch []agentpod.Target, nodes []string, agents []corev1.Pod, maxPer
 	return groups
 }
 
-// startAgent creates one agent pod of slots slots for its first targets, and records each
-// target's claim. The pod comes first: its name derives from the first claims, so a controller
-// that stops in between finds it again and records the claims then (syncInFlight). It mounts
-// the Secrets of the targets still to start, up to MaxSecretsPerAgent, and lives long enough
-// for its node's share of them: the startup grace and one spec.rollout.timeout per wave.
+// agentSlots is how many targets a new agent pod runs at once: its node's share of
+// maxConcurrent over the eligible nodes, at least one, at most maxPerAgent (docs/design.md,
+// "Agents"). The real run and the dry-run plan size their pods with it.
+func (r *UpdateJobReconciler) agentSlots(job *fwv1.UpdateJob, nodes int) int {
+	nodes = max(nodes, 1)
+	return min(max((int(job.Spec.Rollout.MaxConcurrent)+nodes-1)/nodes, 1), r.maxPerAgent())
+}
+
+// startAgent creates one agent pod of slots slots for its first targets (newAgentPod), and
+// records each target's claim. The pod comes first: its name derives from the first claims, so
+// a controller that stops in between finds it again and records the claims then
+// (syncInFlight).
 func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline, node string,
+	targets []agentpod.Target, slots int, agents []corev1.Pod, tus map[string]*fwv1.TargetUpdate, byName map[string]*fwv1.UpdateTarget, nodes int) (*corev1.Pod, error) {
+	pod, err := r.newAgentPod(job, policy, baseline, node, targets, slots, agents, tus, byName, nodes)
+	if err != nil {
+		return nil, err
+	}
+	if err := controllerutil.SetControllerReference(job, pod, r.Scheme); err != nil {
+		return nil, err
+	}
+	if err := r.grantPodRead(ctx, job, pod.Name, agents); err != nil {
+		return nil, err
+	}
+	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, agentPodError(pod.Name, err)
+	}
+	for _, t := range targets {
+		if err := r.claimStarted(ctx, tus[t.Target.Name], pod, t.Attempt); err != nil {
+			return nil, err
+		}
+	}
+	return pod, nil
+}
+
+// newAgentPod builds, without creating it, the agent pod of slots slots (at least its first
+// targets) on node: its ports avoid those the node's other agent pods declare, rule P2's
+// random choice is seeded from the pod's name, so the same pod is built twice the same way.
+// It mounts the Secrets of the targets still to start, up to MaxSecretsPerAgent, and lives
+// long enough for its node's share of them: the startup grace and one spec.rollout.timeout
+// per wave. The dry-run plan shows the pods it builds.
+func (r *UpdateJobReconciler) newAgentPod(job *fwv1.UpdateJob, policy *fwv1.PortPolicy, baseline *fwv1.FirmwareBaseline, node string,
 	targets []agentpod.Target, slots int, agents []corev1.Pod, tus map[string]*fwv1.TargetUpdate, byName map[string]*fwv1.UpdateTarget, nodes int) (*corev1.Pod, error) {
 	var onNode []corev1.Pod
 	for i := range agents {
@@ -88,26 +124,11 @@ func (r *UpdateJobReconciler) startAgent(ctx context.Context, job *fwv1.UpdateJo
 	secrets, waiting := expectedSecrets(tus, byName)
 	share := (waiting + nodes - 1) / max(nodes, 1)
 	waves := max((share+slots-1)/slots, 1)
-	pod := agentpod.Build(agentpod.Input{
+	return agentpod.Build(agentpod.Input{
 		Job: job, Policy: policy, Baseline: baseline, Node: node, Image: r.AgentImage, ServiceAccount: agentAccessName(job),
 		Targets: targets, Ports: assignment, Secrets: secrets,
 		Lifetime: agentpod.StartupGrace + time.Duration(waves)*jobTimeout(job),
-	})
-	if err := controllerutil.SetControllerReference(job, pod, r.Scheme); err != nil {
-		return nil, err
-	}
-	if err := r.grantPodRead(ctx, job, pod.Name, agents); err != nil {
-		return nil, err
-	}
-	if err := r.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, agentPodError(pod.Name, err)
-	}
-	for _, t := range targets {
-		if err := r.claimStarted(ctx, tus[t.Target.Name], pod, t.Attempt); err != nil {
-			return nil, err
-		}
-	}
-	return pod, nil
+	}), nil
 }
 
 // expectedSecrets are the Secrets of the targets still to start, in the order of the targets'

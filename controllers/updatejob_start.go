@@ -1,25 +1,20 @@
+// Starting targets: the step of a pass that fills the free slots of maxConcurrent. Admission
+// (updatejob_admission.go) says which targets may start, the job's running pods take them first
+// (updatejob_agents.go), and the rest go to new pods placed over the eligible nodes
+// (updatejob_placement.go), run under the job's agent access (updatejob_access.go). The
+// dry-run plan (updatejob_dryrun.go) shows the pods this step would create.
+
 package controllers
 
 import (
 	"context"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agentpod"
-	"github.com/fwops/firmware-operator/internal/rollout"
 )
-
-const (
-	// LabelManagedBy marks the objects this operator creates besides TargetUpdates and pods,
-	// so that the manager caches only those.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	ManagedBy      = "firmware-operator"
-)
-
-func backoff(base time.Duration, attempt int) time.Duration { return rollout.Backoff(base, attempt) }
 
 // startTargets fills the free slots of maxConcurrent with startable targets: first in the
 // free slots of the job's running agent pods (one per node, as a rule), then in new pods,
@@ -98,7 +93,7 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 
 	// New pods for the rest, one per node and as many slots as the node's share of
 	// maxConcurrent.
-	perPod := min(max((int(job.Spec.Rollout.MaxConcurrent)+len(nodes)-1)/len(nodes), 1), r.maxPerAgent())
+	perPod := r.agentSlots(job, len(nodes))
 	for _, group := range spread(rest, nodes, live, perPod) {
 		pod, err := r.startAgent(ctx, job, policy, baseline, group.node, group.targets, perPod, live, tus, byName, len(nodes))
 		if err != nil {
@@ -109,34 +104,4 @@ func (r *UpdateJobReconciler) startTargets(ctx context.Context, job *fwv1.Update
 		started(len(group.targets))
 	}
 	return nil
-}
-
-// assignToPods places each target of batch in the pod of loads that accepts it with the most
-// free slots, assigns them there, and returns the targets no pod took.
-func (r *UpdateJobReconciler) assignToPods(ctx context.Context, job *fwv1.UpdateJob, policy *fwv1.PortPolicy, batch []agentpod.Target, loads []*agentLoad,
-	tus, byTU map[string]*fwv1.TargetUpdate, eligible map[string]bool, started func(int)) ([]agentpod.Target, error) {
-	var rest []agentpod.Target
-	for _, t := range batch {
-		var best *agentLoad
-		for _, l := range loads {
-			if r.accepts(l, t.Target, job, eligible) && (best == nil || l.free() > best.free()) {
-				best = l
-			}
-		}
-		if best == nil {
-			rest = append(rest, t)
-			continue
-		}
-		best.place(t, policy)
-	}
-	for _, l := range loads {
-		ok, err := r.assignToRunning(ctx, l, tus, byTU)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			started(len(l.added))
-		}
-	}
-	return rest, nil
 }

@@ -124,7 +124,7 @@ func liveAgents(pods []corev1.Pod, tus map[string]*fwv1.TargetUpdate) []fwv1.Age
 		if podFinished(p) {
 			continue
 		}
-		st := fwv1.AgentStatus{Node: agentpod.Node(p), Pod: p.Name, Ports: agentPorts(agentpod.DeclaredPorts(p))}
+		st := fwv1.AgentStatus{Node: agentpod.Node(p), Pod: p.Name, Slots: int32(agentpod.Slots(p)), Ports: agentPorts(agentpod.DeclaredPorts(p))}
 		var reported bool
 		// Each claim names its slot, whose session port it dials from (rule P4).
 		for _, c := range podClaims(p) {

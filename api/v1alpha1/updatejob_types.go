@@ -315,14 +315,15 @@ type AgentPorts struct {
 	// firmwareServer is the firmware server (rule P2).
 	// +optional
 	FirmwareServer int32 `json:"firmwareServer,omitempty"`
-	// sessions are the outbound session ports, one per target (rule P4).
+	// sessions are the outbound session ports, one per slot (rule P4): the range grows with
+	// the agent's slots, not with the job's targets.
 	// +optional
 	// +listType=atomic
 	Sessions []int32 `json:"sessions,omitempty"`
 	// ipc is the local inter-process channel (rule P5, single-NIC IPv4).
 	// +optional
 	IPC int32 `json:"ipc,omitempty"`
-	// reverse are the ports that receive from targets (rule P5).
+	// reverse are the ports that receive from targets, one per slot (rule P5).
 	// +optional
 	// +listType=atomic
 	Reverse []int32 `json:"reverse,omitempty"`
@@ -336,7 +337,12 @@ type AgentStatus struct {
 	// pod is the agent pod's name; empty in a dry run.
 	// +optional
 	Pod string `json:"pod,omitempty"`
-	// targets are the UpdateTargets the agent serves.
+	// slots is how many targets the agent pod runs at once, each from its own session port
+	// (rule P4) and receive port (rule P5): the pod declares one of each per slot.
+	// +optional
+	Slots int32 `json:"slots,omitempty"`
+	// targets are the UpdateTargets the agent serves: those it runs now, or in a dry run
+	// those of the first wave.
 	// +optional
 	// +listType=atomic
 	Targets []string `json:"targets,omitempty"`

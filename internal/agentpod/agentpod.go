@@ -191,6 +191,7 @@ func Config(in Input, podName string) config.Config {
 			Sessions:          in.Ports.Sessions(),
 		},
 		Timeout:          timeout(in.Job),
+		Lifetime:         lifetime(in),
 		Force:            in.Job.Spec.Rollout.Force,
 		RebootIfRequired: in.Job.Spec.Rollout.Reboot == fwv1.RebootIfRequired,
 		Window:           in.Job.Spec.Rollout.Window,
@@ -262,6 +263,15 @@ func firmwareSourceMount(fw *fwv1.FirmwareSource) string {
 	return ""
 }
 
+// lifetime bounds the pod's life: its activeDeadlineSeconds, and what the agent makes to last
+// as long (config.Config.Lifetime: its certificate).
+func lifetime(in Input) time.Duration {
+	if in.Lifetime > 0 {
+		return in.Lifetime
+	}
+	return timeout(in.Job) + StartupGrace
+}
+
 func timeout(job *fwv1.UpdateJob) time.Duration {
 	if t := job.Spec.Rollout.Timeout; t != nil && t.Duration > 0 {
 		return t.Duration
@@ -282,10 +292,6 @@ func Build(in Input) *corev1.Pod {
 	// follows, not in its arguments: one source for the first targets and the later ones.
 	assigned := cfg.Targets
 	cfg.Targets, cfg.Follow = nil, true
-	lifetime := in.Lifetime
-	if lifetime <= 0 {
-		lifetime = timeout(in.Job) + StartupGrace
-	}
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -304,7 +310,7 @@ func Build(in Input) *corev1.Pod {
 			RestartPolicy:                corev1.RestartPolicyNever,
 			ServiceAccountName:           in.ServiceAccount,
 			AutomountServiceAccountToken: ptr.To(true),
-			ActiveDeadlineSeconds:        ptr.To(int64(lifetime / time.Second)),
+			ActiveDeadlineSeconds:        ptr.To(int64(cfg.Lifetime / time.Second)),
 			Affinity:                     nodeAffinity(in.Node),
 			Tolerations:                  in.Policy.Spec.Agents.Tolerations,
 			SecurityContext: &corev1.PodSecurityContext{

@@ -229,6 +229,10 @@ func TestBuildMountsTheExpectedTargetsSecrets(t *testing.T) {
 	if got := *pod.Spec.ActiveDeadlineSeconds; got != int64((90 * time.Minute).Seconds()) {
 		t.Errorf("active deadline %ds, want the lifetime asked for, 5400s", got)
 	}
+	// The agent learns the same lifetime: its certificate must last as long as the pod.
+	if cfg, err := config.Parse(pod.Spec.Containers[0].Args[1:]); err != nil || cfg.Lifetime != 90*time.Minute {
+		t.Errorf("the agent's --lifetime = %v (%v), want the pod's 1h30m0s", cfg.Lifetime, err)
+	}
 }
 
 func TestBuildArgsCarryTheJob(t *testing.T) {
@@ -245,6 +249,9 @@ func TestBuildArgsCarryTheJob(t *testing.T) {
 	}
 	if cfg.Timeout != 20*time.Minute {
 		t.Errorf("timeout %v", cfg.Timeout)
+	}
+	if cfg.Lifetime != 20*time.Minute+StartupGrace {
+		t.Errorf("lifetime %v, want one wave, the pod's active deadline", cfg.Lifetime)
 	}
 	if !cfg.Follow {
 		t.Errorf("the agent does not follow its pod's assignments")

@@ -130,6 +130,10 @@ type Config struct {
 	Follow bool
 	// Timeout bounds each target's update.
 	Timeout time.Duration
+	// Lifetime is how long the agent's pod may run (its activeDeadlineSeconds): a pod that
+	// lives for the job runs many targets' Timeouts one after the other, and what the agent
+	// makes for its whole life (its certificate) must last that long. 0: one Timeout.
+	Lifetime time.Duration
 	// Force flashes targets already at the wanted version.
 	Force bool
 	// RebootIfRequired lets the agent reboot a server whose new firmware activates at the next
@@ -250,6 +254,9 @@ func (c Config) Args() []string {
 	if c.Timeout > 0 {
 		a = append(a, "--timeout="+c.Timeout.String())
 	}
+	if c.Lifetime > 0 {
+		a = append(a, "--lifetime="+c.Lifetime.String())
+	}
 	if c.Force {
 		a = append(a, "--force")
 	}
@@ -311,6 +318,7 @@ func Parse(args []string) (Config, error) {
 	sessions := fs.String("session-ports", "", "comma-separated source ports towards targets, one per slot (rule P4)")
 	fs.BoolVar(&c.Follow, "follow", false, "stay up and take the targets the controller assigns on the agent's pod (requires --pod)")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Minute, "bound on each target's update")
+	fs.DurationVar(&c.Lifetime, "lifetime", 0, "how long the agent's pod may run (its activeDeadlineSeconds); 0: one --timeout")
 	fs.BoolVar(&c.Force, "force", false, "flash targets already at the wanted version")
 	fs.BoolVar(&c.Firmware.KeepInRepository, "keep-in-repository", false, "keep a Smart Component the agent added to the iLO Repository after it is applied")
 	fs.BoolVar(&c.RebootIfRequired, "reboot-if-required", false, "reboot a server gracefully when its new firmware activates at reboot")
@@ -407,6 +415,9 @@ func (c Config) Validate() error {
 		if p < 0 || p > 65535 {
 			errs = append(errs, fmt.Errorf("--%s: %d is not a TCP port", flag, p))
 		}
+	}
+	if c.Lifetime < 0 {
+		errs = append(errs, fmt.Errorf("--lifetime: %s is negative", c.Lifetime))
 	}
 	switch c.FirmwareTLS {
 	case "", fwv1.FirmwareServerTLSDisabled, fwv1.FirmwareServerTLSPreferred, fwv1.FirmwareServerTLSRequired:

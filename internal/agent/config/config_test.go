@@ -22,6 +22,7 @@ func sample() Config {
 				CredentialsSecret: "db-creds", KnownHostsSecret: "db-kh"},
 		},
 		Timeout:          30 * time.Minute,
+		Lifetime:         5*time.Minute + 4*30*time.Minute,
 		Force:            true,
 		RebootIfRequired: true,
 		FirmwareTLS:      fwv1.FirmwareServerTLSRequired,

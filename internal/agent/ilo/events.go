@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -91,15 +90,14 @@ func (d *Driver) listen(ctx context.Context) {
 	log.Info("listening for Redfish events (rule P5)", "port", rc.Listener.Addr().String())
 }
 
-// targetIPs resolves the target's address to the addresses its events may come from.
+// targetIPs resolves the target's address to the addresses its events may come from: the host
+// of spec.address as the one address parser reads it (driver.SplitAddress), the machine the
+// driver talks to.
 func targetIPs(ctx context.Context, address string) ([]net.IP, error) {
-	host := address
-	if u, err := url.Parse(address); err == nil && u.Host != "" {
-		host = u.Hostname()
-	} else if h, _, err := net.SplitHostPort(address); err == nil {
-		host = h
+	host, _, err := driver.SplitAddress(address)
+	if err != nil {
+		return nil, err
 	}
-	host = strings.Trim(host, "[]")
 	if ip := net.ParseIP(host); ip != nil {
 		return []net.IP{ip}, nil
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/redfish"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 )
 
 // smartPayload is the part of payload.json the driver reads.
@@ -272,7 +273,7 @@ func (d *Driver) updateSmartComponent(ctx context.Context, fw driver.Firmware, r
 
 func allAt(ms []smartMatch, want string) bool {
 	for _, m := range ms {
-		if NormalizeVersion(m.entry.Version) != want {
+		if !fwversion.Same(NormalizeVersion(m.entry.Version), want) {
 			return false
 		}
 	}

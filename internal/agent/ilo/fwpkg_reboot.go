@@ -7,6 +7,7 @@ import (
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/redfish"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 )
 
 // A Smart Component that activates at the next reboot (queued for UEFI, or flashed with
@@ -95,14 +96,14 @@ func (d *Driver) afterReboot(pkg *smartPackage, matches []smartMatch, want, wher
 // several entries (a system ROM's also matches the server's Intelligent Platform Abstraction
 // Data, which keeps its own version): one at the package's version shows it ran.
 func anyAt(ms []smartMatch, want string) bool {
-	return slices.ContainsFunc(ms, func(m smartMatch) bool { return NormalizeVersion(m.entry.Version) == want })
+	return slices.ContainsFunc(ms, func(m smartMatch) bool { return fwversion.Same(NormalizeVersion(m.entry.Version), want) })
 }
 
 // versionOf is the version of the matched entry at want, else of the first one ("" without
 // any).
 func versionOf(ms []smartMatch, want string) string {
 	for _, m := range ms {
-		if v := NormalizeVersion(m.entry.Version); v == want {
+		if v := NormalizeVersion(m.entry.Version); fwversion.Same(v, want) {
 			return v
 		}
 	}

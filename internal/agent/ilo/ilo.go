@@ -14,6 +14,7 @@ import (
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/redfish"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 )
 
 // Options tune the driver; zero values take the defaults.
@@ -108,8 +109,12 @@ func NewFactory(opts Options) driver.Factory {
 		default:
 			return nil, fmt.Errorf("target %s: %w %q", t.Name, driver.ErrUnsupported, t.Type)
 		}
+		ep, err := endpoint(t.Address)
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", t.Name, err)
+		}
 		c, err := redfish.New(redfish.Options{
-			Endpoint: t.Address,
+			Endpoint: ep,
 			Username: t.Credentials.Username,
 			Password: t.Credentials.Password,
 			TLS: redfish.TLSOptions{
@@ -208,7 +213,7 @@ func (d *Driver) rawVersion(ctx context.Context, component driver.Component, wan
 			return "", err
 		}
 		for _, e := range inv {
-			if NormalizeVersion(e.Version) == NormalizeVersion(want) {
+			if fwversion.Same(NormalizeVersion(e.Version), NormalizeVersion(want)) {
 				return e.Version, nil
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 )
 
 // A system ROM flashed through the iLO runs only after the server reboots: the flash writes the
@@ -43,10 +44,10 @@ func (d *Driver) verifyROM(ctx context.Context, fw driver.Firmware, res driver.R
 		}
 		running = NormalizeVersion(raw)
 		if want != "" {
-			activated = running == want
-			return activated || staged == want, nil
+			activated = fwversion.Same(running, want)
+			return activated || fwversion.Same(staged, want), nil
 		}
-		activated = running != "" && running != res.VersionBefore
+		activated = running != "" && !fwversion.Same(running, res.VersionBefore)
 		return activated || staged != "" && staged != stagedBefore, nil
 	})
 	if err != nil {
@@ -71,7 +72,7 @@ func (d *Driver) finishStagedROM(ctx context.Context, fw driver.Firmware, res dr
 	rebooted, why, err := d.rebootToActivate(ctx, fw, "System ROM "+staged, func(ctx context.Context) (bool, string, error) {
 		raw, err := d.rawVersion(ctx, driver.ComponentSystemROM, "")
 		running = NormalizeVersion(raw)
-		return err == nil && running == staged, "runs " + orNone(running), err
+		return err == nil && fwversion.Same(running, staged), "runs " + orNone(running), err
 	}, report)
 	if err != nil || !rebooted {
 		if why != "" {

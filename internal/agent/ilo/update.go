@@ -9,6 +9,7 @@ import (
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/redfish"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 )
 
 // Update flashes fw, reporting progress, and verifies the new version. A flash already running
@@ -35,7 +36,7 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 	}
 	res := driver.Result{VersionBefore: NormalizeVersion(before)}
 	want := NormalizeVersion(fw.Version)
-	if want != "" && res.VersionBefore != "" && res.VersionBefore == want {
+	if want != "" && fwversion.Same(res.VersionBefore, want) {
 		res.VersionAfter, res.NotNeeded = res.VersionBefore, true
 		res.Message = "already at version " + res.VersionBefore
 		return res, nil
@@ -50,7 +51,7 @@ func (d *Driver) Update(ctx context.Context, fw driver.Firmware, report func(dri
 		if err != nil {
 			return res, fmt.Errorf("target %s: reading the redundant system ROM before the flash: %w", d.t.Name, err)
 		}
-		if want != "" && stagedBefore == want {
+		if want != "" && fwversion.Same(stagedBefore, want) {
 			// An earlier flash staged it: flashing again would change nothing until a reboot.
 			return d.finishStagedROM(ctx, fw, res, stagedBefore, "staged by an earlier flash", report)
 		}
@@ -253,7 +254,7 @@ func (d *Driver) verify(ctx context.Context, fw driver.Firmware, before string) 
 		last = NormalizeVersion(raw)
 		switch {
 		case want != "":
-			return last == want, nil
+			return fwversion.Same(last, want), nil
 		case fw.Component == driver.ComponentSmartComponent:
 			// Nothing to compare with: Complete is all the iLO tells.
 			return true, nil

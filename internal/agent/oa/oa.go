@@ -25,6 +25,7 @@ import (
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/fwserver"
 	"github.com/fwops/firmware-operator/internal/agent/sshconn"
+	"github.com/fwops/firmware-operator/internal/fwversion"
 )
 
 // Defaults for Options' zero values.
@@ -416,7 +417,7 @@ func (d *Driver) current() *ssh.Client {
 
 // verify: the version must equal want when the job names one, else it must have changed.
 func verify(target, what, before, after, want string) error {
-	if want != "" && after != want {
+	if want != "" && !fwversion.Same(after, want) {
 		return fmt.Errorf("target %s: %s version after flash is %s, want %s (was %s)", target, what, after, want, before)
 	}
 	if want == "" && after == before {

@@ -775,8 +775,7 @@ func agentHost(advertise, targetAddress string) (string, error) {
 }
 
 // makeCertificate makes the agent's certificate for the addresses its targets reach it at,
-// valid for the job's per-target timeout and a day more (an agent also waits for its claims
-// and between targets; the targets do not check the validity anyway).
+// valid as long as the agent's pod can run and a day more (certificateNotAfter).
 func (a *agent) makeCertificate() (*tls.Certificate, error) {
 	var hosts []string
 	for _, tk := range a.allTasks() {
@@ -789,7 +788,7 @@ func (a *agent) makeCertificate() (*tls.Certificate, error) {
 		return nil, fmt.Errorf("agentcert: %w", err)
 	}
 	now := a.deps.Now()
-	cert, err := agentcert.NewWithKey(key, hosts, now, now.Add(a.cfg.Timeout+24*time.Hour))
+	cert, err := agentcert.NewWithKey(key, hosts, now, certificateNotAfter(now, a.cfg))
 	if err != nil {
 		return nil, err
 	}
