@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,6 +28,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
@@ -66,6 +68,10 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set (make bench sets it to bin/envtest)")
 	}
+	// The in-process agents' API clients log through controller-runtime; their logs that
+	// matter are the agents' own (agents.log). Without a logger, controller-runtime prints a
+	// stack for each client made 30 s after the process started.
+	ctrllog.SetLogger(logr.Discard())
 	dir := o.keep
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "fwops-bench-scale-"); err != nil {
