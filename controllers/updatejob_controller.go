@@ -57,6 +57,9 @@ type UpdateJobReconciler struct {
 	// statusWritten holds when each job's status was last written (types.NamespacedName →
 	// time.Time), for StatusInterval.
 	statusWritten sync.Map
+	// claims holds each job's claims that the cache may not show yet
+	// (types.NamespacedName → *claimsMade).
+	claims sync.Map
 }
 
 // +kubebuilder:rbac:groups=firmware.fwops.io,resources=updatejobs,verbs=get;list;watch;update;patch
@@ -80,11 +83,13 @@ func (r *UpdateJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.Get(ctx, req.NamespacedName, job); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.statusWritten.Delete(req.NamespacedName)
+			r.claims.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !job.DeletionTimestamp.IsZero() {
 		r.statusWritten.Delete(req.NamespacedName)
+		r.claims.Delete(req.NamespacedName)
 		return ctrl.Result{}, r.reconcileDelete(ctx, job)
 	}
 	if controllerutil.AddFinalizer(job, JobFinalizer) {
@@ -164,7 +169,8 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	deadline, err := r.syncInFlight(ctx, job, tus, pods)
+	behind := r.behind(client.ObjectKeyFromObject(job), tus)
+	deadline, err := r.syncInFlight(ctx, job, tus, pods, behind)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -177,6 +183,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		blocked(job, ReasonInvalidSpec, err.Error())
 		return ctrl.Result{}, nil
 	}
+	s.countClaimsBehind(behind)
 	gate, wait, err := r.startGate(job, s)
 	if err != nil {
 		blocked(job, ReasonInvalidSpec, err.Error())

@@ -321,7 +321,11 @@ func podFinished(p *corev1.Pod) bool {
 // It also enforces spec.rollout.timeout itself: an agent on a node that died never reports,
 // and its pod stays Running (or Terminating) for ever, holding a slot of maxConcurrent. It
 // returns when the next in-flight target reaches that deadline.
-func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod) (time.Time, error) {
+//
+// behind says which targets this controller claimed already, although the cache does not show
+// it yet (claimsMade): they are not claimed again.
+func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod,
+	behind func(*fwv1.TargetUpdate) bool) (time.Time, error) {
 	var nextDeadline time.Time
 	now := r.Clock.Now()
 	byTU := make(map[string]*fwv1.TargetUpdate, len(tus))
@@ -337,7 +341,7 @@ func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.Update
 		}
 		for _, claim := range podClaims(p) {
 			tu := byTU[claim.name]
-			if tu == nil || tu.Status.Phase.Finished() || tu.Status.AgentPod != "" || tu.Status.Attempts != claim.attempt-1 {
+			if tu == nil || tu.Status.Phase.Finished() || tu.Status.AgentPod != "" || tu.Status.Attempts != claim.attempt-1 || behind(tu) {
 				continue
 			}
 			if err := r.claim(ctx, tu, p, claim.attempt); err != nil {
@@ -478,7 +482,11 @@ func (r *UpdateJobReconciler) claim(ctx context.Context, tu *fwv1.TargetUpdate, 
 	tu.Status.RetryAfter = nil
 	tu.Status.Message = fmt.Sprintf("agent pod %s on node %s is fetching the firmware", pod.Name, tu.Status.Node)
 	meta.RemoveStatusCondition(&tu.Status.Conditions, fwv1.ConditionReady)
-	return r.patchTU(ctx, tu, before)
+	if err := r.patchTU(ctx, tu, before); err != nil {
+		return err
+	}
+	r.recordClaim(tu, attempt)
+	return nil
 }
 
 // claimStarted records the claim of a pod just created. The cached copy is often a write
@@ -508,7 +516,10 @@ func (r *UpdateJobReconciler) claimStarted(ctx context.Context, tu *fwv1.TargetU
 		tu.Status.Node = nodeOf(pod)
 		tu.Status.StartTime = &now
 		tu.Status.CompletionTime, tu.Status.RetryAfter = nil, nil
-		return r.patchTU(ctx, tu, before)
+		if err := r.patchTU(ctx, tu, before); err != nil {
+			return err
+		}
+		r.recordClaim(tu, attempt)
 	}
 	return nil
 }
