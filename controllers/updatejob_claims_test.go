@@ -57,3 +57,26 @@ func TestClaimsBehindTheCache(t *testing.T) {
 		t.Error("a claim the cache had shown still counts")
 	}
 }
+
+// The next target goes to a slot no assignment used since the pod's annotation was written:
+// the agent may still be closing the session of the one that just ended there (rule P4).
+func TestFreeSlotPrefersAnUnusedOne(t *testing.T) {
+	cases := []struct {
+		name        string
+		busy, ended []bool
+		want        int
+	}{
+		{"an unused slot after a just ended one", []bool{true, false, false}, []bool{false, true, false}, 2},
+		{"only a just ended slot", []bool{true, false, true}, []bool{false, true, false}, 1},
+		{"the lowest unused slot", []bool{false, false}, []bool{false, false}, 0},
+		{"none free", []bool{true, true}, []bool{false, false}, -1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := &agentLoad{busy: c.busy, ended: c.ended}
+			if got := l.freeSlot(); got != c.want {
+				t.Errorf("freeSlot = %d, want %d", got, c.want)
+			}
+		})
+	}
+}
