@@ -233,7 +233,11 @@ func (a *scriptedAgent) one(ctx context.Context, ns, pod string, t config.Target
 	a.inFlight++
 	a.maxInFlight = max(a.maxInFlight, a.inFlight)
 	a.mu.Unlock()
-	defer func() { a.mu.Lock(); a.inFlight--; a.mu.Unlock() }()
+	// In flight from the claim to the final report: once the report is sent the controller
+	// may start the next target, before this goroutine sees the answer to its patch.
+	var landed sync.Once
+	done := func() { landed.Do(func() { a.mu.Lock(); a.inFlight--; a.mu.Unlock() }) }
+	defer done()
 
 	patch := func(mutate func(*fwv1.TargetUpdate)) error {
 		before := tu.DeepCopy()
@@ -254,11 +258,13 @@ func (a *scriptedAgent) one(ctx context.Context, ns, pod string, t config.Target
 	now := metav1.Now()
 	if a.fail[target] || (a.failOnce[target] && n == 1) {
 		msg := "iLO reported Error: iLO.2.14.UpdateFailed"
+		done()
 		_ = patch(func(tu *fwv1.TargetUpdate) {
 			tu.Status.Phase, tu.Status.Message, tu.Status.CompletionTime = fwv1.TargetPhaseFailed, msg, &now
 		})
 		return fmt.Errorf("%s: %s", target, msg)
 	}
+	done()
 	return patch(func(tu *fwv1.TargetUpdate) {
 		tu.Status.Phase, tu.Status.VersionAfter, tu.Status.Percent, tu.Status.CompletionTime = fwv1.TargetPhaseSucceeded, version, 100, &now
 		tu.Status.Message = "flashed and verified"

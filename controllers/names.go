@@ -51,7 +51,6 @@ const (
 	ReasonInUse                 = "InUse"
 	ReasonValid                 = "Valid"
 	ReasonTargetFailed          = "TargetFailed"
-	ReasonTargetSucceeded       = "TargetSucceeded"
 	ReasonTargetSkipped         = "TargetSkipped"
 	ReasonStarted               = "Started"
 	ReasonAlreadyAtVersion      = "AlreadyAtVersion"

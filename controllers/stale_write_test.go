@@ -55,8 +55,8 @@ func TestClaimStartedAfterAConflict(t *testing.T) {
 		wantPod   string
 		attempts  int32
 	}{
-		{"the controller's own pending message", func(s *fwv1.TargetUpdateStatus) {
-			s.Phase, s.Message = fwv1.TargetPhasePending, "waiting for a free slot"
+		{"a Pending mark the controller wrote meanwhile", func(s *fwv1.TargetUpdateStatus) {
+			s.Phase, s.Message = fwv1.TargetPhasePending, "retry 1 of 2 at 2026-11-26T12:00:30Z after: the iLO did not answer"
 		}, fwv1.TargetPhaseDownloading, pod.Name, 1},
 		{"the agent's first report", func(s *fwv1.TargetUpdateStatus) {
 			s.Phase, s.AgentPod, s.Message = fwv1.TargetPhaseFlashing, pod.Name, "flashing"

@@ -34,6 +34,7 @@ type agentLoad struct {
 	pod      *corev1.Pod
 	node     string
 	busy     []bool
+	ended    []bool // free slots whose last assignment ended since the annotation was written
 	secrets  map[string]bool
 	assigned []config.Target
 	ends     time.Time // zero: not started yet, the deadline has not begun
@@ -73,10 +74,16 @@ func agentLoads(pods []corev1.Pod, tus map[string]*fwv1.TargetUpdate) []*agentLo
 		if err != nil {
 			continue // a pod whose annotation cannot be read takes nothing more
 		}
-		l := &agentLoad{pod: p, node: nodeOf(p), busy: make([]bool, agentpod.Slots(p)), secrets: agentpod.MountedSecrets(p), assigned: assigned}
+		n := agentpod.Slots(p)
+		l := &agentLoad{pod: p, node: nodeOf(p), busy: make([]bool, n), ended: make([]bool, n), secrets: agentpod.MountedSecrets(p), assigned: assigned}
 		for _, a := range assigned {
-			if a.Slot >= 0 && a.Slot < len(l.busy) && assignmentLive(byTU[a.TargetUpdate], p.Name, a) {
+			if a.Slot < 0 || a.Slot >= n {
+				continue
+			}
+			if assignmentLive(byTU[a.TargetUpdate], p.Name, a) {
 				l.busy[a.Slot] = true
+			} else {
+				l.ended[a.Slot] = true
 			}
 		}
 		if d := p.Spec.ActiveDeadlineSeconds; d != nil && p.Status.StartTime != nil {
@@ -88,13 +95,25 @@ func agentLoads(pods []corev1.Pod, tus map[string]*fwv1.TargetUpdate) []*agentLo
 	return out
 }
 
+// freeSlot is the slot the next target goes to: one that no assignment used since the
+// annotation was written, else any free one. The agent may still be closing the session of a
+// target that just ended (its last report is written before the logout) from that slot's
+// session port (rule P4); a target given that slot then starts in another free slot of the
+// agent's, whose port the controller did not assign it.
 func (l *agentLoad) freeSlot() int {
+	first := -1
 	for i, b := range l.busy {
-		if !b {
+		if b {
+			continue
+		}
+		if !l.ended[i] {
 			return i
 		}
+		if first < 0 {
+			first = i
+		}
 	}
-	return -1
+	return first
 }
 
 func (l *agentLoad) free() int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,6 +50,16 @@ type UpdateJobReconciler struct {
 	// TimeoutGrace is how long past spec.rollout.timeout the controller waits for an agent's
 	// report before failing the target itself (default DefaultTimeoutGrace).
 	TimeoutGrace time.Duration
+	// StatusInterval is the least time between two status writes of one job that change only
+	// its progress (default DefaultStatusInterval); see progressOnly.
+	StatusInterval time.Duration
+
+	// statusWritten holds when each job's status was last written (types.NamespacedName →
+	// time.Time), for StatusInterval.
+	statusWritten sync.Map
+	// claims holds each job's claims that the cache may not show yet
+	// (types.NamespacedName → *claimsMade).
+	claims sync.Map
 }
 
 // +kubebuilder:rbac:groups=firmware.fwops.io,resources=updatejobs,verbs=get;list;watch;update;patch
@@ -70,9 +81,15 @@ type UpdateJobReconciler struct {
 func (r *UpdateJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	job := &fwv1.UpdateJob{}
 	if err := r.Get(ctx, req.NamespacedName, job); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.statusWritten.Delete(req.NamespacedName)
+			r.claims.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !job.DeletionTimestamp.IsZero() {
+		r.statusWritten.Delete(req.NamespacedName)
+		r.claims.Delete(req.NamespacedName)
 		return ctrl.Result{}, r.reconcileDelete(ctx, job)
 	}
 	if controllerutil.AddFinalizer(job, JobFinalizer) {
@@ -95,9 +112,21 @@ func (r *UpdateJobReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if equality.Semantic.DeepEqual(before.Status, job.Status) {
 			return
 		}
-		if err := r.Status().Patch(ctx, job, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
-			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
+		// A change of progress only waits for the interval: the next pass writes what has
+		// accumulated by then, and nothing else remembers it.
+		if wait := r.statusWait(req.NamespacedName, before, job); retErr == nil && wait > 0 {
+			if result.RequeueAfter == 0 || wait < result.RequeueAfter {
+				result.RequeueAfter = wait
+			}
+			return
 		}
+		if err := r.Status().Patch(ctx, job, client.MergeFrom(before)); err != nil {
+			if !apierrors.IsNotFound(err) {
+				retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
+			}
+			return
+		}
+		r.statusWritten.Store(req.NamespacedName, time.Now())
 	}()
 	return r.reconcileRollout(ctx, job)
 }
@@ -140,7 +169,8 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	deadline, err := r.syncInFlight(ctx, job, tus, pods)
+	behind := r.behind(client.ObjectKeyFromObject(job), tus)
+	deadline, err := r.syncInFlight(ctx, job, tus, pods, behind)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -153,6 +183,7 @@ func (r *UpdateJobReconciler) reconcileRollout(ctx context.Context, job *fwv1.Up
 		blocked(job, ReasonInvalidSpec, err.Error())
 		return ctrl.Result{}, nil
 	}
+	s.countClaimsBehind(behind)
 	gate, wait, err := r.startGate(job, s)
 	if err != nil {
 		blocked(job, ReasonInvalidSpec, err.Error())
@@ -201,7 +232,7 @@ func (r *UpdateJobReconciler) makeFirstWave(ctx context.Context, job *fwv1.Updat
 	if n == 0 {
 		return missing, nil
 	}
-	if err := r.createTargetUpdates(ctx, job, missing[:n], tus, false); err != nil {
+	if err := r.createTargetUpdates(ctx, job, missing[:n], tus); err != nil {
 		return nil, err
 	}
 	for _, t := range missing[:n] {

@@ -77,6 +77,8 @@ var _ = ginkgo.Describe("UpdateJob rollout", func() {
 			gomega.Expect(tu.Status.Attempts).To(gomega.Equal(int32(1)))
 		}
 		gomega.Eventually(func() []string { return eventReasons(ns) }).Should(gomega.ContainElements("Started", "Succeeded"))
+		// Issue 13: a success is on its TargetUpdate and in the job's counts, not in an event per target.
+		gomega.Expect(eventReasons(ns)).NotTo(gomega.ContainElement("TargetSucceeded"), "an event was written per succeeded target")
 		gomega.Expect(gatheredMetric("fwops_job_targets", map[string]string{"namespace": ns, "job": job.Name, "phase": "Succeeded"})).To(gomega.Equal(9.0))
 		gomega.Expect(gatheredMetric("fwops_job_progress_ratio", map[string]string{"namespace": ns, "job": job.Name})).To(gomega.Equal(1.0))
 		gomega.Expect(gatheredMetric("fwops_target_update_duration_seconds", map[string]string{"type": "iLO5", "result": "Succeeded"})).To(gomega.BeNumerically(">=", 9), "one observation per target")

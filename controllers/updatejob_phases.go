@@ -221,46 +221,33 @@ func (r *UpdateJobReconciler) createsPerPass() int {
 }
 
 // makeTargetUpdates keeps one TargetUpdate per target, owned by the job: it creates those of
-// missing (the targets unmade found) and marks Pending any left unmarked, at most
-// MaxCreatesPerPass writes of each in one pass. left is how many of missing it did not make,
-// more whether a pass must follow.
+// missing (the targets unmade found), at most MaxCreatesPerPass in one pass. left is how many
+// of missing it did not make, more whether a pass must follow.
+//
+// A TargetUpdate is created with no status, and a target waiting for a free slot keeps none:
+// an empty phase is pending (isPending), the job's status counts it (status.counts.pending,
+// the Progressing message), and marking each one Pending cost a write per target (issue 13).
+// The controller writes Pending only where the wait has a reason of its own: a retry's
+// backoff (scheduleRetries, with retryAfter).
 func (r *UpdateJobReconciler) makeTargetUpdates(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate,
 	missing []*fwv1.UpdateTarget) (left int, more bool, err error) {
-	limit := r.createsPerPass()
-	marked := 0
-	for _, tu := range tus {
-		// Made for a first wave that did not start it (its UpdateTarget not checked yet), or
-		// by a manager that stopped before marking it.
-		if tu.Status.Phase != "" || tu.Status.AgentPod != "" || tu.Status.Attempts > 0 {
-			continue
-		}
-		if marked == limit {
-			return len(missing), true, nil
-		}
-		if err := r.markPending(ctx, tu); err != nil {
-			return 0, false, err
-		}
-		marked++
-	}
-	n := min(limit, len(missing))
-	if err := r.createTargetUpdates(ctx, job, missing[:n], tus, true); err != nil {
+	n := min(r.createsPerPass(), len(missing))
+	if err := r.createTargetUpdates(ctx, job, missing[:n], tus); err != nil {
 		return 0, false, err
 	}
 	return len(missing) - n, n < len(missing), nil
 }
 
-// createTargetUpdates creates the TargetUpdates of targets and adds them to tus. With pending
-// each is marked Pending with what it waits for; without, it is made for this pass to start
-// at once (a TargetUpdate with no phase is pending too). Several are created at a time: one
-// by one, a first wave of 200 took seconds on its own (issue 13).
+// createTargetUpdates creates the TargetUpdates of targets and adds them to tus. Several are
+// created at a time: one by one, a first wave of 200 took seconds on its own (issue 13).
 func (r *UpdateJobReconciler) createTargetUpdates(ctx context.Context, job *fwv1.UpdateJob, targets []*fwv1.UpdateTarget,
-	tus map[string]*fwv1.TargetUpdate, pending bool) error {
+	tus map[string]*fwv1.TargetUpdate) error {
 	made := make([]*fwv1.TargetUpdate, len(targets))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(createsAtOnce)
 	for i, t := range targets {
 		g.Go(func() error {
-			tu, err := r.createTargetUpdate(gctx, job, t, pending)
+			tu, err := r.createTargetUpdate(gctx, job, t)
 			made[i] = tu
 			return err
 		})
@@ -278,7 +265,7 @@ func (r *UpdateJobReconciler) createTargetUpdates(ctx context.Context, job *fwv1
 // limit (--kube-api-qps) still paces them.
 const createsAtOnce = 16
 
-func (r *UpdateJobReconciler) createTargetUpdate(ctx context.Context, job *fwv1.UpdateJob, t *fwv1.UpdateTarget, pending bool) (*fwv1.TargetUpdate, error) {
+func (r *UpdateJobReconciler) createTargetUpdate(ctx context.Context, job *fwv1.UpdateJob, t *fwv1.UpdateTarget) (*fwv1.TargetUpdate, error) {
 	tu := &fwv1.TargetUpdate{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      targetUpdateName(job.Name, t.Name),
@@ -302,22 +289,8 @@ func (r *UpdateJobReconciler) createTargetUpdate(ctx context.Context, job *fwv1.
 			return nil, blockedBy(ReasonNameCollision, fmt.Errorf("TargetUpdate %s, the name this job gives target %s, "+
 				"exists and belongs to another owner: delete or rename it", tu.Name, t.Name))
 		}
-		return tu, nil
-	}
-	if pending {
-		if err := r.markPending(ctx, tu); err != nil {
-			return tu, err
-		}
 	}
 	return tu, nil
-}
-
-func (r *UpdateJobReconciler) markPending(ctx context.Context, tu *fwv1.TargetUpdate) error {
-	before := writable(tu)
-	tu.Status.Phase = fwv1.TargetPhasePending
-	tu.Status.Message = "waiting for a free slot (spec.rollout.maxConcurrent)"
-	// Locked: an agent whose claim is not recorded yet may have reported on it meanwhile.
-	return r.patchTU(ctx, tu, before)
 }
 
 // agentPods lists the pods this job owns. They are read, and deleted, never changed: they
@@ -348,7 +321,11 @@ func podFinished(p *corev1.Pod) bool {
 // It also enforces spec.rollout.timeout itself: an agent on a node that died never reports,
 // and its pod stays Running (or Terminating) for ever, holding a slot of maxConcurrent. It
 // returns when the next in-flight target reaches that deadline.
-func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod) (time.Time, error) {
+//
+// behind says which targets this controller claimed already, although the cache does not show
+// it yet (claimsMade): they are not claimed again.
+func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.UpdateJob, tus map[string]*fwv1.TargetUpdate, pods []corev1.Pod,
+	behind func(*fwv1.TargetUpdate) bool) (time.Time, error) {
 	var nextDeadline time.Time
 	now := r.Clock.Now()
 	byTU := make(map[string]*fwv1.TargetUpdate, len(tus))
@@ -364,7 +341,7 @@ func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.Update
 		}
 		for _, claim := range podClaims(p) {
 			tu := byTU[claim.name]
-			if tu == nil || tu.Status.Phase.Finished() || tu.Status.AgentPod != "" || tu.Status.Attempts != claim.attempt-1 {
+			if tu == nil || tu.Status.Phase.Finished() || tu.Status.AgentPod != "" || tu.Status.Attempts != claim.attempt-1 || behind(tu) {
 				continue
 			}
 			if err := r.claim(ctx, tu, p, claim.attempt); err != nil {
@@ -373,7 +350,7 @@ func (r *UpdateJobReconciler) syncInFlight(ctx context.Context, job *fwv1.Update
 		}
 	}
 	for _, tu := range tus {
-		if tu.Status.AgentPod == "" || tu.Status.Phase.Finished() || tu.Status.Phase == fwv1.TargetPhasePending || tu.Status.Phase == "" {
+		if tu.Status.AgentPod == "" || tu.Status.Phase.Finished() || isPending(tu) {
 			continue
 		}
 		pod, err := r.podOf(ctx, job, tu.Status.AgentPod, podByName)
@@ -505,11 +482,15 @@ func (r *UpdateJobReconciler) claim(ctx context.Context, tu *fwv1.TargetUpdate, 
 	tu.Status.RetryAfter = nil
 	tu.Status.Message = fmt.Sprintf("agent pod %s on node %s is fetching the firmware", pod.Name, tu.Status.Node)
 	meta.RemoveStatusCondition(&tu.Status.Conditions, fwv1.ConditionReady)
-	return r.patchTU(ctx, tu, before)
+	if err := r.patchTU(ctx, tu, before); err != nil {
+		return err
+	}
+	r.recordClaim(tu, attempt)
+	return nil
 }
 
 // claimStarted records the claim of a pod just created. The cached copy is often a write
-// behind (the pending message this controller wrote, or the new agent's first report), and the
+// behind (a retry's Pending mark this controller wrote, or the new agent's first report), and the
 // optimistic lock then refuses it: re-read, and claim only a target nobody has taken since.
 // Anything else is left as the API server has it; syncInFlight reconciles it next pass.
 func (r *UpdateJobReconciler) claimStarted(ctx context.Context, tu *fwv1.TargetUpdate, pod *corev1.Pod, attempt int32) error {
@@ -535,7 +516,10 @@ func (r *UpdateJobReconciler) claimStarted(ctx context.Context, tu *fwv1.TargetU
 		tu.Status.Node = nodeOf(pod)
 		tu.Status.StartTime = &now
 		tu.Status.CompletionTime, tu.Status.RetryAfter = nil, nil
-		return r.patchTU(ctx, tu, before)
+		if err := r.patchTU(ctx, tu, before); err != nil {
+			return err
+		}
+		r.recordClaim(tu, attempt)
 	}
 	return nil
 }
@@ -628,6 +612,9 @@ func (r *UpdateJobReconciler) scheduleRetries(ctx context.Context, job *fwv1.Upd
 	return next, nil
 }
 
+// isPending says whether tu waits to start: with no phase (made, waiting for a free slot of
+// spec.rollout.maxConcurrent or for its UpdateTarget to be checked) or Pending (a retry
+// waiting for its backoff). Every decision treats the two alike.
 func isPending(tu *fwv1.TargetUpdate) bool {
 	return tu.Status.Phase == "" || tu.Status.Phase == fwv1.TargetPhasePending
 }

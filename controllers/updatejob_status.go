@@ -3,10 +3,13 @@ package controllers
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/config"
@@ -109,6 +112,51 @@ func (r *UpdateJobReconciler) updateStatus(job *fwv1.UpdateJob, s summary, gate 
 	}
 }
 
+// DefaultStatusInterval is the least time between two status writes of one job that change
+// only its progress. One second, as the Kubernetes Job controller batches its pods' updates:
+// the counts stay current to a person watching, and a job no longer writes its status on
+// every pass that moves a count (issue 13: 0.14 writes per target at 1,000 targets).
+const DefaultStatusInterval = time.Second
+
+func (r *UpdateJobReconciler) statusInterval() time.Duration {
+	if r.StatusInterval > 0 {
+		return r.StatusInterval
+	}
+	return DefaultStatusInterval
+}
+
+// statusWait is how long the status change from before to after waits before it is written:
+// 0 unless it changes only the job's progress and the job's status was written less than
+// StatusInterval ago. The pace is kept on the real clock, not r.Clock: it is the API server's
+// load, not the rollout's time (which tests move by hand).
+func (r *UpdateJobReconciler) statusWait(key types.NamespacedName, before, after *fwv1.UpdateJob) time.Duration {
+	if !progressOnly(&before.Status, &after.Status) {
+		return 0
+	}
+	last, ok := r.statusWritten.Load(key)
+	if !ok {
+		return 0
+	}
+	return max(r.statusInterval()-time.Since(last.(time.Time)), 0)
+}
+
+// progressOnly says whether after differs from before only in what moves as targets go
+// through the rollout: the counts, status.progress, status.agents and the conditions'
+// messages (which repeat the counts). A phase, a condition's status or reason, a start or
+// completion time, observedGeneration or the baseline's generation is never held back:
+// those are what kstatus, Argo CD and Flux read, and what the job's events follow.
+func progressOnly(before, after *fwv1.UpdateJobStatus) bool {
+	strip := func(s *fwv1.UpdateJobStatus) *fwv1.UpdateJobStatus {
+		c := s.DeepCopy()
+		c.Counts, c.Progress, c.Agents = fwv1.TargetCounts{}, "", nil
+		for i := range c.Conditions {
+			c.Conditions[i].Message = ""
+		}
+		return c
+	}
+	return equality.Semantic.DeepEqual(strip(before), strip(after))
+}
+
 // liveAgents lists the running agent pods with their targets and ports. The ports are the
 // ones the agent reports bound on its TargetUpdates once it did, and before that the ones the
 // controller assigned and declared on the pod (ports.md, "Across the cluster": a process
@@ -191,7 +239,10 @@ func (r *UpdateJobReconciler) emitTransitionEvents(before, after *fwv1.UpdateJob
 	}
 }
 
-// observeTargetTransition records metrics and an event when a target finishes.
+// observeTargetTransition records metrics when a target finishes, and a warning event when it
+// failed: the failure's message says what to do, on the object a person looks at. A success
+// gets no event of its own (one write per target, issue 13): the TargetUpdate's phase and
+// versions say it, the job's counts and its Succeeded event sum it up.
 func (r *UpdateJobReconciler) observeTargetTransition(old, cur *fwv1.TargetUpdate) {
 	if old.Status.Phase.Finished() || !cur.Status.Phase.Finished() {
 		return
@@ -200,14 +251,11 @@ func (r *UpdateJobReconciler) observeTargetTransition(old, cur *fwv1.TargetUpdat
 		d := cur.Status.CompletionTime.Sub(cur.Status.StartTime.Time)
 		metricFlashDuration.WithLabelValues(string(cur.Spec.TargetType), string(cur.Status.Phase)).Observe(max(d, 0).Seconds())
 	}
-	if r.Recorder == nil {
+	if cur.Status.Phase != fwv1.TargetPhaseFailed {
 		return
 	}
-	switch cur.Status.Phase {
-	case fwv1.TargetPhaseFailed:
-		metricErrors.WithLabelValues(ReasonTargetFailed).Inc()
+	metricErrors.WithLabelValues(ReasonTargetFailed).Inc()
+	if r.Recorder != nil {
 		r.Recorder.Eventf(cur, nil, corev1.EventTypeWarning, ReasonTargetFailed, "Update", "%s", cur.Status.Message)
-	case fwv1.TargetPhaseSucceeded:
-		r.Recorder.Eventf(cur, nil, corev1.EventTypeNormal, ReasonTargetSucceeded, "Update", "%s → %s", cur.Status.VersionBefore, cur.Status.VersionAfter)
 	}
 }

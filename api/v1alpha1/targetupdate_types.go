@@ -64,7 +64,11 @@ type TargetUpdateSpec struct {
 
 // TargetUpdateStatus is one target's progress within one job. Agents write it.
 type TargetUpdateStatus struct {
-	// phase is where the update stands.
+	// phase is where the update stands. Empty while the target waits to start: for a free
+	// slot of the job's spec.rollout.maxConcurrent, or for its UpdateTarget to be checked (no
+	// write is spent on each waiting target; the job counts them in status.counts.pending and
+	// in its Progressing condition). Pending, with retryAfter and a message, when a failed
+	// attempt waits for its retry.
 	// +optional
 	Phase TargetPhase `json:"phase,omitempty"`
 

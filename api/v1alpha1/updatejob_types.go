@@ -290,7 +290,8 @@ type TargetCounts struct {
 	// total is the number of targets the job selected.
 	// +optional
 	Total int32 `json:"total"`
-	// pending targets have not started.
+	// pending targets have not started: waiting for a free slot (their TargetUpdates have no
+	// phase yet, or none is made yet) or for a retry (phase Pending).
 	// +optional
 	Pending int32 `json:"pending"`
 	// inProgress targets are downloading, staging, flashing or verifying.
@@ -428,6 +429,7 @@ type UpdateJobStatus struct {
 // +kubebuilder:printcolumn:name="Succeeded",type=integer,JSONPath=`.status.counts.succeeded`
 // +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.counts.failed`
 // +kubebuilder:printcolumn:name="In Progress",type=integer,JSONPath=`.status.counts.inProgress`
+// +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.counts.pending`
 // +kubebuilder:printcolumn:name="Total",type=integer,JSONPath=`.status.counts.total`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

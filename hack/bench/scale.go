@@ -119,6 +119,7 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 		}
 		c := u.Config()
 		c.QPS, c.Burst, c.UserAgent = 1000, 2000, user
+		// With watch: an agent in --follow mode watches its own pod for its assignments.
 		cl, err := client.NewWithWatch(c, client.Options{Scheme: apiserver.Scheme()})
 		return cl, c, err
 	}
