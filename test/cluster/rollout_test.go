@@ -172,7 +172,7 @@ func TestRolloutWithRealAgentPods(t *testing.T) {
 		"oa":    {fwv1.ComponentOA, []fwv1.TargetType{fwv1.TargetTypeOA}},
 		"linux": {fwv1.ComponentSmartComponent, []fwv1.TargetType{fwv1.TargetTypeLinux}},
 	}
-	agents, stopObserving := observeAgents(ctx, ns)
+	agents, stopObserving := observeAgents(ctx, t, ns)
 	defer stopObserving()
 	for name, j := range jobs {
 		if err := k8s.Create(ctx, f.Job(ns, name, j.comp, defaultPolicy, 3)); err != nil {
