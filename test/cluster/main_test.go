@@ -108,6 +108,8 @@ func eventually(ctx context.Context, t *testing.T, timeout time.Duration, what s
 // gomega.StopTrying (waiting longer cannot help), or timeout passes; it returns why it
 // stopped short of nil.
 func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout) // also cuts a call of cond short
+	defer cancel()
 	var failure error
 	g := gomega.NewGomega(func(msg string, _ ...int) { failure = errors.New(msg) })
 	g.Eventually(ctx, cond).WithTimeout(timeout).WithPolling(500 * time.Millisecond).Should(gomega.Succeed())
