@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -196,8 +197,24 @@ var _ = ginkgo.Describe("End to end: a simulated fleet", ginkgo.Label("e2e"), fu
 		fmt.Fprintf(ginkgo.GinkgoWriter, "manager stopped at %+v\n", stoppedAt)
 		gomega.Expect(stoppedAt.Succeeded).To(gomega.BeNumerically("<", 20), "the rollout was still under way")
 		gomega.Expect(stoppedAt.InProgress).To(gomega.BeNumerically(">", 0), "targets were being flashed")
-		// The agents already running carry on without a manager, as on a real cluster.
-		time.Sleep(2 * time.Second)
+		// The agents already running carry on without a manager, as on a real cluster: the
+		// targets they were flashing when it stopped finish before it starts again.
+		var inFlight []string
+		for _, tu := range targetUpdates(job.Namespace, job.Name) {
+			if tu.Status.Phase.InProgress() {
+				inFlight = append(inFlight, tu.Name)
+			}
+		}
+		fmt.Fprintf(ginkgo.GinkgoWriter, "in flight when it stopped: %v\n", inFlight)
+		gomega.Eventually(func() map[string]fwv1.TargetPhase {
+			left := map[string]fwv1.TargetPhase{}
+			for _, tu := range targetUpdates(job.Namespace, job.Name) {
+				if slices.Contains(inFlight, tu.Name) && !tu.Status.Phase.Finished() {
+					left[tu.Name] = tu.Status.Phase
+				}
+			}
+			return left
+		}, 2*time.Minute).Should(gomega.BeEmpty(), "targets in flight when the manager stopped, left unfinished by their agents")
 		stopMgr = startManager()
 
 		gomega.Eventually(jobPhase(job), 3*time.Minute).Should(gomega.Equal(fwv1.JobPhaseSucceeded))

@@ -33,7 +33,7 @@ func (r *FirmwareBaselineReconciler) refresh(ctx context.Context, b *fwv1.Firmwa
 		if !metav1.IsControlledBy(j, b) {
 			continue
 		}
-		if !jobFinished(j) {
+		if !j.Status.Finished() {
 			running = true
 			continue
 		}
@@ -88,11 +88,6 @@ func (r *FirmwareBaselineReconciler) refreshJob(b *fwv1.FirmwareBaseline) (*fwv1
 		return nil, err
 	}
 	return job, nil
-}
-
-// jobFinished says whether a job has ended: every target finished, or it failed.
-func jobFinished(j *fwv1.UpdateJob) bool {
-	return j.Status.CompletionTime != nil || j.Status.Phase == fwv1.JobPhaseSucceeded || j.Status.Phase == fwv1.JobPhaseFailed
 }
 
 func (r *FirmwareBaselineReconciler) now() time.Time {

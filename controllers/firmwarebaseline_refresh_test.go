@@ -43,14 +43,8 @@ var _ = ginkgo.Describe("FirmwareBaseline refresh", func() {
 	ginkgo.It("creates one read-only UpdateJob per new refresh-requested value, never while one is unfinished", func() {
 		ns := newNamespace()
 		createILOTargets(ns, "rf", 2)
-		b := &fwv1.FirmwareBaseline{
-			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09",
-				TargetSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "rf"}},
-				Components: []fwv1.BaselineComponent{{Name: "ilo5", Kind: fwv1.BaselineKindILO,
-					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_278.bin", SHA256: testSHA, Version: "2.78"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}}}},
-		}
+		b := newBaseline(ns, "spp", "2026.09", ilo5Component("2.78"))
+		b.Spec.TargetSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "rf"}}
 		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
 		gomega.Consistently(refreshJobs(b), time.Second).Should(gomega.BeEmpty(), "no refresh asked, none scheduled")
 
@@ -87,15 +81,9 @@ var _ = ginkgo.Describe("FirmwareBaseline refresh", func() {
 	ginkgo.It("refreshes on spec.refreshInterval: at once when set, then when the interval has passed since the last", func() {
 		ns := newNamespace()
 		createILOTargets(ns, "sched", 1)
-		b := &fwv1.FirmwareBaseline{
-			ObjectMeta: metav1.ObjectMeta{Name: "spp", Namespace: ns},
-			Spec: fwv1.FirmwareBaselineSpec{Version: "2026.09",
-				TargetSelector:  &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "sched"}},
-				RefreshInterval: &metav1.Duration{Duration: 24 * time.Hour},
-				Components: []fwv1.BaselineComponent{{Name: "ilo5", Kind: fwv1.BaselineKindILO,
-					Firmware:  fwv1.FirmwareSource{URL: "https://fw.example.net/ilo5_278.bin", SHA256: testSHA, Version: "2.78"},
-					AppliesTo: fwv1.ComponentApplicability{TargetTypes: []fwv1.TargetType{fwv1.TargetTypeILO5}}}}},
-		}
+		b := newBaseline(ns, "spp", "2026.09", ilo5Component("2.78"))
+		b.Spec.TargetSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "sched"}}
+		b.Spec.RefreshInterval = &metav1.Duration{Duration: 24 * time.Hour}
 		gomega.Expect(k8sClient.Create(suiteCtx, b)).To(gomega.Succeed())
 		gomega.Eventually(refreshJobs(b)).Should(gomega.HaveLen(1), "the first scheduled refresh runs when the interval is set")
 		first := refreshJobs(b)()[0]

@@ -94,8 +94,7 @@ func (r *PortPolicyReconciler) users(ctx context.Context, name string) ([]string
 	}
 	var out []string
 	for _, j := range jobs.Items {
-		switch j.Status.Phase {
-		case fwv1.JobPhaseSucceeded, fwv1.JobPhaseFailed, fwv1.JobPhasePlanned:
+		if j.Status.Finished() || j.Status.Phase == fwv1.JobPhasePlanned {
 			continue
 		}
 		out = append(out, j.Namespace+"/"+j.Name)

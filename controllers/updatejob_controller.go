@@ -380,7 +380,7 @@ func (r *UpdateJobReconciler) jobsWaitingForNodes(ctx context.Context, _ client.
 func requestsFor(jobs []fwv1.UpdateJob) []reconcile.Request {
 	var out []reconcile.Request
 	for _, j := range jobs {
-		if j.Status.Phase == fwv1.JobPhaseSucceeded || j.Status.Phase == fwv1.JobPhaseFailed {
+		if j.Status.Finished() {
 			continue
 		}
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: j.Namespace, Name: j.Name}})

@@ -285,6 +285,12 @@ const (
 	JobPhasePlanned   JobPhase = "Planned"
 )
 
+// Finished reports whether the phase is final: every target finished (Succeeded), or the job
+// failed. A dry run's Planned is not: its plan follows the spec and the targets.
+func (p JobPhase) Finished() bool {
+	return p == JobPhaseSucceeded || p == JobPhaseFailed
+}
+
 // TargetCounts counts a job's targets by phase.
 type TargetCounts struct {
 	// total is the number of targets the job selected.
@@ -418,6 +424,12 @@ type UpdateJobStatus struct {
 	// completionTime is when the last target finished.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// Finished reports whether the job has ended: its phase is final, or it recorded its
+// completionTime (the controller sets both together).
+func (s *UpdateJobStatus) Finished() bool {
+	return s.CompletionTime != nil || s.Phase.Finished()
 }
 
 // UpdateJob installs one firmware image on a set of UpdateTargets at a controlled pace.

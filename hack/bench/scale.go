@@ -249,7 +249,7 @@ func benchScale(ctx context.Context, o scaleOptions) (rows []row, err error) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(job), cur); err != nil {
 			return false, err
 		}
-		return cur.Status.Phase == fwv1.JobPhaseSucceeded || cur.Status.Phase == fwv1.JobPhaseFailed, nil
+		return cur.Status.Phase.Finished(), nil
 	}); err != nil {
 		return nil, fmt.Errorf("the rollout: %w (manager log: %s)", err, tail(mgrLog.Name()))
 	}

@@ -358,7 +358,7 @@ func (w *watcher) refresh(ctx context.Context) (bool, error) {
 			cur = *j
 		}
 		w.state = append(w.state, cur)
-		finished := (cur.Status.Phase == fwv1.JobPhaseSucceeded || cur.Status.Phase == fwv1.JobPhaseFailed) &&
+		finished := cur.Status.Phase.Finished() &&
 			cur.Status.ObservedGeneration == cur.Generation && cur.Status.Counts.InProgress == 0
 		done = done && finished
 	}

@@ -4,21 +4,23 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
-	"os"
-	"path/filepath"
 	"sigs.k8s.io/yaml"
 
 	"github.com/fwops/firmware-operator/internal/testutil/apiserver"
@@ -91,23 +93,20 @@ func TestMetricsNeedAuthorization(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body), nil
 	}
-	var code int
 	var body string
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if code, body, err = scrape(scraper); err == nil && code == http.StatusOK {
-			break
-		}
+	gomega.NewWithT(t).Eventually(func() error {
 		select {
 		case err := <-done:
-			t.Fatalf("manager stopped: %v", err)
+			return gomega.StopTrying("the manager stopped").Wrap(err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("authorized scrape over HTTPS: %d %v %.200s", code, err, body)
+		code, b, err := scrape(scraper)
+		body = b
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("%d %.200s", code, b)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	}).WithTimeout(time.Minute).WithPolling(200*time.Millisecond).Should(gomega.Succeed(), "an authorized scrape over HTTPS")
 	if !strings.Contains(body, "rest_client_requests_total") {
 		t.Errorf("authorized scrape holds no controller metrics:\n%.500s", body)
 	}

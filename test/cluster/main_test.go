@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -103,26 +104,14 @@ func eventually(ctx context.Context, t *testing.T, timeout time.Duration, what s
 	}
 }
 
-// errFinal ends a poll at once: waiting longer cannot help.
-type errFinal struct{ error }
-
-// poll calls cond until it returns nil or an errFinal, or timeout passes.
+// poll calls cond every half second until it returns nil, or an error made by
+// gomega.StopTrying (waiting longer cannot help), or timeout passes; it returns why it
+// stopped short of nil.
 func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout) // also cuts a call of cond short
 	defer cancel()
-	for {
-		last := cond(ctx)
-		if last == nil {
-			return nil
-		}
-		var final errFinal
-		if errors.As(last, &final) {
-			return final.error
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not within %s: %w", timeout, last)
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	var failure error
+	g := gomega.NewGomega(func(msg string, _ ...int) { failure = errors.New(msg) })
+	g.Eventually(ctx, cond).WithTimeout(timeout).WithPolling(500 * time.Millisecond).Should(gomega.Succeed())
+	return failure
 }

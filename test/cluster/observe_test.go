@@ -4,10 +4,13 @@ import (
 	"context"
 	"strings"
 	"sync"
-	"time"
+	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
 
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agentpod"
@@ -26,51 +29,55 @@ type seenAgent struct {
 // an agent pod once its work is done, and the kubelet then removes its logs, so what a test
 // wants to check of a pod it must see while the pod is there.
 type agentObserver struct {
+	ns   string
 	mu   sync.Mutex
 	pods map[string]*seenAgent
-	done chan struct{}
 }
 
-// observeAgents reads the namespace's agent pods, and the logs of those not yet seen
-// logging, every 200 ms until stop is called.
-func observeAgents(ctx context.Context, ns string) (o *agentObserver, stop func()) {
-	o = &agentObserver{pods: map[string]*seenAgent{}, done: make(chan struct{})}
+// observeAgents watches the namespace's agent pods until stop is called. Each change the
+// kubelet reports of a started pod (running, ready once the agent answers its probe,
+// terminated) reads its log until the log says something; the pod's log folder is still there
+// at each of them.
+func observeAgents(ctx context.Context, t *testing.T, ns string) (o *agentObserver, stop func()) {
+	t.Helper()
+	o = &agentObserver{ns: ns, pods: map[string]*seenAgent{}}
 	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		defer close(o.done)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			o.look(ctx, ns)
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return o, func() { cancel(); <-o.done }
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns),
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.LabelSelector = labels.SelectorFromSet(labels.Set{agentpod.LabelApp: agentpod.AppName}).String()
+		}))
+	if _, err := factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    o.see,
+		UpdateFunc: func(_, pod any) { o.see(pod) },
+		DeleteFunc: o.see,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	factory.Start(ctx.Done())
+	return o, func() { cancel(); factory.Shutdown() }
 }
 
-func (o *agentObserver) look(ctx context.Context, ns string) {
-	var list corev1.PodList
-	if err := k8s.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{agentpod.LabelApp: agentpod.AppName}); err != nil {
-		return // the next look tries again
+// see records what the watch tells of one pod, and reads its log when it may say something.
+func (o *agentObserver) see(obj any) {
+	if gone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = gone.Obj
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, p := range list.Items {
-		s := o.pods[p.Name]
-		if s == nil {
-			s = &seenAgent{job: p.Labels[fwv1.LabelJob]}
-			o.pods[p.Name] = s
-		}
-		if cs := p.Status.ContainerStatuses; len(cs) > 0 && cs[0].ContainerID != "" {
-			s.containerID = cs[0].ContainerID
-		}
-		if !s.logged && s.containerID != "" {
-			s.logged = strings.Contains(agentLog(ns, p.Name), "\"msg\"")
-		}
+	s := o.pods[p.Name]
+	if s == nil {
+		s = &seenAgent{job: p.Labels[fwv1.LabelJob]}
+		o.pods[p.Name] = s
+	}
+	if st := p.Status.ContainerStatuses; len(st) > 0 && st[0].ContainerID != "" {
+		s.containerID = st[0].ContainerID
+	}
+	if !s.logged && s.containerID != "" {
+		s.logged = strings.Contains(agentLog(o.ns, p.Name), "\"msg\"")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -93,7 +94,7 @@ func succeeded(ctx context.Context, ns, job string, targets int, timeout time.Du
 			switch tu.Status.Phase {
 			case fwv1.TargetPhaseSucceeded:
 			case fwv1.TargetPhaseFailed:
-				return errFinal{fmt.Errorf("target %s failed: %s\nagent log:\n%s", tu.Spec.TargetName, tu.Status.Message, agentLog(ns, tu.Status.AgentPod))}
+				return gomega.StopTrying("a target failed").Wrap(fmt.Errorf("target %s failed: %s\nagent log:\n%s", tu.Spec.TargetName, tu.Status.Message, agentLog(ns, tu.Status.AgentPod)))
 			default:
 				waiting = append(waiting, fmt.Sprintf("%s %s %q", tu.Spec.TargetName, tu.Status.Phase, tu.Status.Message))
 			}
@@ -172,7 +173,7 @@ func TestRolloutWithRealAgentPods(t *testing.T) {
 		"oa":    {fwv1.ComponentOA, []fwv1.TargetType{fwv1.TargetTypeOA}},
 		"linux": {fwv1.ComponentSmartComponent, []fwv1.TargetType{fwv1.TargetTypeLinux}},
 	}
-	agents, stopObserving := observeAgents(ctx, ns)
+	agents, stopObserving := observeAgents(ctx, t, ns)
 	defer stopObserving()
 	for name, j := range jobs {
 		if err := k8s.Create(ctx, f.Job(ns, name, j.comp, defaultPolicy, 3)); err != nil {

@@ -226,13 +226,15 @@ func TestP5_StaleSubscriptionsAndStoppedAgent(t *testing.T) {
 	url := imageServer(t, map[string][]byte{"rom.bin": fwimage.Build("SystemROM", "2.99", nil)}) + "/rom.bin"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		for counters.Accepted.Load() == 0 && ctx.Err() == nil {
-			time.Sleep(5 * time.Millisecond)
+	// Each progress report follows a read of the flash, and an accepted event wakes the
+	// follow loop into one: the first report after an event is the moment the agent stops
+	// (pod deleted) mid-flash, after events reached it.
+	stopOnceAnEventCame := func(driver.Progress) {
+		if counters.Accepted.Load() > 0 {
+			cancel()
 		}
-		cancel() // the agent stops (pod deleted) mid-flash
-	}()
-	if _, err := d.Update(ctx, driver.Firmware{Component: driver.ComponentSystemROM, URL: url, Version: "2.99"}, nil); !errors.Is(err, context.Canceled) {
+	}
+	if _, err := d.Update(ctx, driver.Firmware{Component: driver.ComponentSystemROM, URL: url, Version: "2.99"}, stopOnceAnEventCame); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Update: %v, want it cut short by the agent stopping", err)
 	}
 	if st := s.Stats(); st.Subscriptions != 1 || counters.Subscribed.Load() != 1 || counters.Unsubscribed.Load() != 1 {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/agent/redfish"
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
@@ -203,13 +205,8 @@ func rebootHost(t *testing.T, s *similo.Sim) {
 	if !s.RebootHost() {
 		t.Fatal("reboot refused")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for s.HostBoots() == boots || s.PostState() != "FinishedPost" {
-		if time.Now().After(deadline) {
-			t.Fatal("POST did not finish")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(func() bool { return s.HostBoots() > boots && s.PostState() == "FinishedPost" }).
+		WithTimeout(time.Minute).Should(gomega.BeTrue(), "POST did not finish")
 }
 
 func TestSmartComponentNotApplicable(t *testing.T) {
@@ -246,13 +243,7 @@ func TestSmartComponentRefusals(t *testing.T) {
 	if err := c.CreateUpdateTask(ctx, redfish.UpdateTaskRequest{Name: "failing", Command: "ApplyUpdate", Filename: "video_26.bin", UpdatableBy: []string{"Bmc"}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Contains(s.TaskStates(), "failing=Exception") {
-		if time.Now().After(deadline) {
-			t.Fatalf("queue %v", s.TaskStates())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(s.TaskStates).WithTimeout(time.Minute).Should(gomega.ContainElement("failing=Exception"), "the task queue")
 	_, err = update(t, d, smartComponent(t, smartUefi, "cp900006.fwpkg", targetOCPNIC, "08.60.12", false))
 	if err == nil || !strings.Contains(err.Error(), "stalls every task behind it") || slices.Contains(s.Components(), "cp900006.zip") {
 		t.Fatalf("queueing behind an Exception: %v (repository %v)", err, s.Components())

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
@@ -87,11 +89,8 @@ func BenchmarkRedfishRequestsPerFlash(b *testing.B) {
 				b.Fatalf("ilorest firmwareupdate: %v\n%s", err, out.String())
 			}
 			// Nothing more is sent; let the reset end so that both counts cover the same flash.
-			for deadline := time.Now().Add(time.Minute); s.Stats().ILOResets < 1 || s.ILOPhase() != ""; time.Sleep(50 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					b.Fatal("the iLO is not back from its reset after a minute")
-				}
-			}
+			gomega.NewWithT(b).Eventually(func() bool { return s.Stats().ILOResets >= 1 && s.ILOPhase() == "" }).
+				WithTimeout(time.Minute).Should(gomega.BeTrue(), "the iLO back from its reset")
 			reportRequests(b, s)
 		}
 	})

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
@@ -205,13 +207,8 @@ func TestOpenWhileTheILOResets(t *testing.T) {
 			octx, ocancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { _, err := other.Update(octx, iloFW, nil); done <- err }()
-			deadline := time.Now().Add(10 * time.Second)
-			for s.ILOPhase() != phase {
-				if time.Now().After(deadline) {
-					t.Fatalf("the iLO never reached its %q phase", phase)
-				}
-				time.Sleep(time.Millisecond)
-			}
+			gomega.NewWithT(t).Eventually(s.ILOPhase).WithTimeout(time.Minute).WithPolling(time.Millisecond).
+				Should(gomega.Equal(phase), "the iLO's reset phase")
 			ocancel()
 			<-done
 

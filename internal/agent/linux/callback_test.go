@@ -41,10 +41,10 @@ func callbackHost(t *testing.T, sshdOptions ...string) (host, *CallbackCounters)
 // and its end can only be learnt by a call-back or by a fallback read.
 func waitFollowing(t *testing.T, logs *syncbuf.Buffer, counters *CallbackCounters, n int, reads int64) {
 	t.Helper()
-	waitUntil(t, 30*time.Second, "the driver never asked the host to report through the SSH session", func() bool {
+	waitUntil(t, "the driver never asked the host to report through the SSH session", func() bool {
 		return strings.Count(logs.String(), "the host reports the run's end through the SSH session") >= n
 	})
-	waitUntil(t, 30*time.Second, "the driver never read the run's state", func() bool {
+	waitUntil(t, "the driver never read the run's state", func() bool {
 		return counters.StateReads.Load() >= reads
 	})
 }
@@ -113,7 +113,7 @@ func TestP5_LinuxCallBackRefusedFallsBackToTheResultFile(t *testing.T) {
 	g := gatedComponent(t, ExitInstalled)
 	_, _, done := startGated(t, h.tg, h.opts, g)
 	// Released once the follow loop read the run as running: only a later read can end it.
-	waitUntil(t, 30*time.Second, "the driver never read the run's state", func() bool { return counters.StateReads.Load() >= 2 })
+	waitUntil(t, "the driver never read the run's state", func() bool { return counters.StateReads.Load() >= 2 })
 	g.release(t)
 	if err := wait(t, done); err != nil {
 		t.Fatalf("Update: %v\n%s", err, h.logs)
@@ -201,7 +201,7 @@ func TestP5_LinuxForgedCallBackRefused(t *testing.T) {
 	if a := send(t, net.JoinHostPort("127.0.0.1", port), "fwops-result 0123456789abcdef0123456789abcdef finished 0 0 began"); a != "" {
 		t.Fatalf("a report with a wrong token was answered %q", a)
 	}
-	waitUntil(t, 30*time.Second, "the forged reports were not counted", func() bool { return counters.Refused.Load() == 2 })
+	waitUntil(t, "the forged reports were not counted", func() bool { return counters.Refused.Load() == 2 })
 	select {
 	case err := <-done:
 		t.Fatalf("Update ended on a forged report: %v", err)

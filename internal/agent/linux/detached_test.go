@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/fwops/firmware-operator/internal/agent/driver"
@@ -67,16 +68,11 @@ func lines(t *testing.T, file string) int {
 	return strings.Count(string(b), "\n")
 }
 
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// waitUntil waits until cond holds, failing the test with what when it does not within a
+// minute. cond runs on the test's goroutine.
+func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(time.Minute).Should(gomega.BeTrue(), what)
 }
 
 func (g gated) firmware() driver.Firmware {
@@ -100,7 +96,7 @@ func TestAgentStopsMidFlashNextAgentReadsResult(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := first.Update(ctx, g.firmware(), nil); done <- err }()
-	waitUntil(t, 30*time.Second, "the component never started", func() bool { return lines(t, g.runs) == 1 })
+	waitUntil(t, "the component never started", func() bool { return lines(t, g.runs) == 1 })
 	stop() // the agent's context ends mid-flash
 	select {
 	case err := <-done:
@@ -113,7 +109,7 @@ func TestAgentStopsMidFlashNextAgentReadsResult(t *testing.T) {
 	first.Close() // the agent exits: its SSH connection goes
 
 	g.release(t)
-	waitUntil(t, 30*time.Second, "the component was killed when the agent stopped: it never finished", func() bool {
+	waitUntil(t, "the component was killed when the agent stopped: it never finished", func() bool {
 		return lines(t, g.finished) == 1
 	})
 
@@ -165,7 +161,7 @@ func startGated(t *testing.T, tg driver.Target, opts Options, g gated) (*ssh.Cli
 	done := make(chan error, 1)
 	c := d.client
 	go func() { _, err := d.Update(ctx, g.firmware(), nil); done <- err }()
-	waitUntil(t, 30*time.Second, "the component never started", func() bool { return lines(t, g.runs) == 1 })
+	waitUntil(t, "the component never started", func() bool { return lines(t, g.runs) == 1 })
 	return c, stop, done
 }
 
@@ -205,7 +201,7 @@ func TestNextAgentFollowsRunInProgress(t *testing.T) {
 		resc <- res
 		errc <- err
 	}()
-	waitUntil(t, 30*time.Second, "the next agent did not say it follows the run", func() bool {
+	waitUntil(t, "the next agent did not say it follows the run", func() bool {
 		return strings.Contains(logs.String(), "following the smart component run an earlier agent started")
 	})
 	g.release(t)
@@ -242,11 +238,11 @@ func TestConnectionDropMidRun(t *testing.T) {
 	tg.LocalAddress, tg.LocalPort = "127.0.0.1", freePort(t)
 	g := gatedComponent(t, ExitInstalled)
 	conn, _, done := startGated(t, tg, h.opts, g)
-	waitUntil(t, 30*time.Second, "the driver never waited for the component", func() bool {
+	waitUntil(t, "the driver never waited for the component", func() bool {
 		return strings.Contains(logs.String(), "waiting for the smart component to finish")
 	})
 	conn.Close()
-	waitUntil(t, 30*time.Second, "the driver did not notice the dropped connection", func() bool {
+	waitUntil(t, "the driver did not notice the dropped connection", func() bool {
 		return strings.Contains(logs.String(), "reconnecting")
 	})
 	g.release(t)
@@ -301,7 +297,7 @@ func TestTimeoutLeavesComponentRunning(t *testing.T) {
 	ctx := newExpiring()
 	done := make(chan error, 1)
 	go func() { _, err := d.Update(ctx, g.firmware(), nil); done <- err }()
-	waitUntil(t, 30*time.Second, "the component never started", func() bool { return lines(t, g.runs) == 1 })
+	waitUntil(t, "the component never started", func() bool { return lines(t, g.runs) == 1 })
 	ctx.expire()
 	err = wait(t, done)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "still running") || !strings.Contains(err.Error(), "next attempt follows it") {
@@ -312,7 +308,7 @@ func TestTimeoutLeavesComponentRunning(t *testing.T) {
 		t.Fatalf("the component's files were removed under it: %v", runs)
 	}
 	g.release(t)
-	waitUntil(t, 30*time.Second, "the component was interrupted: it never finished", func() bool { return lines(t, g.finished) == 1 })
+	waitUntil(t, "the component was interrupted: it never finished", func() bool { return lines(t, g.finished) == 1 })
 	res, err := d.Update(context.Background(), g.firmware(), nil)
 	if err != nil || res.VersionAfter != "4.5.6" {
 		t.Fatalf("next attempt: %+v, %v", res, err)

@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fwops/firmware-operator/internal/testutil/shared"
+	"github.com/onsi/gomega"
 
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	similo "github.com/fwops/firmware-operator/internal/simulator/ilo"
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
 )
 
 const (
@@ -220,22 +221,20 @@ func TestTLSVerification(t *testing.T) {
 	}
 }
 
-// waitState polls until the update state is terminal and returns every state seen.
+// waitState reads the update state until it is terminal and returns every state read.
 func waitState(t *testing.T, status func(context.Context) (UpdateStatus, error)) ([]UpdateStatus, UpdateStatus) {
 	t.Helper()
-	ctx := ctxT(t, 10*time.Second)
+	ctx := ctxT(t, time.Minute)
 	var seen []UpdateStatus
-	for {
+	gomega.NewWithT(t).Eventually(func() (string, error) {
 		st, err := status(ctx)
 		if err != nil {
-			t.Fatal(err)
+			return "", gomega.StopTrying("reading the update state").Wrap(err)
 		}
 		seen = append(seen, st)
-		if st.State == StateComplete || st.State == StateError {
-			return seen, st
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return st.State, nil
+	}).WithTimeout(time.Minute).WithPolling(5 * time.Millisecond).Should(gomega.BeElementOf(StateComplete, StateError))
+	return seen, seen[len(seen)-1]
 }
 
 func inventoryVersion(t *testing.T, c *Client, name string) string {
@@ -633,11 +632,5 @@ func TestErrorDecoding(t *testing.T) {
 
 func waitCond(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(time.Minute).Should(gomega.BeTrue(), what)
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -150,19 +151,19 @@ func TestP5_EndToEndEvents(t *testing.T) {
 		r := e.runROMJob("events-only", true, slow, ilo.Options{PollInterval: time.Hour, EventPollInterval: time.Hour, VerifyReads: 1,
 			FlashTimeout: time.Minute, VerifyTimeout: time.Minute},
 			func(s *similo.Sim) {
-				for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-					if s.Stats().Subscriptions == 1 {
-						dest, ctxStr, err := subscriptionOf(s)
-						if err != nil {
-							forged <- err.Error()
-							return
-						}
-						code, err := forge(dest, ctxStr)
-						forged <- fmt.Sprintf("%d %v", code, err)
-						return
-					}
+				// This runs beside the agent, off the test's goroutine: a failed wait is
+				// reported through forged, which the test reads.
+				g := gomega.NewGomega(func(msg string, _ ...int) { forged <- "the agent never subscribed: " + msg })
+				if !g.Eventually(func() int { return s.Stats().Subscriptions }).WithTimeout(time.Minute).Should(gomega.Equal(1)) {
+					return
 				}
-				forged <- "the agent never subscribed"
+				dest, ctxStr, err := subscriptionOf(s)
+				if err != nil {
+					forged <- err.Error()
+					return
+				}
+				code, err := forge(dest, ctxStr)
+				forged <- fmt.Sprintf("%d %v", code, err)
 			})
 		if r.status.Phase != fwv1.TargetPhaseSucceeded || !r.status.RebootRequired {
 			t.Fatalf("status %+v", r.status)

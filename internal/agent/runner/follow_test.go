@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -76,13 +77,11 @@ func (f *fixture) follow(t *testing.T, pc client.WithWatch) (cancel func(), done
 // waitPhase waits, on the condition and not on a clock, until target reaches phase.
 func (f *fixture) waitPhase(t *testing.T, target string, phase fwv1.TargetPhase) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for f.tu(t, target).Status.Phase != phase {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: phase %q, want %q", target, f.tu(t, target).Status.Phase, phase)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for a result
-	}
+	gomega.NewWithT(t).Eventually(func(g gomega.Gomega) fwv1.TargetPhase {
+		tu := &fwv1.TargetUpdate{}
+		g.Expect(f.c.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: testJob + "-" + target}, tu)).To(gomega.Succeed())
+		return tu.Status.Phase
+	}).WithTimeout(time.Minute).Should(gomega.Equal(phase), "the phase of target %s", target)
 }
 
 // A follow agent takes the targets the controller assigns on its pod after it started, each

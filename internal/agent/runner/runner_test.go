@@ -19,8 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
-
+	"github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -32,6 +31,7 @@ import (
 	"github.com/fwops/firmware-operator/internal/agent/config"
 	"github.com/fwops/firmware-operator/internal/agent/control"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
+	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 )
 
 const (
@@ -446,16 +446,10 @@ func TestPortsStepPastHeldPorts(t *testing.T) {
 	// /status on both the control listener (P1) and the inter-process channel (P5).
 	for _, addr := range []string{fmt.Sprintf("127.0.0.1:%d", b.Control), fmt.Sprintf("127.0.0.1:%d", b.IPC)} {
 		var snap control.Snapshot
-		var err error
-		for range 50 {
-			if snap, err = control.FetchStatus(context.Background(), addr); err == nil {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("status from %s: %v", addr, err)
-		}
+		gomega.NewWithT(t).Eventually(func() (err error) {
+			snap, err = control.FetchStatus(context.Background(), addr)
+			return err
+		}).WithTimeout(time.Minute).Should(gomega.Succeed(), "status from %s", addr)
 		snapCh <- snap
 	}
 	if err := <-errCh; err != nil {
@@ -520,17 +514,10 @@ func TestMainAndStatusCommand(t *testing.T) {
 	}()
 	b := <-boundCh
 	var out bytes.Buffer
-	var err error
-	for range 50 {
+	gomega.NewWithT(t).Eventually(func() error {
 		out.Reset()
-		if err = Main(context.Background(), []string{"status", "--addr", fmt.Sprintf("127.0.0.1:%d", b.IPC)}, &out, &out); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("agent status: %v", err)
-	}
+		return Main(context.Background(), []string{"status", "--addr", fmt.Sprintf("127.0.0.1:%d", b.IPC)}, &out, &out)
+	}).WithTimeout(time.Minute).Should(gomega.Succeed(), "agent status")
 	for _, want := range []string{"job job1 on node node-a", "TARGET", "t0", "t1", fmt.Sprintf("P1 control=%d", b.Control)} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("agent status output lacks %q:\n%s", want, out.String())

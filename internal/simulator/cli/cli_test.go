@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fwops/firmware-operator/internal/testutil/shared"
+	"github.com/onsi/gomega"
 
+	"github.com/fwops/firmware-operator/internal/testutil/shared"
 	"github.com/fwops/firmware-operator/internal/testutil/syncbuf"
 )
 
@@ -43,15 +44,11 @@ func TestRunServesInstances(t *testing.T) {
 		done <- Run(ctx, []string{"ilo", "--mockup", mockupDir(t), "--listen", "127.0.0.1:0", "--count", "2", "--per-port",
 			"--model", "ilo6", "--username", "u", "--password", "p", "--cert-out", certOut}, &out, io.Discard)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
 	var urls []string
-	for len(urls) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no instances announced: %q", out.String())
-		}
+	gomega.NewWithT(t).Eventually(func() ([]string, error) {
 		select {
 		case err := <-done:
-			t.Fatalf("Run ended: %v", err)
+			return nil, gomega.StopTrying("Run ended").Wrap(err)
 		default:
 		}
 		urls = nil
@@ -59,8 +56,8 @@ func TestRunServesInstances(t *testing.T) {
 		for sc.Scan() {
 			urls = append(urls, strings.Fields(sc.Text())[0])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return urls, nil
+	}).WithTimeout(time.Minute).Should(gomega.HaveLen(2), "the instances announced")
 	for i, u := range urls {
 		pem, err := os.ReadFile(certOut + "." + string(rune('1'+i)))
 		if err != nil {

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
 )
@@ -126,11 +128,11 @@ func TestSimulatorsShareOneCapture(t *testing.T) {
 	if resp, _ := call(t, ca, "POST", a.URL()+simpleUpdate, map[string]string{"ImageURI": img}, nil); resp.StatusCode != 200 {
 		t.Fatalf("SimpleUpdate: %d", resp.StatusCode)
 	}
-	waitFor(t, "the flash", 5*time.Second, func() bool { return a.Stats().FlashesCompleted == 1 })
+	waitFor(t, "the flash", func() bool { return a.Stats().FlashesCompleted == 1 })
 	if !a.RebootHost() {
 		t.Fatal("reboot refused")
 	}
-	waitFor(t, "the POST", 5*time.Second, func() bool { return a.PostState() == postFinished })
+	waitFor(t, "the POST", func() bool { return a.PostState() == postFinished })
 	if v := a.Version("SystemROM"); !strings.Contains(v, "v2.90 ") {
 		t.Fatalf("flashed simulator's ROM: %q", v)
 	}
@@ -254,13 +256,10 @@ func flashEach(b *testing.B, fleet []*Sim) {
 				b.Error(err)
 				return
 			}
-			for deadline := time.Now().Add(time.Minute); s.Stats().ILOResets < 1 || s.ILOPhase() != ""; {
-				if time.Now().After(deadline) {
-					b.Errorf("%s: not back from its reset after a minute", s.URL())
-					return
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			// Off the benchmark's goroutine: a failed wait is an error of b, not a FailNow.
+			g := gomega.NewGomega(func(msg string, _ ...int) { b.Errorf("%s: %s", s.URL(), msg) })
+			g.Eventually(func() bool { return s.Stats().ILOResets >= 1 && s.ILOPhase() == "" }).
+				WithTimeout(time.Minute).Should(gomega.BeTrue(), "back from its reset")
 		})
 	}
 	wg.Wait()

@@ -108,8 +108,8 @@ func TestEvents_SubscriptionGetsUpdateEventsAndIsForgottenOnReset(t *testing.T) 
 	if resp, _ := call(t, c, "POST", s.URL()+simpleUpdate, map[string]string{"ImageURI": img}, nil); resp.StatusCode != 202 {
 		t.Fatalf("SimpleUpdate: %d", resp.StatusCode)
 	}
-	waitFor(t, "the reset and back", 10*time.Second, func() bool { return s.Stats().ILOResets == 1 && s.ILOPhase() == "" })
-	waitFor(t, "the reset's event", 5*time.Second, func() bool {
+	waitFor(t, "the reset and back", func() bool { return s.Stats().ILOResets == 1 && s.ILOPhase() == "" })
+	waitFor(t, "the reset's event", func() bool {
 		ids, _, _ := rc.messageIDs()
 		return slices.Contains(ids, MsgResetInProgress)
 	})
@@ -160,7 +160,7 @@ func TestEvents_DeliveryRetriedThenGivenUp(t *testing.T) {
 	call(t, c, "POST", s.URL()+subscriptionsPath, map[string]any{"Destination": flaky.srv.URL, "EventTypes": []string{"ResourceUpdated"}}, nil)
 	img := httpServe(t, fwimage.Build("SystemROM", "2.99", nil))
 	call(t, c, "POST", s.URL()+simpleUpdate, map[string]string{"ImageURI": img}, nil)
-	waitFor(t, "Complete delivered", 5*time.Second, func() bool {
+	waitFor(t, "Complete delivered", func() bool {
 		ids, _, _ := flaky.messageIDs()
 		return countOf(ids, MsgStateChanged) == 5 // Uploading, Verifying, Writing, Updating, Complete
 	})
@@ -174,7 +174,7 @@ func TestEvents_DeliveryRetriedThenGivenUp(t *testing.T) {
 	ln.Close()
 	call(t, c, "POST", s.URL()+subscriptionsPath, map[string]any{"Destination": dead, "EventTypes": []string{"ResourceUpdated"}}, nil)
 	call(t, c, "POST", s.URL()+simpleUpdate, map[string]string{"ImageURI": img}, nil)
-	waitFor(t, "given up", 5*time.Second, func() bool { return s.Stats().EventsFailed == 5 })
+	waitFor(t, "given up", func() bool { return s.Stats().EventsFailed == 5 })
 	if st := s.Stats(); st.EventRetries != 2+5*deliveryRetries {
 		t.Fatalf("EventRetries = %d, want 2 + %d", st.EventRetries, 5*deliveryRetries)
 	}
@@ -202,7 +202,7 @@ func TestEvents_DeleteValidationModels(t *testing.T) {
 	call(t, c, "POST", s.URL()+subscriptionsPath, map[string]any{"Destination": other.srv.URL, "RegistryPrefixes": []string{"iLOEvents"}}, nil)
 	img := httpServe(t, fwimage.Build("SystemROM", "2.99", nil))
 	call(t, c, "POST", s.URL()+"/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate", map[string]string{"ImageURI": img}, nil)
-	waitFor(t, "the iLOEvents subscription's five state events", 5*time.Second, func() bool {
+	waitFor(t, "the iLOEvents subscription's five state events", func() bool {
 		ids, _, _ := other.messageIDs()
 		return countOf(ids, MsgStateChanged) == 5
 	})

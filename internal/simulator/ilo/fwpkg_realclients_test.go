@@ -69,7 +69,7 @@ func rebootHost(t *testing.T, s *Sim) {
 	if !s.RebootHost() {
 		t.Fatal("the host refused to reboot")
 	}
-	waitFor(t, "the host's POST", 30*time.Second, func() bool { return s.HostBoots() > boots && s.PostState() == postFinished })
+	waitFor(t, "the host's POST", func() bool { return s.HostBoots() > boots && s.PostState() == postFinished })
 }
 
 // inventoryVersion reads a FirmwareInventory member's Version.
@@ -185,10 +185,10 @@ func TestILOrestRepositoryCommands(t *testing.T) {
 		t.Fatalf("uploadcomp without --update_target flashed: %+v", st)
 	}
 	r.run("taskqueue", "create", "video_27.bin", "--tpmover")
-	waitFor(t, "the Bmc task to flash 2.7", 30*time.Second, func() bool { return inventoryVersion(s, "12") == "2.7" })
-	waitFor(t, "the Bmc task to complete", 30*time.Second, func() bool { return strings.HasSuffix(strings.Join(s.TaskStates(), ","), "=Complete") })
+	waitFor(t, "the Bmc task to flash 2.7", func() bool { return inventoryVersion(s, "12") == "2.7" })
+	waitFor(t, "the Bmc task to complete", func() bool { return strings.HasSuffix(strings.Join(s.TaskStates(), ","), "=Complete") })
 	r.run("taskqueue", "create", "0")
-	waitFor(t, "the Wait task to run", 30*time.Second, func() bool { return !strings.Contains(strings.Join(s.TaskStates(), ","), "Pending") })
+	waitFor(t, "the Wait task to run", func() bool { return !strings.Contains(strings.Join(s.TaskStates(), ","), "Pending") })
 	q := r.run("taskqueue", "--resetqueue")
 	if !strings.Contains(q, "Deleting all update tasks") || len(s.TaskStates()) != 0 {
 		t.Fatalf("taskqueue --resetqueue:\n%s\n%v", q, s.TaskStates())

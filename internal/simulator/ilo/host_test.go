@@ -8,19 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+// waitFor waits until cond holds, failing the test with what when it does not within a
+// minute. cond runs on the test's goroutine.
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(time.Minute).Should(gomega.BeTrue(), what)
 }
 
 // A system ROM flash is staged on the backup side and runs only after a ComputerSystem.Reset
@@ -39,7 +36,7 @@ func TestSystemROMActivatesAtNextPOST(t *testing.T) {
 	if resp, _ := call(t, c, "POST", s.URL()+simpleUpdate, map[string]string{"ImageURI": img}, nil); resp.StatusCode != 200 {
 		t.Fatalf("SimpleUpdate: %d", resp.StatusCode)
 	}
-	waitFor(t, "Complete", 5*time.Second, func() bool { return s.State() == "Complete" })
+	waitFor(t, "Complete", func() bool { return s.State() == "Complete" })
 
 	_, active := call(t, c, "GET", s.URL()+"/redfish/v1/UpdateService/FirmwareInventory/2", nil, nil)
 	_, backup := call(t, c, "GET", s.URL()+"/redfish/v1/UpdateService/FirmwareInventory/6", nil, nil)
@@ -64,7 +61,7 @@ func TestSystemROMActivatesAtNextPOST(t *testing.T) {
 	if !strings.Contains(mustJSON(body), msgInvalidSystemState) {
 		t.Fatalf("a reset during POST was accepted: %v", body)
 	}
-	waitFor(t, "FinishedPost", 5*time.Second, func() bool { return s.PostState() == postFinished })
+	waitFor(t, "FinishedPost", func() bool { return s.PostState() == postFinished })
 	_, active = call(t, c, "GET", s.URL()+"/redfish/v1/UpdateService/FirmwareInventory/2", nil, nil)
 	_, backup = call(t, c, "GET", s.URL()+"/redfish/v1/UpdateService/FirmwareInventory/6", nil, nil)
 	if !strings.HasPrefix(active["Version"].(string), "A43 v2.70 ") || backup["Version"] != "A43 v2.52 (10/29/2021)" {
@@ -86,7 +83,7 @@ func TestHostPowerStates(t *testing.T) {
 		{"On", 400, "On"}, {"ForceOff", 200, "Off"}, {"GracefulRestart", 400, "Off"}, {"GracefulShutdown", 400, "Off"},
 		{"PushPowerButton", 200, "On"}, {"Nmi", 200, "On"},
 	} {
-		waitFor(t, "POST to finish", 5*time.Second, func() bool { st := s.PostState(); return st == postFinished || st == postPowerOff })
+		waitFor(t, "POST to finish", func() bool { st := s.PostState(); return st == postFinished || st == postPowerOff })
 		resp, _ := call(t, c, "POST", s.URL()+systemResetPath, map[string]string{"ResetType": step.reset}, nil)
 		_, sys := call(t, c, "GET", s.URL()+systemPath, nil, nil)
 		if resp.StatusCode != step.status || sys["PowerState"] != step.power {

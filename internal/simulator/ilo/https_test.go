@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 )
@@ -34,7 +33,7 @@ func TestILO5FetchesOverHTTPS(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("SimpleUpdate over HTTPS: %d", resp.StatusCode)
 	}
-	waitFor(t, "the flash and the iLO's reset", 5*time.Second, func() bool { return s.Stats().ILOResets == 1 && s.ILOPhase() == "" })
+	waitFor(t, "the flash and the iLO's reset", func() bool { return s.Stats().ILOResets == 1 && s.ILOPhase() == "" })
 	if v := s.Version("iLO"); !strings.HasPrefix(v, "2.90 ") {
 		t.Fatalf("version %q after a flash over HTTPS", v)
 	}
@@ -64,7 +63,7 @@ func TestILO4RefusesHTTPS(t *testing.T) {
 	if resp, d = call(t, c, "POST", s.URL()+ilo4UpdatePath, map[string]string{"Action": "InstallFromURI", "FirmwareURI": plain}, nil); resp.StatusCode != 200 {
 		t.Fatalf("InstallFromURI with http: %d %v", resp.StatusCode, d)
 	}
-	waitFor(t, "the flash over HTTP", 5*time.Second, func() bool { return s.Stats().FlashesCompleted == 1 })
+	waitFor(t, "the flash over HTTP", func() bool { return s.Stats().FlashesCompleted == 1 })
 }
 
 func asString(m map[string]any) string {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 )
 
@@ -93,7 +95,7 @@ func TestILOrest(t *testing.T) {
 	}
 	// The iLO resets after flashing itself; log in again once it is back (its session is gone)
 	// and read the new version as ilorest sees it.
-	waitFor(t, "the iLO's reset", 30*time.Second, func() bool { st := s.Stats(); return st.ILOResets == 1 && s.ILOPhase() == "" })
+	waitFor(t, "the iLO's reset", func() bool { st := s.Stats(); return st.ILOResets == 1 && s.ILOPhase() == "" })
 	if st := s.Stats(); st.FlashesCompleted != 1 || st.FlashesStarted != 1 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -125,13 +127,7 @@ func TestRedfishtool(t *testing.T) {
 	if !strings.Contains(out, "Base.1.4.Success") {
 		t.Fatalf("SimpleUpdate:\n%s", out)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for s.State() != "Complete" {
-		if time.Now().After(deadline) {
-			t.Fatalf("flash stuck in %s", s.State())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(s.State).WithTimeout(time.Minute).Should(gomega.Equal("Complete"), "the flash's state")
 	// The flash is staged: the running ROM (FirmwareInventory/2) keeps its version, the
 	// redundant one (6) holds the new image until the host reboots.
 	get := func(p string) string {
@@ -148,7 +144,7 @@ func TestRedfishtool(t *testing.T) {
 	if !strings.Contains(out, "Base.1.4.Success") {
 		t.Fatalf("ComputerSystem.Reset:\n%s", out)
 	}
-	waitFor(t, "the host's POST", 10*time.Second, func() bool { return s.PostState() == postFinished })
+	waitFor(t, "the host's POST", func() bool { return s.PostState() == postFinished })
 	if out := get("/redfish/v1/UpdateService/FirmwareInventory/2"); !strings.Contains(out, "v2.70") {
 		t.Fatalf("System ROM after the reboot:\n%s", out)
 	}

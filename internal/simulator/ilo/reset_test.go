@@ -23,19 +23,19 @@ func TestILOResetsAfterFlashingItself(t *testing.T) {
 		t.Fatalf("SimpleUpdate: %d", resp.StatusCode)
 	}
 	monitor := task["TaskMonitor"].(string)
-	waitFor(t, "Complete", 5*time.Second, func() bool { return s.State() == "Complete" })
+	waitFor(t, "Complete", func() bool { return s.State() == "Complete" })
 	if s.ILOPhase() == "" {
 		if v := s.Version("iLO"); !strings.HasPrefix(v, "2.46") {
 			t.Fatalf("the new iLO firmware runs before the reset: %q", v)
 		}
 	}
 
-	waitFor(t, "the reset", 5*time.Second, func() bool { return s.ILOPhase() == resetDown })
+	waitFor(t, "the reset", func() bool { return s.ILOPhase() == resetDown })
 	if _, err := c.Get(s.URL() + "/redfish/v1"); err == nil {
 		t.Fatal("a resetting iLO answered")
 	}
 
-	waitFor(t, "half up", 5*time.Second, func() bool { return s.ILOPhase() == resetHalfUp })
+	waitFor(t, "half up", func() bool { return s.ILOPhase() == resetHalfUp })
 	if resp, _ := call(t, c, "GET", s.URL()+"/redfish/v1", nil, map[string]string{"noauth": "1"}); resp.StatusCode != 200 {
 		t.Fatalf("service root half up: %d", resp.StatusCode)
 	}
@@ -43,7 +43,7 @@ func TestILOResetsAfterFlashingItself(t *testing.T) {
 		t.Fatalf("UpdateService half up: %d", resp.StatusCode)
 	}
 
-	waitFor(t, "up", 5*time.Second, func() bool { return s.ILOPhase() == "" })
+	waitFor(t, "up", func() bool { return s.ILOPhase() == "" })
 	resp, body := call(t, c, "GET", s.URL()+"/redfish/v1/Managers/1", nil, tok)
 	if resp.StatusCode != 401 || !strings.Contains(mustJSON(body), "NoValidSession") {
 		t.Fatalf("the old session after the reset: %d %v", resp.StatusCode, body)

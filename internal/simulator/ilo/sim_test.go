@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/fwops/firmware-operator/internal/testutil/shared"
 
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
@@ -226,21 +228,17 @@ func TestAdminEndpointAndFlashStates(t *testing.T) {
 		t.Fatalf("the first flash request's time moved to %s on a second request", again)
 	}
 	var states []string
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	gomega.NewWithT(t).Eventually(func() string {
 		st := s.State()
 		if len(states) == 0 || states[len(states)-1] != st {
 			states = append(states, st)
 		}
-		if st == "Complete" {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return st
+	}).WithTimeout(time.Minute).WithPolling(2*time.Millisecond).Should(gomega.Equal("Complete"), "the flash's states")
 	if got := strings.Join(states, ","); got != "Uploading,Verifying,Writing,Updating,Complete" {
 		t.Fatalf("states %s", got)
 	}
-	waitFor(t, "the iLO's reset", 5*time.Second, func() bool { st := s.Stats(); return st.ILOResets == 1 && s.ILOPhase() == "" })
+	waitFor(t, "the iLO's reset", func() bool { st := s.Stats(); return st.ILOResets == 1 && s.ILOPhase() == "" })
 	if v := s.Version("iLO"); !strings.HasPrefix(v, "2.90 ") {
 		t.Fatalf("version %q", v)
 	}
@@ -255,9 +253,7 @@ func TestSmartComponentThroughSimpleUpdateChangesNothing(t *testing.T) {
 	c := httpClient(t, s)
 	img := httpServe(t, fwimage.BuildHeader(fwimage.Header{Component: "SmartComponent", Version: "9.9", Target: "Embedded Video Controller"}, nil))
 	call(t, c, "POST", s.URL()+simpleUpdate, map[string]string{"ImageURI": img}, nil)
-	for s.State() != "Complete" {
-		time.Sleep(5 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(s.State).WithTimeout(time.Minute).Should(gomega.Equal("Complete"))
 	_, d := call(t, c, "GET", s.URL()+"/redfish/v1/UpdateService/FirmwareInventory/12", nil, nil)
 	if d["Version"] != "2.5" {
 		t.Fatalf("Smart Component flashed through SimpleUpdate: %v", d["Version"])

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/fwops/firmware-operator/internal/simulator/fwimage"
 )
 
@@ -21,7 +23,7 @@ func addComponent(t *testing.T, s *Sim, name string, data []byte) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("AddFromUri: %d", resp.StatusCode)
 	}
-	waitFor(t, "the component "+name, 10*time.Second, func() bool { return slices.Contains(s.Components(), name) && s.State() == "Complete" })
+	waitFor(t, "the component "+name, func() bool { return slices.Contains(s.Components(), name) && s.State() == "Complete" })
 }
 
 func TestAddFromUriToRepositoryFlashesNothing(t *testing.T) {
@@ -58,7 +60,7 @@ func TestDirectFlashOfPackageRefusals(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("AddFromUri: %d", resp.StatusCode)
 			}
-			waitFor(t, "the flash to end", 10*time.Second, func() bool { return s.State() == "Error" || s.State() == "Complete" })
+			waitFor(t, "the flash to end", func() bool { return s.State() == "Error" || s.State() == "Complete" })
 			_, us := call(t, c, "GET", s.URL()+"/redfish/v1/UpdateService", nil, nil)
 			if got := obj(us, "Oem", "Hpe", "Result")["MessageId"]; s.State() != "Error" || got != tc.msgID {
 				t.Fatalf("state %s, MessageId %v; want Error %s", s.State(), got, tc.msgID)
@@ -85,7 +87,7 @@ func TestTaskQueueExceptionStallsQueue(t *testing.T) {
 	if resp, _ := call(t, c, "POST", s.URL()+taskQueueURL, task("first", "video_26.bin"), nil); resp.StatusCode != 201 {
 		t.Fatalf("create task: %d", resp.StatusCode)
 	}
-	waitFor(t, "the first task to fail", 10*time.Second, func() bool { return slices.Contains(s.TaskStates(), "first="+TaskException) })
+	waitFor(t, "the first task to fail", func() bool { return slices.Contains(s.TaskStates(), "first="+TaskException) })
 	s.SetFaults(Faults{})
 	if resp, _ := call(t, c, "POST", s.URL()+taskQueueURL, task("first", "video_27.bin"), nil); resp.StatusCode != 400 {
 		t.Fatalf("a second task named first: %d, want 400", resp.StatusCode)
@@ -95,10 +97,8 @@ func TestTaskQueueExceptionStallsQueue(t *testing.T) {
 	}
 	// Give the queue every chance to (wrongly) run the second task: another flash would have
 	// to start and finish.
-	time.Sleep(300 * time.Millisecond)
-	if got := strings.Join(s.TaskStates(), ","); got != "first=Exception,second=Pending" || inventoryVersion(s, "12") != "2.5" {
-		t.Fatalf("queue %s, video %s: the task behind the Exception ran", got, inventoryVersion(s, "12"))
-	}
+	gomega.NewWithT(t).Consistently(func() string { return strings.Join(s.TaskStates(), ",") + " video " + inventoryVersion(s, "12") }).
+		WithTimeout(300*time.Millisecond).Should(gomega.Equal("first=Exception,second=Pending video 2.5"), "the task behind the Exception ran")
 	// The failed task's component is locked until the task goes.
 	_, doc := call(t, c, "GET", s.URL()+taskQueueURL+"?$expand=.", nil, nil)
 	first := doc["Members"].([]any)[0].(map[string]any)
@@ -108,7 +108,7 @@ func TestTaskQueueExceptionStallsQueue(t *testing.T) {
 	if resp, _ := call(t, c, "DELETE", s.URL()+str(first["@odata.id"]), nil, nil); resp.StatusCode != 200 {
 		t.Fatalf("delete the failed task: %d", resp.StatusCode)
 	}
-	waitFor(t, "the second task to run", 10*time.Second, func() bool { return slices.Contains(s.TaskStates(), "second="+TaskComplete) })
+	waitFor(t, "the second task to run", func() bool { return slices.Contains(s.TaskStates(), "second="+TaskComplete) })
 	if v := inventoryVersion(s, "12"); v != "2.7" {
 		t.Fatalf("video at %q after the second task, want 2.7", v)
 	}
@@ -122,12 +122,11 @@ func TestTaskQueueUefiTaskWaitsForPOST(t *testing.T) {
 	addComponent(t, s, "video_26.bin", fwimage.BuildHeader(fwimage.Header{Component: "SmartComponent", Version: "2.6", Target: "Embedded Video Controller"}, nil))
 	call(t, c, "POST", s.URL()+taskQueueURL, map[string]any{"Name": "nic", "Command": "ApplyUpdate", "Filename": "cp3.zip"}, nil)
 	call(t, c, "POST", s.URL()+taskQueueURL, map[string]any{"Name": "video", "Command": "ApplyUpdate", "Filename": "video_26.bin"}, nil)
-	time.Sleep(200 * time.Millisecond) // room for a wrong start
-	if got := strings.Join(s.TaskStates(), ","); got != "nic=Pending,video=Pending" {
-		t.Fatalf("queue %s before the POST", got)
-	}
+	// Room for a wrong start.
+	gomega.NewWithT(t).Consistently(func() string { return strings.Join(s.TaskStates(), ",") }).
+		WithTimeout(200*time.Millisecond).Should(gomega.Equal("nic=Pending,video=Pending"), "the queue before the POST")
 	rebootHost(t, s)
-	waitFor(t, "both tasks", 10*time.Second, func() bool { return strings.Join(s.TaskStates(), ",") == "nic=Complete,video=Complete" })
+	waitFor(t, "both tasks", func() bool { return strings.Join(s.TaskStates(), ",") == "nic=Complete,video=Complete" })
 	if inventoryVersion(s, "11") != "08.60.12" || inventoryVersion(s, "12") != "2.6" {
 		t.Fatalf("versions %s / %s after the queue ran", inventoryVersion(s, "11"), inventoryVersion(s, "12"))
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -139,31 +140,21 @@ func TestUpdateImageRestarts(t *testing.T) {
 		t.Fatalf("UPDATE IMAGE:\n%s", out)
 	}
 	// Down: connections are refused for a while. Polled rather than probed once after a sleep,
-	// so that a loaded machine neither misses the window nor probes before it opens.
-	wentDown := false
-	for end := time.Now().Add(restartDelay); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	// so that a loaded machine neither misses the window nor probes before it opens; the
+	// window lasts restartDelay.
+	g := gomega.NewWithT(t)
+	g.Eventually(func() error {
 		conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
-		if err != nil {
-			wentDown = true
-			break
-		}
-		conn.Close()
-	}
-	if !wentDown {
-		t.Fatal("connections still accepted while restarting")
-	}
-	// Back with the new version.
-	deadline := time.Now().Add(restartDelay + 10*time.Second)
-	for {
-		c, err = client(t, s, ssh.Password("password"))
 		if err == nil {
-			break
+			conn.Close()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("OA did not come back: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	}).WithTimeout(restartDelay).WithPolling(10*time.Millisecond).Should(gomega.HaveOccurred(), "connections refused while restarting")
+	// Back with the new version.
+	g.Eventually(func() (err error) {
+		c, err = client(t, s, ssh.Password("password"))
+		return err
+	}).WithTimeout(restartDelay+time.Minute).Should(gomega.Succeed(), "the OA back")
 	defer c.Close()
 	if out := run(t, c, "SHOW OA INFO"); !strings.Contains(out, "Firmware Ver. : 5.00 ") {
 		t.Fatalf("after restart:\n%s", out)
@@ -214,10 +205,7 @@ func TestVersionUnchanged(t *testing.T) {
 	if !strings.Contains(out, "Restarting Onboard Administrator") {
 		t.Fatalf("UPDATE IMAGE:\n%s", out)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Restarts() == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	gomega.NewWithT(t).Eventually(s.Restarts).WithTimeout(time.Minute).ShouldNot(gomega.BeZero(), "the OA's restart")
 	if s.Restarts() != 1 || s.Version() != "4.97" || s.Flashes() != 1 {
 		t.Fatalf("restarts %d version %s flashes %d", s.Restarts(), s.Version(), s.Flashes())
 	}
