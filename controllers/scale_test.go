@@ -48,6 +48,14 @@ func createManyTargets(ns, fleet string, n int) {
 	for err := range errs {
 		gomega.Expect(err).NotTo(gomega.HaveOccurred())
 	}
+	// A job reads its targets from the manager's cache: one made while the cache still
+	// catches up (a manager that was just restarted re-lists) plans the targets seen so far
+	// and the rest a pass later; these specs count the first plan, so they wait for all n.
+	gomega.Eventually(func() (int, error) {
+		var list fwv1.UpdateTargetList
+		err := mgrCache.List(suiteCtx, &list, client.InNamespace(ns), client.MatchingLabels{"fleet": fleet})
+		return len(list.Items), err
+	}, "2m").Should(gomega.Equal(n), "the manager's cache shows every target")
 }
 
 // readyTargets counts the namespace's UpdateTargets that the UpdateTarget controller found
