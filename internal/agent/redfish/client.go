@@ -321,9 +321,9 @@ func (c *Client) relogin(ctx context.Context, stale string) error {
 			return fmt.Errorf("waiting %s before logging in again: %w", wait, ctx.Err())
 		}
 	}
-	c.mu.Lock()
-	c.token, c.sessionURI = "", ""
-	c.mu.Unlock()
+	// The stale token stays in use until Login replaces it: a request sent meanwhile with no
+	// token would meet a 401 it cannot answer by logging in (it would look like Basic auth
+	// refused), while one with the stale token waits here for the new session.
 	if err := c.Login(ctx); err != nil {
 		c.reloginFails++
 		return err
