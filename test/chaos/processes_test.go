@@ -102,8 +102,11 @@ var _ = ginkgo.Describe("A rollout by agent processes", func() {
 	})
 
 	ginkgo.It("rides out the API server restarted mid-rollout", func() {
+		// 8 s flashes: the wait below sees a wave's flashes as they start, and stopping
+		// kube-apiserver takes up to 2 s more on a loaded machine; with 2 s flashes CI saw the
+		// wave end before the API server was gone ("no flash was running").
 		h.startFleet(fleet.Options{Name: "apiserver", ILO5: 20,
-			Timings: quickFlash(2*time.Second, 3)})
+			Timings: quickFlash(8*time.Second, 3)})
 		agents := newAgentProcesses(h.f)
 		kubelet.Use(agents.run)
 		h.mgr.start()
@@ -134,6 +137,13 @@ var _ = ginkgo.Describe("A rollout by agent processes", func() {
 		// otherwise drain its watches for a minute, and a crash is the harsher fault.
 		expectStopped(api.Stop())
 		down := time.Now()
+		restarted := false
+		// A failure while it is down must not leave the next specs without an API server.
+		ginkgo.DeferCleanup(func() {
+			if !restarted {
+				gomega.Expect(api.Start()).To(gomega.Succeed())
+			}
+		})
 		addr := net.JoinHostPort(api.Address, api.Port)
 		gomega.Eventually(func() error {
 			c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -149,6 +159,7 @@ var _ = ginkgo.Describe("A rollout by agent processes", func() {
 		gomega.Expect(running).To(gomega.BeNumerically(">=", 1), "no flash was running when kube-apiserver went away")
 		gomega.Eventually(completed, time.Minute, 50*time.Millisecond).Should(gomega.BeNumerically(">=", atStop+running))
 		gomega.Expect(api.Start()).To(gomega.Succeed())
+		restarted = true
 		fmt.Fprintf(ginkgo.GinkgoWriter, "kube-apiserver was down %s; %d flashes completed meanwhile\n",
 			time.Since(down).Round(100*time.Millisecond), completed()-atStop)
 
