@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	fwv1 "github.com/fwops/firmware-operator/api/v1alpha1"
 	"github.com/fwops/firmware-operator/internal/agent/driver"
 )
@@ -44,13 +46,7 @@ func (f *fixture) startUnclaimed(t *testing.T, mod func(*Deps)) (claimAll func()
 // waitFor waits, on the condition and not on a clock, until cond holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for a result
-	}
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(time.Minute).WithPolling(5*time.Millisecond).Should(gomega.BeTrue(), "never: %s", what)
 }
 
 // The job's image is fetched and verified as the agent starts, while its first targets wait
@@ -105,14 +101,10 @@ func TestLoginDoesNotWaitForTheCertificate(t *testing.T) {
 		d.OnCertificate = func(tls.Certificate) {
 			// Held until the target has read its version; a login that waits for the
 			// certificate never gets there.
-			deadline := time.Now().Add(20 * time.Second)
-			for !strings.Contains(f.logs.String(), `"msg":"current version read"`) {
-				if time.Now().After(deadline) {
-					waited.Store(true)
-					return
-				}
-				time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for a result
-			}
+			// Off the test's goroutine: a timeout is recorded, not failed here.
+			g := gomega.NewGomega(func(string, ...int) { waited.Store(true) })
+			g.Eventually(func() bool { return strings.Contains(f.logs.String(), `"msg":"current version read"`) }).
+				WithTimeout(time.Minute).WithPolling(5 * time.Millisecond).Should(gomega.BeTrue())
 		}
 	})
 	claimAll()
