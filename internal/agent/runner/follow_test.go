@@ -74,6 +74,18 @@ func (f *fixture) follow(t *testing.T, pc client.WithWatch) (cancel func(), done
 	return cancel, out
 }
 
+// followClaimed runs the fixture's agent in follow mode with every target assigned on its pod
+// and claimed for it: the agent starts them all.
+func (f *fixture) followClaimed(t *testing.T) (cancel func(), done <-chan error) {
+	t.Helper()
+	f.cfg.Follow = true
+	assigned := f.cfg.Targets
+	f.cfg.Targets = nil
+	pc, _ := followPod(t, assigned)
+	f.claim(t, "agent-pod", assigned...)
+	return f.follow(t, pc)
+}
+
 // waitPhase waits, on the condition and not on a clock, until target reaches phase.
 func (f *fixture) waitPhase(t *testing.T, target string, phase fwv1.TargetPhase) {
 	t.Helper()
@@ -136,12 +148,7 @@ func TestFollowSummaryNamesOnlyUnfinishedTargets(t *testing.T) {
 	f := newFixture(t, 2, driver.FakeBehavior{Version: "1.0", Delay: 20 * time.Millisecond})
 	f.fake.Set("t0", driver.FakeBehavior{Version: "1.0", UpdateErr: errors.New("boom")})
 	f.fake.Set("t1", driver.FakeBehavior{Version: "1.0", Delay: time.Hour})
-	f.cfg.Follow = true
-	assigned := f.cfg.Targets
-	f.cfg.Targets = nil
-	pc, _ := followPod(t, assigned)
-	f.claim(t, "agent-pod", assigned...)
-	cancel, done := f.follow(t, pc)
+	cancel, done := f.followClaimed(t)
 	f.waitPhase(t, "t0", fwv1.TargetPhaseFailed)
 	f.waitPhase(t, "t1", fwv1.TargetPhaseFlashing)
 	cancel()

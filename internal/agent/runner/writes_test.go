@@ -26,12 +26,7 @@ func (f *fixture) agentWrites(t *testing.T, target string) []fwv1.TargetUpdateSt
 // target, each paid by every target of a 10,000-target job).
 func TestFollowFirstWriteCarriesPortsWithTheVersion(t *testing.T) {
 	f := newFixture(t, 1, driver.FakeBehavior{Version: "1.0", Delay: 20 * time.Millisecond})
-	f.cfg.Follow = true
-	assigned := f.cfg.Targets
-	f.cfg.Targets = nil
-	pc, _ := followPod(t, assigned)
-	f.claim(t, "agent-pod", assigned...)
-	cancel, done := f.follow(t, pc)
+	cancel, done := f.followClaimed(t)
 	f.waitPhase(t, "t0", fwv1.TargetPhaseSucceeded)
 	cancel()
 	<-done
